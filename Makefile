@@ -1,0 +1,61 @@
+# Two commands on a fresh clone: `make run` (demo lake -> Airflow DAG -> server) and `make test`.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+VAR := var
+LAKE ?= $(VAR)/demo-lake
+USERS ?= 2000
+ITEMS ?= 1000
+DAYS ?= 14
+SEED ?= 7
+PORT ?= 8080
+export OPENBLAS_NUM_THREADS := 1
+export SPARK_LOCAL_IP := 127.0.0.1
+export GX_ANALYTICS_ENABLED := false
+export AIRFLOW_HOME := $(CURDIR)/$(VAR)/airflow
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv run pipeline demo-lake serve test lint bench lock clean
+
+$(VENV)/.synced: requirements.lock pyproject.toml
+	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet --user uv || $(PY) -m pip install --quiet uv
+	@UV=$$(command -v uv || echo $$($(PY) -m site --user-base)/bin/uv); \
+	  test -d $(VENV) || $$UV venv --quiet --python $(PY) $(VENV); \
+	  VIRTUAL_ENV=$(VENV) $$UV pip sync --quiet requirements.lock && \
+	  VIRTUAL_ENV=$(VENV) $$UV pip install --quiet --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.synced ## create the environment from the lock file
+
+lock: ## re-resolve requirements.lock from pyproject.toml
+	uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11
+
+$(LAKE)/items: | $(VENV)/.synced
+	$(BIN)/homepage generate --lake $(LAKE) --users $(USERS) --items $(ITEMS) --days $(DAYS) --seed $(SEED)
+
+demo-lake: venv $(LAKE)/items ## generate the demo lake (once)
+
+pipeline: demo-lake ## run the daily DAG through Airflow on the demo lake (no serving)
+	$(BIN)/homepage airflow-test --lake $(LAKE)
+
+serve: venv ## serve the published export
+	@echo "Serving $(LAKE) on http://127.0.0.1:$(PORT)"
+	@echo "  try: curl http://127.0.0.1:$(PORT)/v1/users/$$($(BIN)/python -c "import pandas as p,sys; print(p.read_parquet('$(LAKE)/users')['user_id'].iloc[0])")/homepage"
+	@echo "       curl http://127.0.0.1:$(PORT)/v1/users/nobody/homepage   (fallback page)"
+	@echo "       curl http://127.0.0.1:$(PORT)/healthz  |  /readyz  |  /metrics"
+	$(BIN)/homepage serve --lake $(LAKE) --port $(PORT)
+
+run: pipeline serve ## the whole thing: demo lake -> DAG -> HTTP server
+
+test: venv ## the test suite (what CI runs)
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: venv ## scale benchmarks (not part of make test)
+	$(BIN)/pytest -q -m slow -p no:cacheprovider --timeout 7200
+
+clean:
+	rm -rf $(VAR)

@@ -1,0 +1,198 @@
+"""The `homepage` command line. Every subcommand has --help and exits non-zero with one line on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _cmd_generate(a: argparse.Namespace) -> Any:
+    from jobs.generate import generate_lake
+
+    stats = generate_lake(
+        a.lake,
+        users=a.users,
+        items=a.items,
+        days=a.days,
+        seed=a.seed,
+        start=a.start,
+        progress=_print,
+    )
+    _print(
+        f"generated {stats['events']:,} events in {stats['seconds']:.1f}s ({stats['events_per_s']:,.0f} events/s) into {a.lake}"
+    )
+    return stats
+
+
+def _cmd_import(a: argparse.Namespace) -> Any:
+    from jobs.importers import import_dataset
+
+    stats = import_dataset(a.dataset, a.src, a.lake, progress=_print)
+    _print(f"imported {a.dataset}: {json.dumps(stats, default=str)}")
+    return stats
+
+
+def _cmd_pipeline(a: argparse.Namespace) -> Any:
+    from jobs.pipeline import run_pipeline
+
+    t0 = time.perf_counter()
+    res = run_pipeline(a.lake, a.ds, a.set, config_path=a.config, progress=_print)
+    exp = res["export"]
+    _print(
+        f"published ds={res['ds']}: {exp['users']:,} users, {exp['rows']:,} rows in {time.perf_counter() - t0:.1f}s"
+    )
+    return res
+
+
+def _cmd_step(a: argparse.Namespace) -> Any:
+    from jobs.lake import Lake
+    from jobs.pipeline import default_ds, run_step
+
+    ds = a.ds or default_ds(Lake(a.lake))
+    res = run_step(a.step, a.lake, ds, a.set, a.config)
+    _print(json.dumps(res, default=str, indent=2))
+    return res
+
+
+def _cmd_publish(a: argparse.Namespace) -> Any:
+    from jobs.config import load_config
+    from jobs.export import publish
+    from jobs.lake import Lake, parse_ds
+
+    parse_ds(a.ds)
+    res = publish(Lake(a.lake), a.ds, load_config(a.config, a.set))
+    _print(f"exports/CURRENT -> {res['current']}")
+    return res
+
+
+def _cmd_serve(a: argparse.Namespace) -> Any:
+    from jobs.config import load_config
+    from jobs.lake import Lake
+    from serving_export.server import serve
+
+    cfg = load_config(a.config, a.set)
+    serve(
+        Lake(a.lake),
+        a.host or cfg.serve.host,
+        a.port if a.port is not None else cfg.serve.port,
+        workers=a.workers or cfg.serve.workers,
+        reload_interval_s=cfg.serve.reload_interval_s,
+    )
+
+
+def _cmd_airflow(a: argparse.Namespace) -> Any:
+    from jobs.airflow_run import run_dag_test
+
+    state = run_dag_test(a.lake, ds=a.ds, overrides=a.set)
+    _print(f"homepage_daily finished: {state}")
+    if state != "success":
+        raise RuntimeError(f"DAG run ended in state {state}")
+    return state
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="homepage", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser, lake: bool = True) -> None:
+        if lake:
+            sp.add_argument("--lake", required=True, help="lake directory or URI")
+        sp.add_argument("--config", help="YAML config file (default conf/default.yaml)")
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="config override, e.g. mf.factors=64 (repeatable)",
+        )
+
+    g = sub.add_parser("generate", help="write a synthetic lake")
+    g.add_argument("--lake", required=True)
+    g.add_argument("--users", type=int, default=2000)
+    g.add_argument("--items", type=int, default=1000)
+    g.add_argument("--days", type=int, default=14)
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--start", default="2026-01-01", help="first day (YYYY-MM-DD)")
+    g.set_defaults(fn=_cmd_generate)
+
+    i = sub.add_parser("import", help="convert a real dataset to the lake contract")
+    i.add_argument("dataset", choices=["instacart", "completejourney", "obd"])
+    i.add_argument("--src", required=True, help="folder with the dataset's Parquet files")
+    i.add_argument("--lake", required=True)
+    i.set_defaults(fn=_cmd_import)
+
+    pl = sub.add_parser("pipeline", help="run every daily step in one process")
+    common(pl)
+    pl.add_argument("--ds", help="as-of date YYYY-MM-DD (default: day after the latest events)")
+    pl.set_defaults(fn=_cmd_pipeline)
+
+    st = sub.add_parser("step", help="run one pipeline step (as a DAG task does)")
+    common(st)
+    st.add_argument(
+        "step", choices=["ingest", "build_features", "train", "rank", "export", "publish"]
+    )
+    st.add_argument("--ds")
+    st.set_defaults(fn=_cmd_step)
+
+    pb = sub.add_parser(
+        "publish", help="point exports/CURRENT at an existing export (e.g. roll back)"
+    )
+    common(pb)
+    pb.add_argument("--ds", required=True)
+    pb.set_defaults(fn=_cmd_publish)
+
+    sv = sub.add_parser("serve", help="serve the published export over HTTP")
+    common(sv)
+    sv.add_argument("--host")
+    sv.add_argument("--port", type=int)
+    sv.add_argument("--workers", type=int)
+    sv.set_defaults(fn=_cmd_serve)
+
+    af = sub.add_parser(
+        "airflow-test", help="run the homepage_daily DAG through Airflow (dag.test, SQLite)"
+    )
+    common(af)
+    af.add_argument("--ds")
+    af.set_defaults(fn=_cmd_airflow)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("py4j", "urllib3", "great_expectations", "mlflow", "alembic", "numexpr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line for the user; --verbose for the traceback
+        if args.verbose:
+            raise
+        msg = str(exc).strip().splitlines()
+        print(
+            f"homepage {args.command}: error: {type(exc).__name__}: {msg[0] if msg else ''}",
+            file=sys.stderr,
+        )
+        for extra in msg[1:12]:
+            print(f"  {extra}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

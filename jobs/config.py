@@ -1,0 +1,270 @@
+"""One typed configuration, loaded from `conf/*.yaml` and overridden by DAG params or CLI flags.
+
+Overrides are dotted keys (`mf.factors=64`, `page.slots=8`); values are parsed as YAML scalars
+and checked against the field's type. Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[2]"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+    app_name: str = "homepage"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.shuffle_partitions < 1:
+            raise ConfigError(
+                f"spark.shuffle_partitions must be >= 1, got {self.shuffle_partitions}"
+            )
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_bad_share: float = 0.05  # a day with more rejected rows than this fails the run
+    max_future_seconds: int = 300  # events later than now + this are rejected
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_bad_share <= 1.0:
+            raise ConfigError(f"ingest.max_bad_share must be in [0, 1], got {self.max_bad_share}")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    lookback_days: int = 365  # history used for counts and priors
+    half_life_days: float = 30.0  # time decay of transaction counts; 0 = no decay
+    weight_click: float = 1.0
+    weight_add_to_cart: float = 3.0
+    weight_purchase: float = 5.0
+    prior_strength: float = 10.0  # pseudo-impressions of the carousel-level Beta prior
+    trending_days: int = 7
+
+    def __post_init__(self) -> None:
+        if self.lookback_days < 1:
+            raise ConfigError(f"features.lookback_days must be >= 1, got {self.lookback_days}")
+        if self.half_life_days < 0:
+            raise ConfigError(f"features.half_life_days must be >= 0, got {self.half_life_days}")
+        if self.prior_strength <= 0:
+            raise ConfigError(f"features.prior_strength must be > 0, got {self.prior_strength}")
+
+
+@dataclass(frozen=True)
+class MFConfig:
+    algorithm: str = "als"  # als | bpr
+    factors: int = 32
+    iterations: int = 15
+    regularization: float = 0.05
+    alpha: float = 10.0  # confidence scaling of implicit ALS: C = 1 + alpha * eta
+    learning_rate: float = 0.05  # BPR only
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ("als", "bpr"):
+            raise ConfigError(f"mf.algorithm must be 'als' or 'bpr', got {self.algorithm!r}")
+        if self.factors < 1 or self.iterations < 1:
+            raise ConfigError("mf.factors and mf.iterations must be >= 1")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    w: float = 0.7  # phi = w * alpha + (1 - w) * gamma
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.w <= 1.0:
+            raise ConfigError(f"scoring.w must be in [0, 1], got {self.w}")
+
+
+@dataclass(frozen=True)
+class PageConfig:
+    slots: int = 10  # Z carousels per page
+    items_per_carousel: int = 10  # M items per carousel
+    candidate_items: int = 30  # items kept per carousel candidate before page de-duplication
+    min_items: int = 4  # a carousel with fewer items left is dropped from the page
+    category_carousels: int = 6  # affinity category carousels per user
+    curated_file: str = ""  # YAML of curated carousels used when the lake has none (default conf/curated.yaml)
+
+    def __post_init__(self) -> None:
+        if self.slots < 1 or self.items_per_carousel < 1:
+            raise ConfigError("page.slots and page.items_per_carousel must be >= 1")
+        if self.candidate_items < self.items_per_carousel:
+            raise ConfigError("page.candidate_items must be >= page.items_per_carousel")
+        if not 1 <= self.min_items <= self.items_per_carousel:
+            raise ConfigError("page.min_items must be in [1, page.items_per_carousel]")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    keep_last: int = 7  # exports kept on disk after a publish
+    map_size_gb: float = 8.0  # LMDB map size (virtual; the file only grows as needed)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    reload_interval_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class MLflowConfig:
+    tracking_uri: str = ""  # empty: sqlite under <lake>/_mlflow
+    experiment: str = "homepage"
+
+
+@dataclass(frozen=True)
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    mf: MFConfig = field(default_factory=MFConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    page: PageConfig = field(default_factory=PageConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Stable short hash of every value, logged with runs and written to manifests."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key} must be an integer, got {value!r}") from exc
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from exc
+    if typ is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    if origin is dict or typ is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = prefix.rstrip(".") or "config"
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(prefix + u for u in unknown)}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        typ = hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            sub = data[f.name] or {}
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{prefix}{f.name} must be a mapping")
+            kwargs[f.name] = _build(typ, sub, f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(data[f.name], typ, prefix + f.name)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(pairs: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """`["mf.factors=64", "scoring.w=0.5"]` or `{"mf.factors": 64}` -> nested dict."""
+    if not pairs:
+        return {}
+    items: list[tuple[str, Any]]
+    if isinstance(pairs, dict):
+        items = list(pairs.items())
+    else:
+        items = []
+        for p in pairs:
+            if "=" not in p:
+                raise ConfigError(f"override {p!r} must look like key=value (e.g. mf.factors=64)")
+            k, v = p.split("=", 1)
+            items.append((k.strip(), yaml.safe_load(v) if v.strip() else ""))
+    nested: dict[str, Any] = {}
+    for key, value in items:
+        parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"override key {key!r} is malformed")
+        cur = nested
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = value
+    return nested
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Defaults <- conf/default.yaml (or `path`) <- HOMEPAGE_CONF file <- overrides."""
+    data: dict[str, Any] = {}
+    files = [Path(path)] if path else [CONF_DIR / "default.yaml"]
+    env_file = os.environ.get("HOMEPAGE_CONF")
+    if env_file and not path:
+        files.append(Path(env_file))
+    for f in files:
+        if not f.exists():
+            if path:
+                raise ConfigError(f"config file {f} does not exist")
+            continue
+        loaded = yaml.safe_load(f.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {f} must hold a mapping")
+        data = _deep_merge(data, loaded)
+    data = _deep_merge(data, parse_overrides(overrides))
+    return _build(Config, data, "")

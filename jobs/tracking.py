@@ -1,0 +1,45 @@
+"""MLflow set-up: SQLite + local artifacts under the lake by default, a server URI on a cluster."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jobs.config import Config
+from jobs.lake import Lake, is_local
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store could not be reached; the task fails and Airflow retries it."""
+
+
+def tracking_uri(lake: Lake, cfg: Config) -> str:
+    if cfg.mlflow.tracking_uri:
+        return cfg.mlflow.tracking_uri
+    if not is_local(lake.root):
+        raise ValueError("mlflow.tracking_uri must be set when the lake is not on local disk")
+    os.makedirs(lake.mlflow_dir, exist_ok=True)
+    return f"sqlite:///{os.path.join(lake.mlflow_dir, 'mlflow.db')}"
+
+
+def experiment(lake: Lake, cfg: Config, name: str | None = None) -> Any:
+    """Configure MLflow for this lake and return the experiment id (created on first use)."""
+    import logging
+
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import mlflow
+
+    uri = tracking_uri(lake, cfg)
+    mlflow.set_tracking_uri(uri)
+    exp_name = name or cfg.mlflow.experiment
+    try:
+        exp = mlflow.get_experiment_by_name(exp_name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if uri.startswith("sqlite:"):
+            location = "file://" + os.path.join(lake.mlflow_dir, "artifacts")
+        return mlflow.create_experiment(exp_name, artifact_location=location)
+    except Exception as exc:  # the store itself is down: say so plainly
+        raise TrackingUnavailable(f"MLflow tracking store {uri} is unavailable: {exc}") from exc

@@ -1,0 +1,231 @@
+"""The lookup server against a tiny lake, over loopback HTTP with the stdlib client."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+
+from jobs.lake import DEFAULT_PAGE_KEY, Lake
+from serving_export.publish import publish
+from serving_export.server import start_in_thread
+from serving_export.writer import LMDB_FILE, open_lmdb_readonly, write_export
+
+DS1, DS2, DS3 = "2024-05-01", "2024-05-02", "2024-05-03"
+USERS = ["u1", "u2", "a.b@c:d-e_f"]
+
+
+def pages_for(users: list[str], tag: str) -> pd.DataFrame:
+    rows = [
+        {
+            "user_id": u,
+            "slot": s,
+            "carousel_id": f"{tag}-c{s}",
+            "carousel_title": f"Carousel {s}",
+            "family": f"fam{s % 2}",
+            "carousel_score": 1.0 / s,
+            "item_rank": r,
+            "item_id": f"i{s}{r}",
+            "item_score": 0.5 / r,
+            "reason": "discover",
+            "model_version": f"mv-{tag}",
+        }
+        for u in users
+        for s in (1, 2)
+        for r in (1, 2)
+    ]
+    return pd.DataFrame(rows)
+
+
+def write(lake: Lake, ds: str) -> dict[bytes, bytes]:
+    """Write an export and return its stored values (read before the server opens the file)."""
+    default = pages_for(["x"], ds)
+    default["user_id"] = DEFAULT_PAGE_KEY
+    items = pd.DataFrame(
+        {"item_id": ["i11"], "title": ["t"], "category_id": ["c"], "brand": ["b"], "price": [1.0]}
+    )
+    d = lake.export(ds)
+    write_export(
+        d,
+        pages_for(USERS, ds),
+        default,
+        items,
+        ds=ds,
+        model_versions={"mf": ds},
+        config_hash="h",
+        map_size_gb=0.01,
+    )
+    env = open_lmdb_readonly(d)
+    try:
+        with env.begin(db=env.open_db(b"pages", create=False)) as txn:
+            return {bytes(k): bytes(v) for k, v in txn.cursor()}
+    finally:
+        env.close()
+
+
+def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_for(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def served_ds(port: int) -> str | None:
+    status, _, body = get(port, "/readyz")
+    return orjson.loads(body).get("ds") if status == 200 else None
+
+
+@pytest.fixture
+def lake(tmp_path) -> Lake:
+    return Lake(str(tmp_path / "lake"))
+
+
+@pytest.fixture
+def server(lake):
+    thread, port, stop = start_in_thread(lake, reload_interval_s=0.05)
+    yield port
+    stop()
+    assert not thread.is_alive()
+
+
+def test_routes(lake, server):
+    port = server
+    assert get(port, "/healthz")[:1] == (200,)
+    assert get(port, "/readyz")[0] == 503
+    assert get(port, "/v1/users/u1/homepage")[0] == 503
+    values = write(lake, DS1)
+    publish(lake, DS1)
+    wait_for(lambda: served_ds(port) == DS1)
+
+    status, headers, body = get(port, "/v1/users/u1/homepage")
+    assert status == 200 and body == values[b"u1"]
+    assert headers["content-type"] == "application/json" and headers["x-export-ds"] == DS1
+    page = orjson.loads(body)
+    assert page["ds"] == DS1 and page["model_version"] == f"mv-{DS1}" and page["fallback"] is False
+    assert get(port, "/v1/users/a.b@c:d-e_f/homepage")[2] == values[b"a.b@c:d-e_f"]
+    assert get(port, "/v1/users/a.b%40c:d-e_f/homepage?x=1")[2] == values[b"a.b@c:d-e_f"]
+
+    status, headers, body = get(port, "/v1/users/nobody/homepage")
+    assert (
+        status == 200
+        and body == values[DEFAULT_PAGE_KEY.encode()]
+        and headers["x-fallback"] == "true"
+    )
+    assert orjson.loads(body)["fallback"] is True
+
+    for bad in ("../etc", "%2e%2e%2fetc", "x" * 129, "%00", "a%20b", "%C3%A9"):
+        status, _, body = get(port, f"/v1/users/{bad}/homepage")
+        assert status == 400, bad
+        assert "user_id" in orjson.loads(body)["error"]
+    assert get(port, "/v1/users/" + "x" * 128 + "/homepage")[0] == 200
+    assert get(port, "/nope")[0] == 404
+    assert get(port, "/v1/users/u1/homepage", method="POST")[0] == 405
+    status, headers, body = get(port, "/v1/users/u1/homepage", method="HEAD")
+    assert status == 200 and body == b"" and int(headers["content-length"]) == len(values[b"u1"])
+
+    status, headers, body = get(port, "/metrics")
+    text = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert 'homepage_requests_total{route="homepage",status="200"}' in text
+    assert 'homepage_requests_total{route="homepage",status="400"} 6' in text
+    assert 'homepage_request_seconds_bucket{route="homepage",le="+Inf"}' in text
+    assert f'homepage_export_info{{ds="{DS1}"}} 1' in text
+    assert 'homepage_reloads_total{result="ok"} 1' in text
+
+
+def test_keep_alive_pipelining_and_limits(lake, server):
+    port = server
+    values = write(lake, DS1)
+    publish(lake, DS1)
+    wait_for(lambda: served_ds(port) == DS1)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    for _ in range(3):  # one connection, several requests
+        conn.request("GET", "/v1/users/u2/homepage")
+        assert conn.getresponse().read() == values[b"u2"]
+    conn.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        s.sendall(req * 2 + b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        assert data.count(b"HTTP/1.1 200 OK") == 3
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 431")
+
+
+def test_hot_swap_under_load_and_refusal(lake, server):
+    port = server
+    write(lake, DS1)
+    v2 = write(lake, DS2)
+    write(lake, DS3)
+    publish(lake, DS1)
+    wait_for(lambda: served_ds(port) == DS1)
+
+    seen: set[str] = set()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for _ in range(20_000):  # bounded even if stop is never set
+            if stop.is_set():
+                break
+            try:
+                conn.request("GET", "/v1/users/u1/homepage")
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    failures.append(f"status {resp.status}")
+                seen.add(orjson.loads(body)["ds"])
+            except Exception as exc:  # noqa: BLE001 - any failure counts
+                failures.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.close()
+
+    clients = [threading.Thread(target=hammer) for _ in range(2)]
+    for c in clients:
+        c.start()
+    time.sleep(0.2)
+    publish(lake, DS2)
+    wait_for(lambda: DS2 in seen)
+    time.sleep(0.2)
+    stop.set()
+    for c in clients:
+        c.join(10)
+    assert failures == [] and seen == {DS1, DS2}
+    assert get(port, "/v1/users/u1/homepage")[2] == v2[b"u1"]
+
+    # A corrupt export named by CURRENT (bypassing publish) is refused; DS2 keeps serving.
+    path = os.path.join(lake.export(DS3), LMDB_FILE)
+    data = bytearray(Path(path).read_bytes())
+    data[len(data) // 3] ^= 0x01
+    Path(path).write_bytes(bytes(data))
+    with open(lake.current, "w") as f:
+        f.write(DS3 + "\n")
+    wait_for(
+        lambda: 'homepage_reloads_total{result="refused"} 1' in get(port, "/metrics")[2].decode()
+    )
+    assert served_ds(port) == DS2
+    assert get(port, "/v1/users/u1/homepage")[2] == v2[b"u1"]
