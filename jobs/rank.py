@@ -83,10 +83,11 @@ def load_curated(lake: Lake, catalog: Any, items: pd.DataFrame, cfg: Config) -> 
     if io.list_files(lake.carousels):
         rows = _read(lake.carousels).to_dict("records")
     else:
-        path = cfg.page.curated_dir or str(CONF_DIR / "curated.yaml")
-        rows = (
-            (yaml.safe_load(open(path)) or {}).get("carousels", []) if os.path.exists(path) else []
-        )
+        path = cfg.page.curated_file or str(CONF_DIR / "curated.yaml")
+        rows = []
+        if os.path.exists(path):
+            with open(path) as f:
+                rows = (yaml.safe_load(f) or {}).get("carousels", [])
     index = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy(object))
     out = []
     for r in rows:
