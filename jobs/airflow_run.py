@@ -60,8 +60,13 @@ def run_dag_test(
         parse_overrides(overrides)
     elif overrides:
         flat = dict(overrides)
-    # the run's data interval is the day before the as-of date
-    day = parse_ds(ds) - dt.timedelta(days=1)
+    # a manual run's data interval ends at its logical date, and the DAG runs as of that end
+    day = parse_ds(ds)
     logical = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     run = dag.test(logical_date=logical, run_conf={"lake": lake_path, "ds": ds, "overrides": flat})
+    tis = run.get_task_instances() if hasattr(run, "get_task_instances") else []
+    states = {ti.task_id: str(ti.state) for ti in tis}
+    if set(states) != set(dag.task_ids):
+        # never report an empty run as green
+        raise RuntimeError(f"DAG run created task instances {sorted(states)}, expected {sorted(dag.task_ids)}")
     return str(run.state)

@@ -229,3 +229,21 @@ def test_hot_swap_under_load_and_refusal(lake, server):
     )
     assert served_ds(port) == DS2
     assert get(port, "/v1/users/u1/homepage")[2] == v2[b"u1"]
+
+
+def test_slow_and_idle_connections_are_closed(lake, monkeypatch):
+    import serving_export.server as srv
+
+    monkeypatch.setattr(srv, "HEAD_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(srv, "IDLE_TIMEOUT_S", 0.3)
+    thread, port, stop = start_in_thread(lake, reload_interval_s=0.05)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost:")  # never finishes the head
+            assert slow.recv(65536).startswith(b"HTTP/1.1 408")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+            assert idle.recv(65536) == b""  # closed by the server after the idle timeout
+    finally:
+        stop()

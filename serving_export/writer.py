@@ -1,0 +1,520 @@
+"""Write one day's export: `pages.parquet`, `pages.lmdb` and, last, `MANIFEST.json`.
+
+Layout of `<lake>/exports/ds=YYYY-MM-DD/`:
+
+    pages.parquet   one row per shown item (pages + the default page), zstd, sorted by
+                    user_id, slot, item_rank
+    pages.lmdb      ONE LMDB data file (`subdir=False`); the writer removes its lock file, as
+                    exports are immutable and readers open them with `readonly=True, lock=False`.
+                    Named sub-databases:
+                      "pages": key = user_id (utf-8), value = the page as compact JSON, exactly
+                               the bytes the lookup server sends; key "__default__" holds the
+                               fallback page for unknown users.
+                      "items": key = item_id (utf-8), value = {"item_id","title","category_id",
+                               "brand","price"} as compact JSON, for the items shown on any page.
+    MANIFEST.json   counts, checksums, model versions, config hash; written last, so its presence
+                    marks a complete export.
+
+Page value (keys in this order, scores rounded to 6 significant digits, NaN -> null):
+
+    {"user_id":"u1","ds":"2024-01-31","model_version":"v3","fallback":false,
+     "carousels":[{"slot":1,"carousel_id":"c9","title":"Buy again","family":"buy_again",
+                   "score":0.912345,"items":[{"item_id":"i1","rank":1,"score":0.5,
+                                              "reason":"buy_again"}, ...]}, ...]}
+
+The JSON is built column-wise with Arrow compute kernels (string literals are escaped once per
+distinct value with orjson), so the cost is O(rows) with no per-row Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+from typing import Any
+
+import lmdb
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs.lake import DEFAULT_PAGE_KEY, parse_ds
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+PARQUET_FILE = "pages.parquet"
+LMDB_FILE = "pages.lmdb"
+MANIFEST_FILE = "MANIFEST.json"
+PAGES_DB = b"pages"
+ITEMS_DB = b"items"
+SCORE_DIGITS = 6
+# The lookup server accepts exactly these ids; a page under any other key could never be served.
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+
+PAGES_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("slot", pa.int32()),
+        ("carousel_id", pa.string()),
+        ("carousel_title", pa.string()),
+        ("family", pa.string()),
+        ("carousel_score", pa.float64()),
+        ("item_rank", pa.int32()),
+        ("item_id", pa.string()),
+        ("item_score", pa.float64()),
+        ("reason", pa.string()),
+        ("model_version", pa.string()),
+    ]
+)
+ITEM_FIELDS = ("item_id", "title", "category_id", "brand", "price")
+MANIFEST_KEYS = (
+    "ds",
+    "created_at",
+    "users",
+    "rows",
+    "slots_max",
+    "model_versions",
+    "config_hash",
+    "files",
+    "bytes_per_user",
+    "format_version",
+)
+
+
+class ExportInvalid(Exception):
+    """An export directory is incomplete, corrupt or inconsistent with its manifest."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------- JSON fragments (vectorised)
+
+
+def _json_strings(arr: pa.Array) -> pa.Array:
+    """Quoted, escaped JSON literal per element (null -> `null`); one orjson call per distinct value."""
+    enc = pc.dictionary_encode(arr)
+    lits = pa.array([orjson.dumps(v).decode() for v in enc.dictionary.to_pylist()], pa.string())
+    return pc.fill_null(pc.take(lits, enc.indices), "null")
+
+
+def _round_sig(x: np.ndarray, digits: int = SCORE_DIGITS) -> np.ndarray:
+    """Round to `digits` significant digits so that Arrow's shortest float repr stays short.
+
+    n / 10**k of two exactly representable numbers is correctly rounded, so the result is the
+    double nearest to the decimal and its shortest repr has at most `digits` digits.
+    """
+    out = x.astype(np.float64, copy=True)
+    nz = np.isfinite(out) & (out != 0.0)
+    v = out[nz]
+    if v.size:
+        k = (digits - 1 - np.floor(np.log10(np.abs(v)))).astype(np.int64)
+        p = 10.0 ** np.abs(k).astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out[nz] = np.where(k >= 0, np.round(v * p) / p, np.round(v / p) * p)
+    return out
+
+
+def _json_floats(arr: pa.Array) -> pa.Array:
+    """JSON number per element: 6 significant digits, always float-typed, NaN/inf/null -> null."""
+    x = arr.to_numpy(zero_copy_only=False).astype(np.float64)
+    finite = np.isfinite(x)  # nulls arrive as NaN
+    s = pc.cast(pa.array(_round_sig(x)), pa.string())
+    # Arrow prints 1.0 as "1"; add ".0" so JSON readers keep the value a float.
+    s = pc.if_else(
+        pc.match_substring_regex(s, r"^-?\d+$"), pc.binary_join_element_wise(s, ".0", ""), s
+    )
+    return pc.if_else(pa.array(finite), s, "null")
+
+
+def _json_ints(arr: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.cast(arr, pa.string()), "null")
+
+
+def _join(*parts: Any) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _page_values(t: pa.Table, ds_lit: str) -> tuple[pa.Array, pa.Array]:
+    """(user_id, page JSON) for a table slice sorted by user_id, slot, item_rank."""
+    n = t.num_rows
+    uid = t["user_id"].combine_chunks()
+    slot = t["slot"].combine_chunks()
+    uid_new = np.ones(n, dtype=bool)
+    car_new = np.ones(n, dtype=bool)
+    if n > 1:
+        uid_new[1:] = pc.not_equal(uid[1:], uid[:-1]).to_numpy(zero_copy_only=False)
+        slot_np = slot.to_numpy(zero_copy_only=False)
+        car_new[1:] = uid_new[1:] | (slot_np[1:] != slot_np[:-1])
+    car_starts = np.flatnonzero(car_new)
+    user_starts = np.flatnonzero(uid_new)
+
+    def col(name: str, idx: np.ndarray | None = None) -> pa.Array:
+        a = t[name].combine_chunks()
+        return a if idx is None else a.take(pa.array(idx))
+
+    item_frag = _join(
+        '{"item_id":',
+        _json_strings(col("item_id")),
+        ',"rank":',
+        _json_ints(col("item_rank")),
+        ',"score":',
+        _json_floats(col("item_score")),
+        ',"reason":',
+        _json_strings(col("reason")),
+        "}",
+    )
+    car_offsets = pa.array(np.append(car_starts, n).astype(np.int32))
+    car_items = pc.binary_join(pa.ListArray.from_arrays(car_offsets, item_frag), ",")
+    car_frag = _join(
+        '{"slot":',
+        _json_ints(col("slot", car_starts)),
+        ',"carousel_id":',
+        _json_strings(col("carousel_id", car_starts)),
+        ',"title":',
+        _json_strings(col("carousel_title", car_starts)),
+        ',"family":',
+        _json_strings(col("family", car_starts)),
+        ',"score":',
+        _json_floats(col("carousel_score", car_starts)),
+        ',"items":[',
+        car_items,
+        "]}",
+    )
+    # Carousel index of each user's first carousel: positions of user starts among car starts.
+    user_car_offsets = np.append(np.searchsorted(car_starts, user_starts), len(car_starts))
+    user_cars = pc.binary_join(
+        pa.ListArray.from_arrays(pa.array(user_car_offsets.astype(np.int32)), car_frag), ","
+    )
+    user_ids = col("user_id", user_starts)
+    fallback = pc.if_else(pc.equal(user_ids, DEFAULT_PAGE_KEY), "true", "false")
+    page = _join(
+        '{"user_id":',
+        _json_strings(user_ids),
+        ',"ds":',
+        ds_lit,
+        ',"model_version":',
+        _json_strings(col("model_version", user_starts)),  # the user's first row decides
+        ',"fallback":',
+        fallback,
+        ',"carousels":[',
+        user_cars,
+        "]}",
+    )
+    return user_ids, page
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _to_table(df: pd.DataFrame, what: str) -> pa.Table:
+    missing = [f.name for f in PAGES_SCHEMA if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"{what} is missing column(s): {', '.join(missing)}")
+    t = pa.Table.from_pandas(df, columns=PAGES_SCHEMA.names, preserve_index=False)  # no copy
+    cols = [pc.cast(t[f.name], f.type) for f in PAGES_SCHEMA]
+    return pa.Table.from_arrays(cols, schema=PAGES_SCHEMA)
+
+
+def _check_pages(t: pa.Table, default_rows: int) -> None:
+    """Cheap structural checks the key-value layout depends on (content rules live in validation/)."""
+    for name in ("user_id", "slot", "item_rank", "carousel_id", "item_id"):
+        if t[name].null_count:
+            raise ValueError(f"pages.{name} has {t[name].null_count} null value(s)")
+    if pc.min(t["slot"]).as_py() < 1 or pc.min(t["item_rank"]).as_py() < 1:
+        raise ValueError("pages.slot and pages.item_rank must be >= 1")
+    uids = pc.unique(t["user_id"])
+    bad = pc.filter(uids, pc.invert(pc.match_substring_regex(uids, USER_ID_RE.pattern))).to_pylist()
+    if bad:
+        raise ValueError(
+            f"{len(bad)} user_id(s) are not servable (need 1-128 chars of [A-Za-z0-9_.:@-]), "
+            f"e.g. {bad[:3]!r}"
+        )
+    if default_rows == 0:
+        raise ValueError("default_page is empty: unknown users would get no page")
+
+
+def _check_sorted_unique(t: pa.Table) -> None:
+    if t.num_rows < 2:
+        return
+    same = pc.and_(
+        pc.equal(t["user_id"][1:], t["user_id"][:-1]),
+        pc.and_(
+            pc.equal(t["slot"][1:], t["slot"][:-1]),
+            pc.equal(t["item_rank"][1:], t["item_rank"][:-1]),
+        ),
+    )
+    dups = pc.sum(pc.cast(same, pa.int64())).as_py() or 0
+    if dups:
+        raise ValueError(f"pages has {dups} duplicate (user_id, slot, item_rank) row(s)")
+
+
+# ---------------------------------------------------------------- files
+
+
+def sha256_file(path: str, bufsize: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (hashlib releases the GIL)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(bufsize):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _put_sorted(env: lmdb.Environment, db: Any, kv: list[tuple[bytes, Any]]) -> None:
+    """Append already byte-sorted pairs in one transaction; grow the map when it is full."""
+    while True:
+        try:
+            with env.begin(write=True, db=db) as txn:
+                _, added = txn.cursor().putmulti(kv, dupdata=False, overwrite=False, append=True)
+                if added != len(kv):  # raising here aborts the transaction
+                    raise ValueError(f"LMDB took {added} of {len(kv)} keys: not unique or unsorted")
+            return
+        except lmdb.MapFullError:
+            size = env.info()["map_size"] * 2
+            log.warning("LMDB map full; growing map_size to %.1f GB", size / 1e9)
+            env.set_mapsize(size)
+
+
+def _item_values(items: pd.DataFrame, shown: set[str]) -> list[tuple[bytes, bytes]]:
+    if "item_id" not in items.columns:
+        raise ValueError("items is missing column item_id")
+    df = items[items["item_id"].astype(str).isin(shown)]
+    df = df.drop_duplicates("item_id", keep="last")
+    cols = {c: (df[c].tolist() if c in df.columns else [None] * len(df)) for c in ITEM_FIELDS}
+    out = []
+    for i, item_id in enumerate(cols["item_id"]):
+        rec = {c: cols[c][i] for c in ITEM_FIELDS}
+        rec["item_id"] = str(item_id)
+        price = rec["price"]
+        rec["price"] = None if price is None or price != price else float(price)  # NaN -> null
+        for c in ("title", "category_id", "brand"):
+            if rec[c] is not None and not isinstance(rec[c], str):
+                rec[c] = None if pd.isna(rec[c]) else str(rec[c])
+        out.append((rec["item_id"].encode(), orjson.dumps(rec)))
+    out.sort(key=lambda kv: kv[0])
+    return out
+
+
+def write_export(
+    export_dir: str,
+    pages: pd.DataFrame,
+    default_page: pd.DataFrame,
+    items: pd.DataFrame,
+    *,
+    ds: str,
+    model_versions: dict[str, str],
+    config_hash: str,
+    map_size_gb: float = 8.0,
+    chunk_rows: int = 1_000_000,
+) -> dict[str, Any]:
+    """Write pages.parquet, pages.lmdb and MANIFEST.json (last) into `export_dir`; return the manifest.
+
+    `pages` / `default_page` follow the export contract (one row per shown item; the default page
+    has user_id "__default__"). `items` gives display fields for the items shown. Raises
+    FileExistsError when the directory already holds a complete export (a MANIFEST.json), and
+    ValueError on malformed input. `map_size_gb` is the initial LMDB map size; it doubles when full.
+    """
+    parse_ds(ds)
+    mf_path = os.path.join(export_dir, MANIFEST_FILE)
+    if os.path.exists(mf_path):
+        raise FileExistsError(f"{export_dir} already holds a complete export ({MANIFEST_FILE})")
+    if (pages["user_id"] == DEFAULT_PAGE_KEY).any():
+        raise ValueError(f"pages must not contain the reserved user_id {DEFAULT_PAGE_KEY!r}")
+    if not (default_page["user_id"] == DEFAULT_PAGE_KEY).all():
+        raise ValueError(f"default_page rows must all have user_id {DEFAULT_PAGE_KEY!r}")
+    table = pa.concat_tables([_to_table(pages, "pages"), _to_table(default_page, "default_page")])
+    _check_pages(table, len(default_page))
+    # Arrow sorts strings by bytes, which is LMDB's key order, so pages can be appended.
+    table = table.sort_by(
+        [("user_id", "ascending"), ("slot", "ascending"), ("item_rank", "ascending")]
+    )
+    _check_sorted_unique(table)
+
+    os.makedirs(export_dir, exist_ok=True)
+    pq_path = os.path.join(export_dir, PARQUET_FILE)
+    db_path = os.path.join(export_dir, LMDB_FILE)
+    for stale in (pq_path, db_path, db_path + "-lock"):  # leftovers of a crashed earlier run
+        if os.path.exists(stale):
+            os.remove(stale)
+
+    n = table.num_rows
+    uid = table["user_id"].combine_chunks()
+    user_starts = np.flatnonzero(
+        np.concatenate([[True], pc.not_equal(uid[1:], uid[:-1]).to_numpy(zero_copy_only=False)])
+    )
+    # Chunk boundaries fall on user starts, roughly every `chunk_rows` rows (bounds memory).
+    targets = np.arange(0, n, max(1, chunk_rows))
+    cuts = np.unique(user_starts[np.searchsorted(user_starts, targets, side="right") - 1])
+    cuts = np.append(cuts, n)
+
+    ds_lit = orjson.dumps(ds).decode()
+    env = lmdb.open(
+        db_path,
+        subdir=False,
+        map_size=max(int(map_size_gb * (1 << 30)), 1 << 16),  # a few pages at least
+        max_dbs=2,
+        writemap=False,
+        sync=False,  # one explicit sync at the end instead of one per commit
+        metasync=False,
+        readahead=False,
+        meminit=False,
+    )
+    try:
+        pages_db = env.open_db(PAGES_DB)
+        items_db = env.open_db(ITEMS_DB)
+        with pq.ParquetWriter(pq_path, PAGES_SCHEMA, compression="zstd") as pw:
+            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+                part = table.slice(lo, hi - lo)
+                pw.write_table(part)
+                user_ids, page = _page_values(part, ds_lit)
+                # Zero-copy slices of the Arrow buffer are handed to LMDB as values.
+                offs = np.frombuffer(page.buffers()[1], dtype=np.int32)[
+                    page.offset : page.offset + len(page) + 1
+                ]
+                data = memoryview(page.buffers()[2])
+                keys = [u.encode() for u in user_ids.to_pylist()]
+                kv = [(k, data[offs[i] : offs[i + 1]]) for i, k in enumerate(keys)]
+                _put_sorted(env, pages_db, kv)
+        shown = set(pc.unique(table["item_id"]).to_pylist())
+        _put_sorted(env, items_db, _item_values(items, shown))
+        env.sync(True)
+    finally:
+        env.close()
+    if os.path.exists(db_path + "-lock"):
+        os.remove(db_path + "-lock")  # readers use lock=False: the export is immutable
+    _fsync_path(pq_path)
+
+    users = len(user_starts) - 1  # minus the default page
+    db_bytes = os.path.getsize(db_path)
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "ds": ds,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "users": users,
+        "rows": n,
+        "default_rows": len(default_page),
+        "items": len(shown),
+        "slots_max": int(pc.max(table["slot"]).as_py()),
+        "model_versions": dict(model_versions),
+        "config_hash": config_hash,
+        "lmdb": {
+            "file": LMDB_FILE,
+            "subdir": False,
+            "dbs": ["pages", "items"],
+            "default_key": DEFAULT_PAGE_KEY,
+        },
+        "files": {
+            name: {"bytes": os.path.getsize(p), "sha256": sha256_file(p)}
+            for name, p in ((PARQUET_FILE, pq_path), (LMDB_FILE, db_path))
+        },
+        "bytes_per_user": round(db_bytes / max(users, 1), 1),
+    }
+    tmp = mf_path + f".tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, mf_path)
+    _fsync_path(export_dir)
+    log.info(
+        "export ds=%s: %d users, %d rows, %.0f bytes/user", ds, users, n, manifest["bytes_per_user"]
+    )
+    return manifest
+
+
+def open_lmdb_readonly(export_dir: str) -> lmdb.Environment:
+    """Open an export's LMDB file read-only and lock-free (safe: published exports never change)."""
+    return lmdb.open(
+        os.path.join(export_dir, LMDB_FILE),
+        subdir=False,
+        readonly=True,
+        lock=False,
+        max_dbs=2,
+        readahead=False,
+    )
+
+
+def verify_export(export_dir: str, *, checksums: bool = True) -> dict[str, Any]:
+    """Check an export against its manifest; return the manifest or raise ExportInvalid(reason).
+
+    Checks: MANIFEST.json parses and has every required key; each listed file exists with the
+    listed size and (when `checksums`) sha256; the LMDB opens read-only, its "pages" DB holds
+    exactly users + 1 keys, and "__default__" is a fallback page of the same ds.
+    """
+    mf_path = os.path.join(export_dir, MANIFEST_FILE)
+    try:
+        with open(mf_path, "rb") as f:
+            manifest = json.loads(f.read())
+    except FileNotFoundError:
+        raise ExportInvalid(f"{mf_path} is missing (export incomplete?)") from None
+    except ValueError as exc:
+        raise ExportInvalid(f"{mf_path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise ExportInvalid(f"{mf_path} does not hold a JSON object")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ExportInvalid(f"{mf_path} lacks key(s): {', '.join(missing)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ExportInvalid(f"unsupported format_version {manifest['format_version']!r}")
+    files = manifest["files"]
+    if not isinstance(files, dict) or LMDB_FILE not in files or PARQUET_FILE not in files:
+        raise ExportInvalid(f"manifest files must list {PARQUET_FILE} and {LMDB_FILE}")
+    for name, meta in files.items():
+        if os.path.basename(name) != name or name in ("", ".", ".."):
+            raise ExportInvalid(f"manifest lists a file outside the export: {name!r}")
+        path = os.path.join(export_dir, name)
+        if not os.path.isfile(path):
+            raise ExportInvalid(f"{name} is missing")
+        size = os.path.getsize(path)
+        if size != meta.get("bytes"):
+            raise ExportInvalid(f"{name} has {size} bytes, manifest says {meta.get('bytes')}")
+        if checksums and sha256_file(path) != meta.get("sha256"):
+            raise ExportInvalid(f"{name} sha256 differs from the manifest (corrupt file)")
+    try:
+        env = open_lmdb_readonly(export_dir)
+    except lmdb.Error as exc:
+        raise ExportInvalid(f"{LMDB_FILE} does not open: {exc}") from None
+    try:
+        try:
+            db = env.open_db(PAGES_DB, create=False)
+        except lmdb.Error:
+            raise ExportInvalid(f"{LMDB_FILE} has no 'pages' database") from None
+        with env.begin(db=db) as txn:
+            entries = txn.stat(db)["entries"]
+            default = txn.get(DEFAULT_PAGE_KEY.encode())
+    except lmdb.Error as exc:
+        raise ExportInvalid(f"{LMDB_FILE} is unreadable: {exc}") from None
+    finally:
+        env.close()
+    if entries != manifest["users"] + 1:
+        raise ExportInvalid(
+            f"'pages' holds {entries} keys, manifest says {manifest['users']} users + default"
+        )
+    if default is None:
+        raise ExportInvalid(f"'pages' has no {DEFAULT_PAGE_KEY!r} page")
+    try:
+        page = orjson.loads(default)
+    except orjson.JSONDecodeError:
+        raise ExportInvalid(f"the {DEFAULT_PAGE_KEY!r} page is not valid JSON") from None
+    if page.get("fallback") is not True or page.get("ds") != manifest["ds"]:
+        raise ExportInvalid(
+            f"the {DEFAULT_PAGE_KEY!r} page must have fallback=true and ds={manifest['ds']}"
+        )
+    return manifest

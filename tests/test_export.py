@@ -1,0 +1,300 @@
+"""Export writer, verification and atomic publish on tiny hand-written pages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+
+from jobs.lake import DEFAULT_PAGE_KEY, Lake
+from serving_export.publish import current_ds, publish
+from serving_export.writer import (
+    LMDB_FILE,
+    MANIFEST_FILE,
+    PARQUET_FILE,
+    ExportInvalid,
+    open_lmdb_readonly,
+    verify_export,
+    write_export,
+)
+
+DS = "2024-03-01"
+
+
+def make_pages(users: list[str], slots: int = 2, items: int = 3, mv: str = "mf-7") -> pd.DataFrame:
+    """Pages with distinctive values: scores that need rounding, a quote in a title, a null reason."""
+    rows = []
+    for u, user in enumerate(users):
+        for s in range(1, slots + 1):
+            for r in range(1, items + 1):
+                rows.append(
+                    {
+                        "user_id": user,
+                        "slot": s,
+                        "carousel_id": f"car{s}",
+                        "carousel_title": f'Top "{s}" für dich',
+                        "family": "buy_again" if s % 2 else "discover",
+                        "carousel_score": 1.0 / (s + 2) + u,
+                        "item_rank": r,
+                        "item_id": f"it{(u + s * 7 + r) % 11}",
+                        "item_score": 123456789.0 / (r * 7) if r == 1 else 1e-9 * r,
+                        "reason": None if r == 3 else "discover",
+                        "model_version": mv,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def make_default(slots: int = 2, items: int = 3) -> pd.DataFrame:
+    d = make_pages(["x"], slots, items, mv="popular-1")
+    d["user_id"] = DEFAULT_PAGE_KEY
+    return d
+
+
+ITEMS = pd.DataFrame(
+    {
+        "item_id": [f"it{i}" for i in range(12)],
+        "title": [f"Item {i}" for i in range(12)],
+        "category_id": ["c1"] * 12,
+        "brand": ["b"] * 11 + [None],
+        "price": [float(i) + 0.5 for i in range(11)] + [float("nan")],
+    }
+)
+
+
+def expected_page(df: pd.DataFrame, user: str, ds: str) -> dict:
+    """The page built row by row in plain Python: the reference the vectorised writer must match."""
+    rows = df[df.user_id == user].sort_values(["slot", "item_rank"])
+    carousels = []
+    for slot, g in rows.groupby("slot", sort=True):
+        first = g.iloc[0]
+        carousels.append(
+            {
+                "slot": int(slot),
+                "carousel_id": first.carousel_id,
+                "title": first.carousel_title,
+                "family": first.family,
+                "score": float(f"{first.carousel_score:.6g}"),
+                "items": [
+                    {
+                        "item_id": r.item_id,
+                        "rank": int(r.item_rank),
+                        "score": float(f"{r.item_score:.6g}"),
+                        "reason": r.reason,
+                    }
+                    for r in g.itertuples()
+                ],
+            }
+        )
+    return {
+        "user_id": user,
+        "ds": ds,
+        "model_version": rows.iloc[0].model_version,
+        "fallback": user == DEFAULT_PAGE_KEY,
+        "carousels": carousels,
+    }
+
+
+def read_all(export_dir: str, db: bytes = b"pages") -> dict[bytes, bytes]:
+    env = open_lmdb_readonly(export_dir)
+    try:
+        with env.begin(db=env.open_db(db, create=False)) as txn:
+            return {bytes(k): bytes(v) for k, v in txn.cursor()}
+    finally:
+        env.close()
+
+
+def write(lake: Lake, ds: str, users: list[str] | None = None, **kw) -> dict:
+    pages = make_pages(users or ["u1", "u2", "u3"])
+    return write_export(
+        lake.export(ds),
+        pages,
+        make_default(),
+        ITEMS,
+        ds=ds,
+        model_versions={"mf": "7", "engagement": "3"},
+        config_hash="cafe",
+        map_size_gb=0.01,
+        **kw,
+    )
+
+
+@pytest.fixture
+def lake(tmp_path) -> Lake:
+    return Lake(str(tmp_path / "lake"))
+
+
+def test_files_and_manifest(lake):
+    m = write(lake, DS)
+    d = lake.export(DS)
+    assert sorted(os.listdir(d)) == [MANIFEST_FILE, LMDB_FILE, PARQUET_FILE]  # no lock, no tmp
+    on_disk = json.loads(Path(os.path.join(d, MANIFEST_FILE)).read_text())
+    assert on_disk == m
+    assert (m["ds"], m["users"], m["rows"], m["slots_max"]) == (DS, 3, 4 * 6, 2)
+    assert m["model_versions"] == {"mf": "7", "engagement": "3"} and m["config_hash"] == "cafe"
+    assert m["created_at"].endswith("+00:00")
+    for name in (PARQUET_FILE, LMDB_FILE):
+        data = Path(os.path.join(d, name)).read_bytes()
+        assert m["files"][name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert m["bytes_per_user"] == round(m["files"][LMDB_FILE]["bytes"] / 3, 1)
+    pq = pd.read_parquet(os.path.join(d, PARQUET_FILE))
+    assert len(pq) == 24 and list(pq.columns)[:3] == ["user_id", "slot", "carousel_id"]
+    assert pq.equals(pq.sort_values(["user_id", "slot", "item_rank"]).reset_index(drop=True))
+    assert verify_export(d) == m
+
+
+def test_lmdb_values_equal_pages_in_order(lake):
+    users = ["u1", "u2", "u3"]
+    write(lake, DS, users)
+    values = read_all(lake.export(DS))
+    assert sorted(values) == [DEFAULT_PAGE_KEY.encode(), b"u1", b"u2", b"u3"]
+    pages = make_pages(users)
+    for u in users:
+        raw = values[u.encode()]
+        assert b", " not in raw and b": " not in raw  # compact
+        assert orjson.loads(raw) == expected_page(pages, u, DS)
+    default = orjson.loads(values[DEFAULT_PAGE_KEY.encode()])
+    assert default == expected_page(make_default(), DEFAULT_PAGE_KEY, DS)
+    assert default["fallback"] is True and default["model_version"] == "popular-1"
+    assert list(default) == ["user_id", "ds", "model_version", "fallback", "carousels"]
+    items = {k: orjson.loads(v) for k, v in read_all(lake.export(DS), b"items").items()}
+    shown = set(pages.item_id) | set(make_default().item_id)
+    assert set(items) == {i.encode() for i in shown}
+    assert items[b"it1"] == {
+        "item_id": "it1",
+        "title": "Item 1",
+        "category_id": "c1",
+        "brand": "b",
+        "price": 1.5,
+    }
+
+
+def test_chunking_order_and_map_growth_do_not_change_values(lake):
+    users = [f"user{i:03d}" for i in range(60)] + ["Z", "a.b@c"]
+    pages = make_pages(users, slots=4, items=5).sample(frac=1.0, random_state=3)  # shuffled
+    m = write_export(
+        lake.export(DS),
+        pages,
+        make_default(),
+        ITEMS,
+        ds=DS,
+        model_versions={},
+        config_hash="x",
+        map_size_gb=1e-9,  # far too small: the writer must grow the map
+        chunk_rows=7,
+    )
+    assert m["files"][LMDB_FILE]["bytes"] > 1 << 16
+    pages = make_pages(users, slots=4, items=5)
+    write_export(
+        lake.export("2024-03-02"),
+        pages,
+        make_default(),
+        ITEMS,
+        ds=DS,
+        model_versions={},
+        config_hash="x",
+        chunk_rows=10_000_000,
+    )
+    a, b = read_all(lake.export(DS)), read_all(lake.export("2024-03-02"))
+    assert list(a) == sorted(a) and len(a) == len(users) + 1
+    assert a == b
+    assert orjson.loads(a[b"user007"]) == expected_page(pages, "user007", DS)
+
+
+def test_writer_rejects_bad_input(lake):
+    with pytest.raises(ValueError, match="reserved"):
+        write_export(
+            lake.export(DS),
+            make_default(),
+            make_default(),
+            ITEMS,
+            ds=DS,
+            model_versions={},
+            config_hash="",
+        )
+    with pytest.raises(ValueError, match="not servable"):
+        write(lake, DS, ["ok", "../etc"])
+    dup = pd.concat([make_pages(["u1"]), make_pages(["u1"]).head(1)])
+    with pytest.raises(ValueError, match="duplicate"):
+        write_export(
+            lake.export(DS), dup, make_default(), ITEMS, ds=DS, model_versions={}, config_hash=""
+        )
+    with pytest.raises(ValueError, match="missing column"):
+        write_export(
+            lake.export(DS),
+            make_pages(["u"]).drop(columns="reason"),
+            make_default(),
+            ITEMS,
+            ds=DS,
+            model_versions={},
+            config_hash="",
+        )
+    write(lake, DS)
+    with pytest.raises(FileExistsError):
+        write(lake, DS)
+
+
+def test_verify_catches_corruption_and_bad_manifest(lake):
+    write(lake, DS)
+    d = lake.export(DS)
+    path = os.path.join(d, LMDB_FILE)
+    original = Path(path).read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    Path(path).write_bytes(bytes(flipped))
+    with pytest.raises(ExportInvalid, match="sha256"):
+        verify_export(d)
+    Path(path).write_bytes(original)
+    verify_export(d)
+
+    mf = os.path.join(d, MANIFEST_FILE)
+    manifest = json.loads(Path(mf).read_text())
+    broken = {k: v for k, v in manifest.items() if k != "users"}
+    Path(mf).write_text(json.dumps(broken))
+    with pytest.raises(ExportInvalid, match="users"):
+        verify_export(d)
+    Path(mf).write_text(json.dumps({**manifest, "users": 5}))
+    with pytest.raises(ExportInvalid, match="keys"):
+        verify_export(d)
+    os.remove(mf)
+    with pytest.raises(ExportInvalid, match="missing"):
+        verify_export(d)
+
+
+def test_publish_is_atomic_and_refuses_bad_exports(lake):
+    assert current_ds(lake) is None
+    write(lake, DS)
+    assert publish(lake, DS) == lake.export(DS)
+    assert Path(lake.current).read_text() == DS + "\n" and current_ds(lake) == DS
+    assert [n for n in os.listdir(lake.exports) if "tmp" in n] == []
+
+    bad = "2024-03-02"
+    write(lake, bad)
+    with open(os.path.join(lake.export(bad), PARQUET_FILE), "ab") as f:
+        f.write(b"junk")
+    with pytest.raises(ExportInvalid, match="pages.parquet"):
+        publish(lake, bad)
+    with pytest.raises(ExportInvalid, match="missing"):
+        publish(lake, "2024-03-09")  # never written
+    assert current_ds(lake) == DS
+
+
+def test_keep_last_pruning_and_rollback(lake):
+    days = [f"2024-03-{d:02d}" for d in range(1, 7)]
+    for ds in days:
+        write(lake, ds)
+    publish(lake, days[-1], keep_last=3)
+    assert sorted(os.listdir(lake.exports)) == ["CURRENT"] + [f"ds={d}" for d in days[-3:]]
+    # Rollback to an older export: newer ones are never deleted.
+    publish(lake, days[-3], keep_last=1)
+    assert current_ds(lake) == days[-3]
+    assert sorted(os.listdir(lake.exports)) == ["CURRENT"] + [f"ds={d}" for d in days[-3:]]
+    publish(lake, days[-1], keep_last=2)
+    assert sorted(os.listdir(lake.exports)) == ["CURRENT"] + [f"ds={d}" for d in days[-2:]]
+    with pytest.raises(ValueError, match="keep_last"):
+        publish(lake, days[-1], keep_last=0)
