@@ -11,6 +11,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
+# Airflow reads its settings once, at first import: give the whole run one throwaway home
+# (SQLite metadata DB) before any test imports airflow, so no test depends on another's order.
+if "PYTEST_AIRFLOW_HOME" not in os.environ:
+    import tempfile
+
+    from jobs.airflow_run import airflow_env
+
+    os.environ["PYTEST_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="homepage-airflow-")
+    os.environ.update(airflow_env(os.environ["PYTEST_AIRFLOW_HOME"]))
+
 SHARED_DATA = Path(
     os.environ.get("HOMEPAGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
