@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--days", type=int, default=14)
     g.add_argument("--seed", type=int, default=7)
     g.add_argument("--start", default="2026-01-01", help="first day (YYYY-MM-DD)")
+    g.add_argument(
+        "--overwrite", action="store_true", help="replace the input tables of an existing lake"
+    )
     g.set_defaults(fn=_cmd_generate)
 
     i = sub.add_parser("import", help="convert a real dataset to the lake contract")
