@@ -18,12 +18,20 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: venv run pipeline demo-lake serve test lint bench lock clean
 
-$(VENV)/.synced: requirements.lock pyproject.toml
-	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet --user uv || $(PY) -m pip install --quiet uv
-	@UV=$$(command -v uv || echo $$($(PY) -m site --user-base)/bin/uv); \
-	  test -d $(VENV) || $$UV venv --quiet --python $(PY) $(VENV); \
-	  VIRTUAL_ENV=$(VENV) $$UV pip sync --quiet requirements.lock && \
-	  VIRTUAL_ENV=$(VENV) $$UV pip install --quiet --no-deps -e .
+# uv from PATH if present, else from a private bootstrap venv (a clean machine has only python)
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(VAR)/bootstrap/bin/uv
+endif
+
+$(VAR)/bootstrap/bin/uv:
+	$(PY) -m venv $(VAR)/bootstrap
+	$(VAR)/bootstrap/bin/pip install --quiet uv
+
+$(VENV)/.synced: requirements.lock pyproject.toml | $(UV)
+	test -x $(VENV)/bin/python || $(UV) venv --quiet --python $(PY) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet requirements.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
 	@touch $@
 
 venv: $(VENV)/.synced ## create the environment from the lock file
@@ -39,11 +47,7 @@ demo-lake: venv $(LAKE)/items ## generate the demo lake (once)
 pipeline: demo-lake ## run the daily DAG through Airflow on the demo lake (no serving)
 	$(BIN)/homepage airflow-test --lake $(LAKE)
 
-serve: venv ## serve the published export
-	@echo "Serving $(LAKE) on http://127.0.0.1:$(PORT)"
-	@echo "  try: curl http://127.0.0.1:$(PORT)/v1/users/$$($(BIN)/python -c "import pandas as p,sys; print(p.read_parquet('$(LAKE)/users')['user_id'].iloc[0])")/homepage"
-	@echo "       curl http://127.0.0.1:$(PORT)/v1/users/nobody/homepage   (fallback page)"
-	@echo "       curl http://127.0.0.1:$(PORT)/healthz  |  /readyz  |  /metrics"
+serve: venv ## serve the published export (prints example URLs)
 	$(BIN)/homepage serve --lake $(LAKE) --port $(PORT)
 
 run: pipeline serve ## the whole thing: demo lake -> DAG -> HTTP server

@@ -80,13 +80,41 @@ def _cmd_serve(a: argparse.Namespace) -> Any:
     from serving_export.server import serve
 
     cfg = load_config(a.config, a.set)
+    lake = Lake(a.lake)
+    host = a.host or cfg.serve.host
+    port = a.port if a.port is not None else cfg.serve.port
+    for line in example_urls(lake, host, port):
+        _print(line)
     serve(
-        Lake(a.lake),
-        a.host or cfg.serve.host,
-        a.port if a.port is not None else cfg.serve.port,
+        lake,
+        host,
+        port,
         workers=a.workers or cfg.serve.workers,
         reload_interval_s=cfg.serve.reload_interval_s,
     )
+
+
+def example_urls(lake: Any, host: str, port: int) -> list[str]:
+    """A few URLs worth opening, using a real user of the published export if there is one."""
+    import pyarrow.parquet as pq
+
+    from serving_export.publish import current_ds
+
+    base = f"http://{host}:{port}"
+    ds = current_ds(lake)
+    lines = [f"serving {lake.root} on {base} (export ds={ds or 'none yet'})"]
+    if ds:
+        users = pq.read_table(
+            os.path.join(lake.export(ds), "pages.parquet"), columns=["user_id"]
+        ).column(0)
+        known = next((u for u in users.to_pylist()[:1000] if u != "__default__"), None)
+        if known:
+            lines.append(f"  curl {base}/v1/users/{known}/homepage")
+    lines += [
+        f"  curl {base}/v1/users/nobody/homepage   (unknown user: default page, fallback true)",
+        f"  curl {base}/healthz   {base}/readyz   {base}/metrics",
+    ]
+    return lines
 
 
 def _cmd_airflow(a: argparse.Namespace) -> Any:
