@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import urllib.error
 import urllib.request
 
 import pandas as pd
@@ -63,6 +65,20 @@ def test_export_honours_the_page_contract(daily_run):
     assert not set(pages["item_id"]) & oos
 
 
+def _wait_ready(port: int, timeout_s: float = 60.0) -> None:
+    """The server loads and verifies the export in the background: wait for /readyz."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200:
+                return
+        except urllib.error.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server not ready after {timeout_s}s")
+        time.sleep(0.1)
+
+
 def test_server_answers_from_the_export(daily_run):
     from serving_export.server import start_in_thread
 
@@ -71,6 +87,7 @@ def test_server_answers_from_the_export(daily_run):
     user = pages.loc[pages["user_id"] != "__default__", "user_id"].iloc[0]
     _, port, stop = start_in_thread(lake)
     try:
+        _wait_ready(port)
         body = json.load(
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/users/{user}/homepage", timeout=10)
         )
