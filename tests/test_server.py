@@ -80,7 +80,7 @@ def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str],
         conn.close()
 
 
-def wait_for(cond, timeout: float = 5.0) -> None:
+def wait_for(cond, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
