@@ -5,7 +5,7 @@ from pyspark.sql import types as T
 
 from features.counts import user_category_counts, user_item_counts
 from features.items import item_stats, user_activity
-from features.priors import carousel_prior, carousel_trials, user_carousel_priors
+from features.priors import advance_state, carousel_prior, carousel_trials, trial_counts, user_carousel_priors
 
 AS_OF = dt.date(2026, 1, 11)
 SCHEMA = T.StructType(
@@ -85,12 +85,12 @@ def test_point_in_time_a_later_event_changes_nothing(spark):
     def snapshot(ev):
         w = {"click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
         ui = user_item_counts(ev, as_of=AS_OF, half_life_days=30, weights=w)
-        trials = carousel_trials(ev, as_of=AS_OF)
-        prior = carousel_prior(trials, strength=10)
+        state = trial_counts(carousel_trials(ev, as_of=AS_OF), as_of=AS_OF, half_life_days=3)
+        prior = carousel_prior(state, strength=10)
         return (
             sorted(map(tuple, ui.drop("last_ts").collect())),
             sorted(map(tuple, user_category_counts(ui, items).collect())),
-            sorted(map(tuple, user_carousel_priors(trials, prior).collect())),
+            sorted(map(tuple, user_carousel_priors(state, prior).collect())),
             sorted(map(tuple, item_stats(ev, items, as_of=AS_OF, recent_days=7).collect())),
             sorted(map(tuple, user_activity(ev, as_of=AS_OF).collect())),
         )
@@ -117,23 +117,56 @@ def test_beta_priors_known_answer(spark):
         ("u2", "j", 0),
         ("u2", "k", 1),
     ]
-    prior = {r.carousel_id: r for r in carousel_prior(trials, strength=10).collect()}
+    state = trial_counts(trials, as_of=AS_OF)
+    prior = {r.carousel_id: r for r in carousel_prior(state, strength=10).collect()}
     p_global = (2 + 1) / (4 + 2)
     assert prior["k"].p_global == pytest.approx(p_global)
     p_k = (2 + p_global * 10) / (3 + 10)
-    assert prior["k"].a0 == pytest.approx(10 * p_k) and prior["k"].b0 == pytest.approx(
-        10 * (1 - p_k)
-    )
-    post = {
-        (r.user_id, r.carousel_id): r
-        for r in user_carousel_priors(trials, carousel_prior(trials, strength=10)).collect()
-    }
+    assert prior["k"].a0 == pytest.approx(10 * p_k) and prior["k"].b0 == pytest.approx(10 * (1 - p_k))
+    post = {(r.user_id, r.carousel_id): r for r in user_carousel_priors(state, carousel_prior(state, strength=10)).collect()}
     u1 = post[("u1", "k")]
     assert u1.a == pytest.approx(10 * p_k + 1) and u1.b == pytest.approx(10 * (1 - p_k) + 1)
     assert u1.lam == pytest.approx(u1.a / (u1.a + u1.b))
     assert 0 < post[("u2", "j")].lam < 1
     with pytest.raises(ValueError, match="prior strength"):
-        carousel_prior(trials, strength=0)
+        carousel_prior(state, strength=0)
+
+
+@pytest.mark.parametrize("half_life", [0.0, 2.0])
+def test_incremental_priors_equal_a_full_recompute(spark, half_life):
+    """Advancing yesterday's state by one day at a time gives the full-history numbers."""
+    rows = []
+    n = 0
+    for day in (3, 4, 5, 6, 8):  # day 7 has no traffic: the state must still age by two days
+        for u in ("u1", "u2", "u3"):
+            for k in ("k", "j"):
+                n += 1
+                rows.append((f"i{n}", ts(day, 10), u, f"s{u}{day}", "impression", "a", k, None))
+                if (n % 3 == 0) or (u == "u1" and k == "k"):
+                    rows.append((f"c{n}", ts(day, 11), u, f"s{u}{day}", "click", "a", k, None))
+    # a session crossing midnight: counted once per day on both paths
+    rows.append(("x1", ts(5, 23), "u2", "late", "impression", "a", "k", None))
+    rows.append(("x2", ts(6, 0), "u2", "late", "add_to_cart", "a", "k", None))
+    events = frame(spark, rows)
+
+    full = trial_counts(carousel_trials(events, as_of=dt.date(2026, 1, 9)), as_of=dt.date(2026, 1, 9), half_life_days=half_life)
+    state = trial_counts(carousel_trials(events, as_of=dt.date(2026, 1, 4)), as_of=dt.date(2026, 1, 4), half_life_days=half_life)
+    prev_day = dt.date(2026, 1, 4)
+    for day in range(4, 9):
+        as_of = dt.date(2026, 1, day + 1)
+        new = trial_counts(carousel_trials(events, as_of=as_of, since=dt.date(2026, 1, day)), as_of=as_of, half_life_days=half_life)
+        state = advance_state(state, new, half_life_days=half_life, days=(as_of - prev_day).days)
+        prev_day = as_of
+    got = {(r.user_id, r.carousel_id): (r.trials, r.successes) for r in state.collect()}
+    want = {(r.user_id, r.carousel_id): (r.trials, r.successes) for r in full.collect()}
+    assert got.keys() == want.keys()
+    for key, (t_, s_) in want.items():
+        assert got[key][0] == pytest.approx(t_) and got[key][1] == pytest.approx(s_), key
+    if half_life == 0:
+        assert want[("u1", "k")] == (5.0, 5.0)
+    a = {r.carousel_id: (r.a0, r.b0) for r in carousel_prior(state, strength=5).collect()}
+    b = {r.carousel_id: (r.a0, r.b0) for r in carousel_prior(full, strength=5).collect()}
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k]) for k in a)
 
 
 def test_item_stats_popularity_windows(spark):
