@@ -58,8 +58,10 @@ test: venv ## the test suite (what CI runs)
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: venv ## scale benchmarks (not part of make test)
-	$(BIN)/pytest -q -m slow -p no:cacheprovider --timeout 7200
+BENCH_USERS ?= 100000 1000000
+BENCH_SET ?= spark.driver_memory=14g spark.shuffle_partitions=16
+bench: venv ## scale benchmarks (not part of make test): feature stage at 100k and 1M users
+	$(BIN)/homepage bench features --users $(BENCH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
 
 clean:
 	rm -rf $(VAR)

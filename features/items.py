@@ -1,13 +1,16 @@
-"""Item statistics: popularity over a recent and a prior window, trend, recency."""
+"""Item statistics: popularity over a recent and a prior window, trend, recency, price band."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from features.events import require_columns
+
+POP_DAYS: tuple[int, ...] = (1, 7, 30)
+PRICE_BANDS = 5
 
 
 def item_stats(
@@ -16,7 +19,14 @@ def item_stats(
     """Per catalogue item: pop_recent (engagements in the last `recent_days` before `as_of`),
     pop_prior (the `recent_days` before that), pop_total, trend = (recent+1)/(prior+1), is_new.
 
-    Items with no events get zeros, so every catalogue item has a row.
+    Also: `pop_1d`, `pop_7d`, `pop_30d` (the same weighting over the last 1/7/30 days),
+    `days_since_last_event` (double, from the event to midnight of `as_of`; null if never),
+    `age_days` (as_of − first_seen in days; null when first_seen is), `price_band` (1..5, the
+    price quintile within the item's category among items with a price, ties share a band; null
+    without a price), `in_stock` and `has_image` (from `items`, true when absent or null).
+
+    Items with no events get zeros, so every catalogue item has a row. `items` needs only
+    item_id and first_seen; category_id, price, in_stock and has_image are optional.
     """
     require_columns(events, ["item_id", "event_type", "ts"], "events")
     require_columns(items, ["item_id", "first_seen"], "items")
@@ -34,6 +44,14 @@ def item_stats(
         & F.col("item_id").isNotNull()
         & F.col("event_type").isin("click", "add_to_cart", "purchase", "view")
     )
+    pops = [
+        F.sum(
+            F.when(
+                F.col("ts") >= F.lit(start - dt.timedelta(days=d)).cast("timestamp"), w
+            ).otherwise(0.0)
+        ).alias(f"pop_{d}d")
+        for d in POP_DAYS
+    ]
     agg = ev.groupBy("item_id").agg(
         F.sum(F.when(F.col("ts") >= recent, w).otherwise(0.0)).alias("pop_recent"),
         F.sum(F.when((F.col("ts") >= prior) & (F.col("ts") < recent), w).otherwise(0.0)).alias(
@@ -41,15 +59,65 @@ def item_stats(
         ),
         F.sum(w).alias("pop_total"),
         F.max("ts").alias("last_event_ts"),
+        *pops,
     )
     new_since = F.lit(as_of - dt.timedelta(days=recent_days * 2)).cast("date")
+    pop_cols = ["pop_recent", "pop_prior", "pop_total", *[f"pop_{d}d" for d in POP_DAYS]]
     return (
-        items.select("item_id", "first_seen")
+        _item_attributes(items, as_of=as_of)
         .join(agg, "item_id", "left")
-        .fillna(0.0, subset=["pop_recent", "pop_prior", "pop_total"])
+        .fillna(0.0, subset=pop_cols)
         .withColumn("trend", (F.col("pop_recent") + 1.0) / (F.col("pop_prior") + 1.0))
         .withColumn("is_new", F.coalesce(F.col("first_seen") >= new_since, F.lit(False)))
-        .drop("first_seen")
+        .withColumn(
+            "days_since_last_event",
+            (end.cast("double") - F.col("last_event_ts").cast("double")) / 86400.0,
+        )
+        .select(
+            "item_id",
+            "pop_recent",
+            "pop_prior",
+            "pop_total",
+            "last_event_ts",
+            "trend",
+            "is_new",
+            *[f"pop_{d}d" for d in POP_DAYS],
+            "days_since_last_event",
+            "age_days",
+            "price_band",
+            "in_stock",
+            "has_image",
+        )
+    )
+
+
+def _item_attributes(items: DataFrame, *, as_of: dt.date) -> DataFrame:
+    """item_id, first_seen, age_days, price_band, in_stock, has_image from the catalogue."""
+    cols = items.columns
+    flags = [
+        F.coalesce(F.col(c).cast("boolean"), F.lit(True)).alias(c)
+        if c in cols
+        else F.lit(True).alias(c)
+        for c in ("in_stock", "has_image")
+    ]
+    out = items.select(
+        "item_id",
+        "first_seen",
+        F.datediff(F.lit(as_of), F.col("first_seen")).alias("age_days"),
+        (F.col("category_id") if "category_id" in cols else F.lit(None).cast("string")).alias(
+            "_cat"
+        ),
+        (F.col("price").cast("double") if "price" in cols else F.lit(None).cast("double")).alias(
+            "_price"
+        ),
+        *flags,
+    )
+    # percent_rank gives tied prices the same rank, so ties share a band (ntile would split them
+    # arbitrarily); nulls are ranked in their own partition and then masked
+    by_cat = Window.partitionBy("_cat", F.col("_price").isNull()).orderBy("_price")
+    band = F.least(F.lit(PRICE_BANDS), F.floor(F.percent_rank().over(by_cat) * PRICE_BANDS) + 1)
+    return out.withColumn("price_band", F.when(F.col("_price").isNotNull(), band.cast("int"))).drop(
+        "_cat", "_price"
     )
 
 

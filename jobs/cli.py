@@ -94,6 +94,40 @@ def _cmd_serve(a: argparse.Namespace) -> Any:
     )
 
 
+def _cmd_bench(a: argparse.Namespace) -> Any:
+    from jobs.bench import bench_features, scaling_exponent
+
+    if a.what != "features":
+        raise ValueError(f"unknown benchmark {a.what!r}; available: features")
+    results = []
+    for users in a.users:
+        items = a.items or max(1000, users // 10)
+        root = os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}")
+        res = bench_features(
+            users=users,
+            items=items,
+            days=a.days,
+            seed=a.seed,
+            root=root,
+            overrides=a.set,
+            say=_print,
+        )
+        results.append(res)
+        _print(json.dumps(res, indent=2))
+    _print("")
+    _print("| users | events | ingest s | features s | features events/s | peak RSS GiB |")
+    _print("|---|---|---|---|---|---|")
+    for r in results:
+        _print(
+            f"| {r['users']:,} | {r['events']:,} | {r['ingest_s']} | {r['build_features_s']} | {r['features_events_per_s']:,} | {r['peak_rss_gb']} |"
+        )
+    if len(results) > 1:
+        _print(
+            f"scaling exponent of the feature stage (time ~ events^b): b = {scaling_exponent(results[0], results[-1], 'build_features_s')}"
+        )
+    return results
+
+
 def example_urls(lake: Any, host: str, port: int) -> list[str]:
     """A few URLs worth opening, using a real user of the published export if there is one."""
     import pyarrow.parquet as pq

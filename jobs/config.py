@@ -52,13 +52,18 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    lookback_days: int = 365  # history used for counts and priors
+    lookback_days: int = 365  # history used for counts (priors keep all history, decayed)
     half_life_days: float = 30.0  # time decay of transaction counts; 0 = no decay
     weight_click: float = 1.0
     weight_add_to_cart: float = 3.0
     weight_purchase: float = 5.0
     prior_strength: float = 10.0  # pseudo-impressions of the carousel-level Beta prior
     trending_days: int = 7
+    prior_half_life_days: float = 0.0  # decay of the Beta priors' counts; 0 = none
+    session_gap_minutes: float = 30.0
+    intent_decay: float = 0.5  # eta of the purchase-intent attribution, in (0, 1)
+    intent_epsilon: float = 1.0
+    row_count_max_ratio: float = 3.0  # a table may grow or shrink this much from the previous day
 
     def __post_init__(self) -> None:
         if self.lookback_days < 1:
@@ -67,6 +72,16 @@ class FeatureConfig:
             raise ConfigError(f"features.half_life_days must be >= 0, got {self.half_life_days}")
         if self.prior_strength <= 0:
             raise ConfigError(f"features.prior_strength must be > 0, got {self.prior_strength}")
+        if self.session_gap_minutes <= 0:
+            raise ConfigError(
+                f"features.session_gap_minutes must be > 0, got {self.session_gap_minutes}"
+            )
+        if not 0 < self.intent_decay < 1:
+            raise ConfigError(f"features.intent_decay must be in (0, 1), got {self.intent_decay}")
+        if self.row_count_max_ratio < 1:
+            raise ConfigError(
+                f"features.row_count_max_ratio must be >= 1, got {self.row_count_max_ratio}"
+            )
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,9 @@ class PageConfig:
     candidate_items: int = 30  # items kept per carousel candidate before page de-duplication
     min_items: int = 4  # a carousel with fewer items left is dropped from the page
     category_carousels: int = 6  # affinity category carousels per user
-    curated_file: str = ""  # YAML of curated carousels used when the lake has none (default conf/curated.yaml)
+    curated_file: str = (
+        ""  # YAML of curated carousels used when the lake has none (default conf/curated.yaml)
+    )
 
     def __post_init__(self) -> None:
         if self.slots < 1 or self.items_per_carousel < 1:

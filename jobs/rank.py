@@ -36,6 +36,8 @@ def load_catalog(lake: Lake, ds: str, cfg: Config) -> tuple[Any, pd.DataFrame]:
         .reset_index(drop=True)
     )
     stats = _read(lake.feature("item_stats", ds))
+    # the catalogue snapshot is the source of truth for stock and image flags
+    stats = stats.drop(columns=[c for c in stats.columns if c != "item_id" and c in items.columns])
     items = items.merge(stats, on="item_id", how="left")
     for c in ("pop_total", "pop_recent", "trend"):
         items[c] = items[c].fillna(0.0 if c != "trend" else 1.0)

@@ -58,8 +58,13 @@ def run_suite(
     build: Callable[[Any], list[Any]],
     *,
     engine: str = "spark",
+    previous_rows: int | None = None,
+    max_ratio: float = 3.0,
 ) -> dict[str, Any]:
     """Validate `df` (Spark or pandas) against the expectations `build(gx.expectations)` returns.
+
+    With `previous_rows` (the same table's row count on the previous day) the row count must lie
+    within [previous / max_ratio, previous * max_ratio]: a collapse or an explosion fails.
 
     Returns a summary dict; raises `ValidationFailed` listing each failed expectation.
     """
@@ -75,6 +80,13 @@ def run_suite(
     suite = ctx.suites.add(gx.ExpectationSuite(name=name))
     for expectation in build(gx.expectations):
         suite.add_expectation(expectation)
+    if previous_rows:
+        suite.add_expectation(
+            gx.expectations.ExpectTableRowCountToBeBetween(
+                min_value=int(previous_rows / max_ratio),
+                max_value=int(previous_rows * max_ratio) + 1,
+            )
+        )
     definition = ctx.validation_definitions.add(
         gx.ValidationDefinition(name=f"{name}-validation", data=batch_def, suite=suite)
     )

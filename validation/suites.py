@@ -83,3 +83,85 @@ def user_activity(e: Any) -> list[Any]:
         e.ExpectColumnValuesToBeUnique(column="user_id"),
         e.ExpectColumnValuesToBeBetween(column="n_events", min_value=1),
     ]
+
+
+def priors_state(e: Any) -> list[Any]:
+    return [
+        *[e.ExpectColumnValuesToNotBeNull(column=c) for c in ("user_id", "carousel_id")],
+        e.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "carousel_id"]),
+        e.ExpectColumnValuesToBeBetween(column="trials", min_value=0),
+        e.ExpectColumnValuesToBeBetween(column="successes", min_value=0),
+        e.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="trials", column_B="successes", or_equal=True
+        ),
+    ]
+
+
+def carousel_priors(e: Any) -> list[Any]:
+    return [
+        e.ExpectColumnValuesToNotBeNull(column="carousel_id"),
+        e.ExpectColumnValuesToBeUnique(column="carousel_id"),
+        e.ExpectColumnValuesToBeBetween(column="a0", min_value=0, strict_min=True),
+        e.ExpectColumnValuesToBeBetween(column="b0", min_value=0, strict_min=True),
+        e.ExpectColumnValuesToBeBetween(column="p_global", min_value=0, max_value=1),
+    ]
+
+
+def user_aggregates(e: Any) -> list[Any]:
+    counts = [
+        f"{k}_{w}d"
+        for w in (7, 30)
+        for k in ("impressions", "views", "clicks", "add_to_carts", "purchases")
+    ]
+    rates = [f"{k}_{w}d" for w in (7, 30) for k in ("click_rate", "cart_rate", "purchase_rate")]
+    return [
+        e.ExpectColumnValuesToNotBeNull(column="user_id"),
+        e.ExpectColumnValuesToBeUnique(column="user_id"),
+        *[e.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in counts],
+        *[e.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1) for c in rates],
+    ]
+
+
+def user_category_frequency(e: Any) -> list[Any]:
+    return [
+        *[e.ExpectColumnValuesToNotBeNull(column=c) for c in ("user_id", "category_id")],
+        e.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "category_id"]),
+        e.ExpectColumnValuesToBeBetween(column="active_days", min_value=0),
+        e.ExpectColumnValuesToBeBetween(column="events", min_value=0),
+        e.ExpectColumnValuesToBeBetween(column="day_share", min_value=0, max_value=1),
+    ]
+
+
+def user_context(e: Any) -> list[Any]:
+    return [
+        e.ExpectColumnValuesToNotBeNull(column="user_id"),
+        e.ExpectColumnValuesToBeUnique(column="user_id"),
+        *[
+            e.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
+            for c in ("share_mobile", "share_desktop", "share_app", "weekend_share")
+        ],
+        e.ExpectColumnValuesToBeBetween(column="main_hour", min_value=0, max_value=23),
+    ]
+
+
+def carousel_slot_engagement(e: Any) -> list[Any]:
+    return [
+        e.ExpectColumnValuesToNotBeNull(column="carousel_id"),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["carousel_id", "slot"]),
+        *[
+            e.ExpectColumnValuesToBeBetween(column=c, min_value=0)
+            for c in ("impressions", "clicks", "add_to_carts")
+        ],
+        e.ExpectColumnValuesToBeBetween(column="click_rate", min_value=0, max_value=1),
+    ]
+
+
+def purchase_intent(e: Any) -> list[Any]:
+    return [
+        *[
+            e.ExpectColumnValuesToNotBeNull(column=c)
+            for c in ("event_id", "user_id", "session_key")
+        ],
+        e.ExpectColumnValuesToBeUnique(column="event_id"),
+        e.ExpectColumnValuesToBeBetween(column="intent_weight", min_value=0, max_value=1),
+    ]
