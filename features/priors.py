@@ -30,7 +30,9 @@ def _start(as_of: dt.date) -> Column:
     return F.lit(dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)).cast("timestamp")
 
 
-def carousel_trials(events: DataFrame, *, as_of: dt.date, since: dt.date | None = None) -> DataFrame:
+def carousel_trials(
+    events: DataFrame, *, as_of: dt.date, since: dt.date | None = None
+) -> DataFrame:
     """One row per (user_id, carousel_id, day, visit) with `success` 0/1, from events in
     [since, as_of) (all before `as_of` when `since` is None)."""
     require_columns(events, ["user_id", "carousel_id", "event_type", "ts"], "events")
@@ -86,7 +88,9 @@ def advance_state(
         (F.col("trials") * d).alias("pt"),
         (F.col("successes") * d).alias("ps"),
     )
-    new = new_day.select("user_id", "carousel_id", F.col("trials").alias("nt"), F.col("successes").alias("ns"))
+    new = new_day.select(
+        "user_id", "carousel_id", F.col("trials").alias("nt"), F.col("successes").alias("ns")
+    )
     return prev.join(new, ["user_id", "carousel_id"], "full_outer").select(
         "user_id",
         "carousel_id",
@@ -103,7 +107,9 @@ def carousel_prior(state: DataFrame, *, strength: float) -> DataFrame:
     tot = state.agg(F.sum("trials").alias("n"), F.sum("successes").alias("s")).first()
     n, s = (tot["n"] or 0.0), (tot["s"] or 0.0)
     p_global = (s + 1.0) / (n + 2.0)  # Laplace: defined even on an empty log
-    per = state.groupBy("carousel_id").agg(F.sum("trials").alias("n"), F.sum("successes").alias("s"))
+    per = state.groupBy("carousel_id").agg(
+        F.sum("trials").alias("n"), F.sum("successes").alias("s")
+    )
     p_k = (F.col("s") + F.lit(p_global * strength)) / (F.col("n") + F.lit(strength))
     return per.select(
         "carousel_id",

@@ -68,5 +68,7 @@ def run_dag_test(
     states = {ti.task_id: str(ti.state) for ti in tis}
     if set(states) != set(dag.task_ids):
         # never report an empty run as green
-        raise RuntimeError(f"DAG run created task instances {sorted(states)}, expected {sorted(dag.task_ids)}")
+        raise RuntimeError(
+            f"DAG run created task instances {sorted(states)}, expected {sorted(dag.task_ids)}"
+        )
     return str(run.state)

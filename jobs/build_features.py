@@ -112,11 +112,10 @@ def compute(lake: Lake, ds: str, cfg: Config) -> tuple[dict[str, Any], dict[str,
         user_category_frequency,
     )
     from features.context import user_context
-    from features.sessions import purchase_intent
-
     from features.counts import user_category_counts, user_item_counts
     from features.items import item_stats, user_activity
     from features.priors import carousel_prior, user_carousel_priors
+    from features.sessions import purchase_intent
 
     as_of = parse_ds(ds)
     fc = cfg.features

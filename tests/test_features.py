@@ -5,7 +5,13 @@ from pyspark.sql import types as T
 
 from features.counts import user_category_counts, user_item_counts
 from features.items import item_stats, user_activity
-from features.priors import advance_state, carousel_prior, carousel_trials, trial_counts, user_carousel_priors
+from features.priors import (
+    advance_state,
+    carousel_prior,
+    carousel_trials,
+    trial_counts,
+    user_carousel_priors,
+)
 
 AS_OF = dt.date(2026, 1, 11)
 SCHEMA = T.StructType(
@@ -122,8 +128,13 @@ def test_beta_priors_known_answer(spark):
     p_global = (2 + 1) / (4 + 2)
     assert prior["k"].p_global == pytest.approx(p_global)
     p_k = (2 + p_global * 10) / (3 + 10)
-    assert prior["k"].a0 == pytest.approx(10 * p_k) and prior["k"].b0 == pytest.approx(10 * (1 - p_k))
-    post = {(r.user_id, r.carousel_id): r for r in user_carousel_priors(state, carousel_prior(state, strength=10)).collect()}
+    assert prior["k"].a0 == pytest.approx(10 * p_k) and prior["k"].b0 == pytest.approx(
+        10 * (1 - p_k)
+    )
+    post = {
+        (r.user_id, r.carousel_id): r
+        for r in user_carousel_priors(state, carousel_prior(state, strength=10)).collect()
+    }
     u1 = post[("u1", "k")]
     assert u1.a == pytest.approx(10 * p_k + 1) and u1.b == pytest.approx(10 * (1 - p_k) + 1)
     assert u1.lam == pytest.approx(u1.a / (u1.a + u1.b))
@@ -149,12 +160,24 @@ def test_incremental_priors_equal_a_full_recompute(spark, half_life):
     rows.append(("x2", ts(6, 0), "u2", "late", "add_to_cart", "a", "k", None))
     events = frame(spark, rows)
 
-    full = trial_counts(carousel_trials(events, as_of=dt.date(2026, 1, 9)), as_of=dt.date(2026, 1, 9), half_life_days=half_life)
-    state = trial_counts(carousel_trials(events, as_of=dt.date(2026, 1, 4)), as_of=dt.date(2026, 1, 4), half_life_days=half_life)
+    full = trial_counts(
+        carousel_trials(events, as_of=dt.date(2026, 1, 9)),
+        as_of=dt.date(2026, 1, 9),
+        half_life_days=half_life,
+    )
+    state = trial_counts(
+        carousel_trials(events, as_of=dt.date(2026, 1, 4)),
+        as_of=dt.date(2026, 1, 4),
+        half_life_days=half_life,
+    )
     prev_day = dt.date(2026, 1, 4)
     for day in range(4, 9):
         as_of = dt.date(2026, 1, day + 1)
-        new = trial_counts(carousel_trials(events, as_of=as_of, since=dt.date(2026, 1, day)), as_of=as_of, half_life_days=half_life)
+        new = trial_counts(
+            carousel_trials(events, as_of=as_of, since=dt.date(2026, 1, day)),
+            as_of=as_of,
+            half_life_days=half_life,
+        )
         state = advance_state(state, new, half_life_days=half_life, days=(as_of - prev_day).days)
         prev_day = as_of
     got = {(r.user_id, r.carousel_id): (r.trials, r.successes) for r in state.collect()}
