@@ -171,6 +171,14 @@ def _examination(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         # later stages fall back to default curves; the reason is kept in the run's report
         log.warning("examination propensities not estimated for %s: %s", ds, exc)
         return {"skipped": str(exc)}
+    from validation import suites
+    from validation.gx import run_suite
+
+    checked = table.assign(
+        _ci_ordered=(table["ci_low"] <= table["propensity"] + 1e-12)
+        & (table["propensity"] <= table["ci_high"] + 1e-12)
+    )
+    run_suite("examination", checked, suites.examination, engine="pandas")
     path = lake.feature("examination", ds)
     spark = events.sparkSession
     spark.createDataFrame(table).coalesce(1).write.mode("overwrite").parquet(path)

@@ -223,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int)
     sv.set_defaults(fn=_cmd_serve)
 
+    bn = sub.add_parser("bench", help="benchmarks on generated lakes (not part of make test)")
+    bn.add_argument("what", choices=["features"])
+    bn.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
+    bn.add_argument("--items", type=int, help="default: users / 10 (at least 1,000)")
+    bn.add_argument("--days", type=int, default=30)
+    bn.add_argument("--seed", type=int, default=11)
+    bn.add_argument("--root", default="var/bench", help="where generated lakes are kept")
+    bn.add_argument("--config", help="YAML config file")
+    bn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    bn.set_defaults(fn=_cmd_bench)
+
     af = sub.add_parser(
         "airflow-test", help="run the homepage_daily DAG through Airflow (dag.test, SQLite)"
     )

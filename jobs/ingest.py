@@ -179,6 +179,7 @@ def ingest_items(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             ).otherwise(F.col("reject_reason")),
         )
         .drop("_r")
+        # counted, split into good/bad and written twice: cache avoids re-reading the catalogue
         .cache()
     )
     good = flagged.filter(F.col("reject_reason").isNull()).drop("reject_reason")

@@ -69,9 +69,9 @@ def run_pipeline(
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Every step in order for one `ds` (default: the day after the latest events)."""
+    load_config(config_path, overrides)  # fail on a bad override before any work
     lake = Lake(lake_root)
     ds = ds or default_ds(lake)
-    load_config(config_path, overrides)  # fail on a bad override before any work
     results: dict[str, Any] = {"ds": ds}
     for name in STEP_NAMES:
         progress(f"[{ds}] {name} ...")

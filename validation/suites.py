@@ -165,3 +165,16 @@ def purchase_intent(e: Any) -> list[Any]:
         e.ExpectColumnValuesToBeUnique(column="event_id"),
         e.ExpectColumnValuesToBeBetween(column="intent_weight", min_value=0, max_value=1),
     ]
+
+
+def examination(e: Any) -> list[Any]:
+    """Examination propensities relative to index 1 (pandas: a dozen rows)."""
+    return [
+        e.ExpectColumnValuesToBeInSet(column="kind", value_set=["slot", "position"]),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["kind", "index"]),
+        e.ExpectColumnValuesToBeBetween(column="index", min_value=1),
+        e.ExpectColumnValuesToBeBetween(column="propensity", min_value=0),
+        e.ExpectColumnValuesToBeInSet(column="_ci_ordered", value_set=[True]),
+        e.ExpectColumnValuesToBeBetween(column="impressions", min_value=0),
+        e.ExpectColumnValuesToBeBetween(column="clicks", min_value=0),
+    ]
