@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -195,8 +196,10 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {"ds": ds, **facts, "tables": {}}
     prev_ds = shift_ds(ds, -1)
     for name, df in tables.items():
+        t0 = time.perf_counter()
         path = lake.feature(name, ds)
         df.write.mode("overwrite").parquet(path)
+        t_write = time.perf_counter() - t0
         written = spark.read.parquet(path)
         rows = written.count()
         prev_path = lake.feature(name, prev_ds)
@@ -210,7 +213,13 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
                 previous_rows=previous,
                 max_ratio=cfg.features.row_count_max_ratio,
             )
-        out["tables"][name] = {"path": path, "rows": rows, "previous_rows": previous}
+        out["tables"][name] = {
+            "path": path,
+            "rows": rows,
+            "previous_rows": previous,
+            "write_s": round(t_write, 2),
+            "validate_s": round(time.perf_counter() - t0 - t_write, 2),
+        }
     tables["priors_state"].unpersist()
     io.write_json(
         join(lake.feature("priors_state", ds), "_STATE.json"),
