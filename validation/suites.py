@@ -72,8 +72,19 @@ def item_stats(e: Any) -> list[Any]:
         e.ExpectColumnValuesToBeUnique(column="item_id"),
         *[
             e.ExpectColumnValuesToBeBetween(column=c, min_value=0)
-            for c in ("pop_recent", "pop_prior", "pop_total")
+            for c in (
+                "pop_recent",
+                "pop_prior",
+                "pop_total",
+                "pop_1d",
+                "pop_7d",
+                "pop_30d",
+                "days_since_last_event",
+            )
         ],
+        e.ExpectColumnValuesToBeBetween(column="trend", min_value=0, strict_min=True),
+        e.ExpectColumnValuesToBeBetween(column="price_band", min_value=1, max_value=5),
+        e.ExpectColumnValuesToNotBeNull(column="in_stock"),
     ]
 
 
