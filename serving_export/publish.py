@@ -12,7 +12,7 @@ import os
 import shutil
 
 from jobs.lake import Lake, list_partitions, local_path, parse_ds
-from serving_export.writer import ExportInvalid, verify_export
+from serving_export.writer import ExportInvalid, fsync_path, verify_export
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,6 @@ def current_ds(lake: Lake) -> str | None:
     return _read_current(local_path(lake.current))
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _point_current(exports_dir: str, ds: str) -> None:
     target = os.path.join(exports_dir, "CURRENT")
     tmp = f"{target}.tmp-{os.getpid()}"
@@ -51,7 +43,7 @@ def _point_current(exports_dir: str, ds: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, target)  # atomic on POSIX: readers see the old or the new name
-    _fsync_dir(exports_dir)
+    fsync_path(exports_dir)
 
 
 def prune_exports(lake: Lake, current: str, keep_last: int) -> list[str]:

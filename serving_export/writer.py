@@ -269,7 +269,8 @@ def sha256_file(path: str, bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _fsync_path(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory (a directory's fsync makes renames inside it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -399,7 +400,7 @@ def write_export(
         env.close()
     if os.path.exists(db_path + "-lock"):
         os.remove(db_path + "-lock")  # readers use lock=False: the export is immutable
-    _fsync_path(pq_path)
+    fsync_path(pq_path)
 
     users = len(user_starts) - 1  # minus the default page
     db_bytes = os.path.getsize(db_path)
@@ -432,7 +433,7 @@ def write_export(
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, mf_path)
-    _fsync_path(export_dir)
+    fsync_path(export_dir)
     log.info(
         "export ds=%s: %d users, %d rows, %.0f bytes/user", ds, users, n, manifest["bytes_per_user"]
     )

@@ -14,17 +14,14 @@ def page_checks(pages: pd.DataFrame) -> pd.DataFrame:
     """Add boolean helper columns the suite asserts on (one row per shown item)."""
     df = pages.sort_values(["user_id", "slot", "item_rank"], kind="stable").reset_index(drop=True)
     df["_dup_item"] = df.duplicated(["user_id", "item_id"], keep=False)
-    slots = df.drop_duplicates(["user_id", "slot"])[["user_id", "slot", "family", "carousel_id"]]
+    slots = df.drop_duplicates(["user_id", "slot"])[["user_id", "slot", "family"]]
     prev = slots.shift(1)
-    same = (
-        (slots["user_id"] == prev["user_id"])
+    slots = slots.assign(
+        _adjacent_family=(slots["user_id"] == prev["user_id"])
         & (slots["slot"] == prev["slot"] + 1)
         & (slots["family"] == prev["family"])
     )
-    bad = set(zip(slots.loc[same, "user_id"], slots.loc[same, "slot"], strict=True))
-    df["_adjacent_family"] = (
-        [(u, s) in bad for u, s in zip(df["user_id"], df["slot"], strict=True)] if bad else False
-    )
+    df = df.merge(slots[["user_id", "slot", "_adjacent_family"]], on=["user_id", "slot"], how="left")
     df["_finite"] = np.isfinite(df["carousel_score"].to_numpy(float)) & np.isfinite(
         df["item_score"].to_numpy(float)
     )
