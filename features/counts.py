@@ -64,13 +64,18 @@ def user_item_counts(
 
 
 def user_category_counts(user_items: DataFrame, items: DataFrame) -> DataFrame:
-    """Roll user–item counts up to leaf categories: user_id, category_id, eta, n_purchase."""
-    require_columns(user_items, ["user_id", "item_id", "eta", "n_purchase"], "user_item_counts")
+    """Roll user–item counts up to leaf categories: user_id, category_id, eta and the decayed
+    `n_click`, `n_add_to_cart`, `n_purchase`."""
+    require_columns(
+        user_items,
+        ["user_id", "item_id", "eta", *[f"n_{t}" for t in ENGAGEMENTS]],
+        "user_item_counts",
+    )
     require_columns(items, ["item_id", "category_id"], "items")
     cats = items.select("item_id", "category_id")
     # the catalogue is far smaller than the counts table
     return (
         user_items.join(F.broadcast(cats), "item_id")
         .groupBy("user_id", "category_id")
-        .agg(F.sum("eta").alias("eta"), F.sum("n_purchase").alias("n_purchase"))
+        .agg(F.sum("eta").alias("eta"), *[F.sum(f"n_{t}").alias(f"n_{t}") for t in ENGAGEMENTS])
     )

@@ -61,6 +61,11 @@ def test_counts_weights_and_decay_known_answer(spark):
     )
     assert a.eta == pytest.approx(0.5 * 1 + 0.5 * 3 + 1.0 * 5)
     assert got[("u1", "b")].eta == pytest.approx(0.25)
+    items = spark.createDataFrame([("a", "c1"), ("b", "c1")], ["item_id", "category_id"])
+    cat = user_category_counts(out, items).collect()
+    assert len(cat) == 1 and cat[0].category_id == "c1"
+    assert cat[0].n_click == pytest.approx(0.75) and cat[0].n_add_to_cart == pytest.approx(0.5)
+    assert cat[0].n_purchase == pytest.approx(1.0) and cat[0].eta == pytest.approx(a.eta + 0.25)
     no_decay = user_item_counts(
         frame(spark, rows), as_of=AS_OF, half_life_days=0, weights={"purchase": 1.0}
     )
