@@ -21,7 +21,9 @@ def page_checks(pages: pd.DataFrame) -> pd.DataFrame:
         & (slots["slot"] == prev["slot"] + 1)
         & (slots["family"] == prev["family"])
     )
-    df = df.merge(slots[["user_id", "slot", "_adjacent_family"]], on=["user_id", "slot"], how="left")
+    df = df.merge(
+        slots[["user_id", "slot", "_adjacent_family"]], on=["user_id", "slot"], how="left"
+    )
     df["_finite"] = np.isfinite(df["carousel_score"].to_numpy(float)) & np.isfinite(
         df["item_score"].to_numpy(float)
     )
