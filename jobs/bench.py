@@ -17,7 +17,8 @@ from jobs.lake import Lake
 
 
 def _peak_rss_gb() -> float:
-    """Peak RSS of this process and its finished children (the Spark JVM is a child), in GiB."""
+    """Peak RSS of this Python process and its *finished* children, in GiB (the live Spark JVM
+    is not included: see `_jvm_rss_gb`)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round((own + kids) / 1024**2, 2)

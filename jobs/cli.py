@@ -115,11 +115,13 @@ def _cmd_bench(a: argparse.Namespace) -> Any:
         results.append(res)
         _print(json.dumps(res, indent=2))
     _print("")
-    _print("| users | events | ingest s | features s | features events/s | peak RSS GiB |")
-    _print("|---|---|---|---|---|---|")
+    _print(
+        "| users | events | ingest s | features s | features events/s | Spark JVM RSS GiB | Python peak RSS GiB |"
+    )
+    _print("|---|---|---|---|---|---|---|")
     for r in results:
         _print(
-            f"| {r['users']:,} | {r['events']:,} | {r['ingest_s']} | {r['build_features_s']} | {r['features_events_per_s']:,} | {r['peak_rss_gb']} |"
+            f"| {r['users']:,} | {r['events']:,} | {r['ingest_s']} | {r['build_features_s']} | {r['features_events_per_s']:,} | {r['build_features_jvm_rss_gb']} | {r['peak_rss_gb']} |"
         )
     if len(results) > 1:
         _print(

@@ -17,18 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def mf_params(cfg: Config) -> Any:
+    """The model's own params from the job config (models/ never imports jobs/)."""
+    import dataclasses
+
     from models.mf import MFParams
 
-    m = cfg.mf
-    return MFParams(
-        algorithm=m.algorithm,
-        factors=m.factors,
-        iterations=m.iterations,
-        regularization=m.regularization,
-        alpha=m.alpha,
-        learning_rate=m.learning_rate,
-        seed=m.seed,
-    )
+    return MFParams(**dataclasses.asdict(cfg.mf))
 
 
 def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
