@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -170,8 +170,14 @@ def fit_engagement(
     group: str,
     params: EngagementParams,
     propensity: str | None = None,
+    booster_trainer: BoosterTrainer | None = None,
 ) -> EngagementModel:
     """Fit one calibrated XGBoost head per objective. Pure: frame and params in, model out.
+
+    `booster_trainer(x, y, weight, params, seed)` fits the trees of one head and returns the
+    Booster; the default trains in-process (`xgboost.XGBClassifier`), a distributed twin
+    (`models.distributed.spark_booster_trainer`) trains the same model with `xgboost.spark`.
+    Downsampling, calibration and metrics stay here, so both give the same kind of model.
 
     `labels` maps each objective to its 0/1 label column; `group` (e.g. user id) decides the
     split. With `params.inverse_propensity`, `propensity` names a column with each row's
@@ -181,9 +187,9 @@ def fit_engagement(
     minimised at r / (1 + r(1 − θ)) ≈ r for rare engagement; weighting every row by 1/θ would
     leave each position's engagement rate, and so the bias, unchanged.
     """
-    import xgboost as xgb
     from sklearn.isotonic import IsotonicRegression
 
+    trainer = booster_trainer or local_booster
     features = list(features)
     _check_inputs(frame, features, labels, group, params, propensity)
     split = assign_splits(
@@ -227,19 +233,7 @@ def fit_engagement(
         if params.reweight_negatives:
             w[y[train] == 0] /= params.negative_rate
         records.append(_rec(obj, "train", "data", "rows_after_downsampling", len(train)))
-        clf = xgb.XGBClassifier(
-            n_estimators=params.n_estimators,
-            max_depth=params.max_depth,
-            learning_rate=params.learning_rate,
-            subsample=params.subsample,
-            colsample_bytree=params.colsample_bytree,
-            tree_method=params.tree_method,
-            n_jobs=params.n_jobs,
-            random_state=params.seed,
-            objective="binary:logistic",
-        )
-        clf.fit(x[train], y[train], sample_weight=w)
-        booster = clf.get_booster()
+        booster = trainer(x[train], y[train], w, params, params.seed)
         booster.feature_names = features
         cal = split == 1
         raw_cal = _raw(booster, x[cal])
@@ -264,6 +258,32 @@ def fit_engagement(
         calibrators=calibrators,
         metrics=pd.DataFrame.from_records(records, columns=_METRIC_COLUMNS),
     )
+
+
+BoosterTrainer = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, EngagementParams, int], "xgboost.Booster"
+]
+
+
+def local_booster(
+    x: np.ndarray, y: np.ndarray, weight: np.ndarray, params: EngagementParams, seed: int
+) -> xgboost.Booster:
+    """The trees of one head, trained in this process on all its cores (`params.n_jobs`)."""
+    import xgboost as xgb
+
+    clf = xgb.XGBClassifier(
+        n_estimators=params.n_estimators,
+        max_depth=params.max_depth,
+        learning_rate=params.learning_rate,
+        subsample=params.subsample,
+        colsample_bytree=params.colsample_bytree,
+        tree_method=params.tree_method,
+        n_jobs=params.n_jobs,
+        random_state=seed,
+        objective="binary:logistic",
+    )
+    clf.fit(x, y, sample_weight=weight)
+    return clf.get_booster()
 
 
 def score_predictions(
