@@ -19,7 +19,7 @@ import os
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-STEPS = ("ingest", "build_features", "train", "rank", "export", "publish")
+STEPS = ("ingest", "build_features", "train", "promote", "rank", "export", "publish")
 
 
 def _as_of(context: dict) -> str:

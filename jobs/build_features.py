@@ -59,10 +59,25 @@ def read_events(
     return df.withColumn("ds", F.col("ds").cast("string"))
 
 
+def items_snapshot(lake: Lake, ds: str) -> str:
+    """The validated catalogue snapshot of `ds`; for a day that was never ingested (the start of
+    a training label window), the latest snapshot before it, else the earliest after it."""
+    base = join(lake.warehouse, "items")
+    days = io.partitions(base)
+    if ds in days:
+        return join(base, f"ds={ds}")
+    before = [d for d in days if d < ds]
+    if not days:
+        raise FileNotFoundError(f"no validated item snapshot under {base}: run ingest first")
+    chosen = before[-1] if before else days[0]
+    log.info("no item snapshot for %s: using the one of %s", ds, chosen)
+    return join(base, f"ds={chosen}")
+
+
 def read_items(lake: Lake, ds: str, cfg: Config) -> Any:
     from jobs.spark import get_spark
 
-    return get_spark(cfg.spark).read.parquet(join(lake.warehouse, "items", f"ds={ds}"))
+    return get_spark(cfg.spark).read.parquet(items_snapshot(lake, ds))
 
 
 def _coverage(lake: Lake, ds: str) -> dict[str, Any]:

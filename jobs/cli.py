@@ -163,7 +163,33 @@ def _cmd_airflow(a: argparse.Namespace) -> Any:
     return state
 
 
+def _cmd_models(a: argparse.Namespace) -> Any:
+    from jobs import registry
+    from jobs.config import load_config
+    from jobs.lake import Lake
+
+    lake, cfg = Lake(a.lake), load_config(a.config, a.set)
+    if a.action == "rollback":
+        old, new = registry.rollback(lake, cfg, reason=a.reason or "manual rollback")
+        _print(f"champion: version {old} -> version {new} (logged in {registry.log_path(lake)})")
+        return {"from": old, "to": new}
+    rows = registry.history(lake, cfg)
+    if not rows:
+        _print(f"no registered versions of {cfg.gate.model_name}")
+    for r in rows:
+        aliases = ",".join(r["aliases"]) or "-"
+        _print(
+            f"version {r['version']:>4}  ds={r['ds']}  aliases={aliases}  created={r['created']}"
+        )
+    if a.action == "log":
+        for rec in registry.read_log(lake):
+            _print(json.dumps(rec, default=str))
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from jobs.pipeline import STEP_NAMES
+
     p = argparse.ArgumentParser(prog="homepage", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -205,9 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("step", help="run one pipeline step (as a DAG task does)")
     common(st)
-    st.add_argument(
-        "step", choices=["ingest", "build_features", "train", "rank", "export", "publish"]
-    )
+    st.add_argument("step", choices=list(STEP_NAMES))
     st.add_argument("--ds")
     st.set_defaults(fn=_cmd_step)
 
@@ -217,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     common(pb)
     pb.add_argument("--ds", required=True)
     pb.set_defaults(fn=_cmd_publish)
+
+    md = sub.add_parser(
+        "models", help="registered model versions; roll the champion back to the previous one"
+    )
+    common(md)
+    md.add_argument(
+        "action",
+        choices=["list", "log", "rollback"],
+        help="list: versions and aliases; log: also the promotion log; rollback: re-point "
+        "champion to the previous champion",
+    )
+    md.add_argument("--reason", help="why (kept in the promotion log)")
+    md.set_defaults(fn=_cmd_models)
 
     sv = sub.add_parser("serve", help="serve the published export over HTTP")
     common(sv)

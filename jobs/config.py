@@ -93,21 +93,95 @@ class MFConfig:
     alpha: float = 10.0  # confidence scaling of implicit ALS: C = 1 + alpha * eta
     learning_rate: float = 0.05  # BPR only
     seed: int = 42
+    backend: str = "implicit"  # implicit (one machine) | spark (Spark MLlib ALS, ALS only)
 
     def __post_init__(self) -> None:
         if self.algorithm not in ("als", "bpr"):
             raise ConfigError(f"mf.algorithm must be 'als' or 'bpr', got {self.algorithm!r}")
+        if self.backend not in ("implicit", "spark"):
+            raise ConfigError(f"mf.backend must be 'implicit' or 'spark', got {self.backend!r}")
+        if self.backend == "spark" and self.algorithm != "als":
+            raise ConfigError("mf.backend=spark supports mf.algorithm=als only")
         if self.factors < 1 or self.iterations < 1:
             raise ConfigError("mf.factors and mf.iterations must be >= 1")
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    w: float = 0.7  # phi = w * alpha + (1 - w) * gamma
+    w: float = 0.7  # phi = w * alpha + (1 - w) * gamma; replaced by the grid search's choice
+    choose_w: bool = True  # grid-search w on the validation split (false: keep scoring.w)
+    w_grid_steps: int = 11  # w in linspace(0, 1, steps)
+    item_mode: str = "rerank"  # rerank: items by combined engagement score | fixed: source order
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.w <= 1.0:
             raise ConfigError(f"scoring.w must be in [0, 1], got {self.w}")
+        if self.w_grid_steps < 2:
+            raise ConfigError(f"scoring.w_grid_steps must be >= 2, got {self.w_grid_steps}")
+        if self.item_mode not in ("rerank", "fixed"):
+            raise ConfigError(
+                f"scoring.item_mode must be 'rerank' or 'fixed', got {self.item_mode!r}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    label_days: int = 3  # label window [ds - label_days, ds); training features as of its start
+    max_users: int = 50_000  # users sampled (by hash) into the engagement training set
+    min_impressions: int = 2_000  # logged item impressions needed to train on them
+    validation_users: int = 2_000  # held-out users whose pages choose w
+    min_positives: int = 30  # an objective with fewer positives in the window is not trained
+
+    def __post_init__(self) -> None:
+        if self.label_days < 1:
+            raise ConfigError(f"training.label_days must be >= 1, got {self.label_days}")
+        if self.max_users < 10 or self.validation_users < 1:
+            raise ConfigError("training.max_users must be >= 10 and validation_users >= 1")
+
+
+@dataclass(frozen=True)
+class EngagementConfig:
+    backend: str = "xgboost"  # xgboost (one machine) | xgboost_spark (xgboost.spark on Spark)
+    weight_click: float = 1.0  # objectives combined at ranking time: sum of weight * P
+    weight_add_to_cart: float = 3.0
+    weight_purchase: float = 10.0
+    n_estimators: int = 100
+    max_depth: int = 6
+    learning_rate: float = 0.1
+    negative_rate: float = 0.2  # share of negatives kept (each weighs 1 / rate)
+    calibration_share: float = 0.2
+    evaluation_share: float = 0.15
+    inverse_propensity: bool = False  # weight engaged impressions by 1 / examination propensity
+    n_jobs: int = 2
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("xgboost", "xgboost_spark"):
+            raise ConfigError(
+                f"engagement.backend must be 'xgboost' or 'xgboost_spark', got {self.backend!r}"
+            )
+        ws = (self.weight_click, self.weight_add_to_cart, self.weight_purchase)
+        if min(ws) < 0 or sum(ws) <= 0:
+            raise ConfigError("engagement weights must be >= 0 and not all 0")
+
+    def weights(self) -> dict[str, float]:
+        return {
+            "click": self.weight_click,
+            "add_to_cart": self.weight_add_to_cart,
+            "purchase": self.weight_purchase,
+        }
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    model_name: str = "homepage-ranker"  # MLflow registered model
+    auc_drop: float = 0.01  # the challenger may lose at most this much AUC per objective
+    ndcg_drop: float = 0.01  # ... this much held-out NDCG
+    ece_rise: float = 0.01  # ... and gain at most this much calibration error per objective
+
+    def __post_init__(self) -> None:
+        if min(self.auc_drop, self.ndcg_drop, self.ece_rise) < 0:
+            raise ConfigError("gate tolerances must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -157,6 +231,9 @@ class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     mf: MFConfig = field(default_factory=MFConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    engagement: EngagementConfig = field(default_factory=EngagementConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     page: PageConfig = field(default_factory=PageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)

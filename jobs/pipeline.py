@@ -20,6 +20,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("ingest", "jobs.ingest:run"),
     ("build_features", "jobs.build_features:run"),
     ("train", "jobs.train:run"),
+    ("promote", "jobs.promote:run"),
     ("rank", "jobs.rank:run"),
     ("export", "jobs.export:run"),
     ("publish", "jobs.export:publish"),

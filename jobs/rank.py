@@ -1,7 +1,8 @@
-"""Rank job: carousel candidates → Walmart score φ → pages of Z slots × M items for every user.
+"""Rank job: carousel candidates → item order → Walmart score φ → pages of Z × M for every user.
 
-Reads the feature tables and fitted factors for `ds`; writes the scored candidates (α, γ, φ per
-user–carousel, reused by later refreshes) and the pages in the export's row format.
+Reads the feature tables of `ds` and the *champion* model bundle (MF factors, calibrated
+engagement heads, the w chosen on validation data); writes the scored candidates (λ, α, γ, φ
+per user–carousel, reused by later refreshes) and the pages in the export's row format.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ def _read(path: str, columns: list[str] | None = None) -> pd.DataFrame:
 def load_catalog(lake: Lake, ds: str, cfg: Config) -> tuple[Any, pd.DataFrame]:
     from models.candidates import Catalog
 
+    from jobs.build_features import items_snapshot
+
     items = (
-        _read(join(lake.warehouse, "items", f"ds={ds}"))
+        _read(items_snapshot(lake, ds))
         .sort_values("item_id")
         .reset_index(drop=True)
     )
@@ -130,31 +133,60 @@ def _aligned_factors(model: Any, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    """Build every known user's page plus the `__default__` page."""
-    from models.candidates import generate
-    from models.mf import MFModel
-    from models.page import assemble_page
-    from models.scoring import carousel_scores
+def page_params(cfg: Config) -> Any:
+    from models.ranking import PageParams
 
     pc = cfg.page
-    model_info = io.read_json(join(lake.models(ds), "MODEL.json"))
-    version = model_info["model_version"]
+    return PageParams(
+        slots=pc.slots,
+        items_per_carousel=pc.items_per_carousel,
+        candidate_items=pc.candidate_items,
+        min_items=pc.min_items,
+        category_carousels=pc.category_carousels,
+    )
+
+
+def feature_source(lake: Lake, ds: str, catalog: Any, users: np.ndarray | None = None) -> Any:
+    """The engagement models' (user, item) feature lookups as of `ds`."""
+    from models.item_features import FeatureSource
+
+    def table(name: str) -> pd.DataFrame:
+        return _read(lake.feature(name, ds))
+
+    return FeatureSource.build(
+        as_of=ds,
+        item_ids=catalog.item_ids,
+        item_cat=catalog.item_cat,
+        cat_ids=catalog.cat_ids,
+        item_stats=table("item_stats"),
+        user_aggregates=table("user_aggregates"),
+        user_activity=table("user_activity"),
+        user_item_counts=table("user_item_counts"),
+        user_category_counts=table("user_category_counts"),
+        user_category_frequency=table("user_category_frequency"),
+        users=users,
+    )
+
+
+def load_inputs(
+    lake: Lake,
+    ds: str,
+    cfg: Config,
+    mf_item: Any,
+    mf_cat: Any,
+    *,
+    engagement: Any = None,
+    with_features: bool = False,
+    feature_users: np.ndarray | None = None,
+) -> Any:
+    """Everything `models.ranking` needs as of `ds`: catalogue, curated carousels, factors,
+    buy-again lists, category counts, Beta priors, and (with an engagement model) the
+    feature lookups for re-ranking items."""
+    from models.ranking import RankInputs
+
+    pc = cfg.page
     catalog, items = load_catalog(lake, ds, cfg)
     curated = load_curated(lake, catalog, items, cfg)
-    mf_item = MFModel.load(os.path.join(local_path(lake.models(ds)), "mf_item.npz"))
-    mf_cat = MFModel.load(os.path.join(local_path(lake.models(ds)), "mf_category.npz"))
-    v_items = _aligned_factors(mf_item, catalog.item_ids)
-    v_cats = _aligned_factors(mf_cat, catalog.cat_ids)
-
-    users = _read(lake.feature("user_activity", ds), ["user_id"])["user_id"].astype(str)
-    if io.list_files(lake.users):
-        users = pd.concat([users, _read(lake.users, ["user_id"])["user_id"].astype(str)])
-    users = np.sort(users.unique().astype(object))
-    u_item = mf_item.user_index(users)
-    u_cat = mf_cat.user_index(users)
-    warm = (u_item >= 0) & (u_cat >= 0)
-
     ui = _read(lake.feature("user_item_counts", ds), ["user_id", "item_id", "n_purchase"])
     ui = ui[ui["n_purchase"] > 0]
     item_pos = pd.Series(np.arange(len(catalog.item_ids)), index=catalog.item_ids)
@@ -166,153 +198,80 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         u: g["i"].astype(np.int64).to_numpy()[: pc.candidate_items]
         for u, g in ui.groupby("user_id", sort=False)
     }
-
     uc = _read(lake.feature("user_category_counts", ds), ["user_id", "category_id", "eta"])
     cat_pos = pd.Series(np.arange(len(catalog.cat_ids)), index=catalog.cat_ids)
     uc = uc.assign(c=cat_pos.reindex(uc["category_id"].to_numpy()).to_numpy()).dropna(subset=["c"])
-    user_pos = pd.Series(np.arange(len(users)), index=users)
-    uc = uc.assign(u=user_pos.reindex(uc["user_id"].to_numpy()).to_numpy()).dropna(subset=["u"])
-
     priors = _read(lake.feature("user_carousel_priors", ds), ["user_id", "carousel_id", "lam"])
     cprior = _read(lake.feature("carousel_priors", ds))
     p_global = float(cprior["p_global"].iloc[0]) if len(cprior) else 0.5
     carousel_lam = dict(
         zip(cprior["carousel_id"], cprior["a0"] / (cprior["a0"] + cprior["b0"]), strict=True)
     )
-    prior_lookup = pd.Series(
-        priors["lam"].to_numpy(),
-        index=pd.MultiIndex.from_arrays([priors["user_id"], priors["carousel_id"]]),
+    features = None
+    if engagement is not None or with_features:
+        features = feature_source(lake, ds, catalog, feature_users)
+    return RankInputs(
+        catalog=catalog,
+        curated=curated,
+        mf_item=mf_item,
+        mf_cat=mf_cat,
+        v_items=_aligned_factors(mf_item, catalog.item_ids),
+        v_cats=_aligned_factors(mf_cat, catalog.cat_ids),
+        buy_again=buy_again,
+        cat_eta=uc[["user_id", "c", "eta"]],
+        priors=pd.Series(
+            priors["lam"].to_numpy(),
+            index=pd.MultiIndex.from_arrays([priors["user_id"], priors["carousel_id"]]),
+        ),
+        carousel_lam=carousel_lam,
+        p_global=p_global,
+        features=features,
+        engagement=engagement,
+        objective_weights=None if engagement is None else engagement.params.weights,
     )
 
-    pages: list[pd.DataFrame] = []
+
+def known_users(lake: Lake, ds: str) -> np.ndarray:
+    users = _read(lake.feature("user_activity", ds), ["user_id"])["user_id"].astype(str)
+    if io.list_files(lake.users):
+        users = pd.concat([users, _read(lake.users, ["user_id"])["user_id"].astype(str)])
+    return np.sort(users.unique().astype(object))
+
+
+def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
+    """Build every known user's page plus the `__default__` page, with the champion model."""
+    from jobs.bundle import load_bundle
+    from models.ranking import pages, score_batch
+
+    bundle = load_bundle(lake, cfg, alias="champion")
+    mode = bundle.item_mode if bundle.engagement is not None else "fixed"
+    params = page_params(cfg)
+    users = known_users(lake, ds)
+    inputs = load_inputs(lake, ds, cfg, bundle.mf_item, bundle.mf_cat, engagement=bundle.engagement)
+    catalog = inputs.catalog
+    warm = inputs.warm(users)
+    page_frames: list[pd.DataFrame] = []
     cand_frames: list[pd.DataFrame] = []
 
-    def score_batch(
-        batch_users: np.ndarray,
-        r_hat: np.ndarray,
-        aff: np.ndarray,
-        eta: np.ndarray,
-        batch_buy: list[np.ndarray],
-        reason_override: str | None = None,
-    ) -> None:
-        r_hat = np.where(catalog.in_stock[None, :], r_hat, -np.inf)
-        cands = generate(
-            catalog=catalog,
-            item_scores=r_hat,
-            cat_affinity=aff,
-            cat_eta=eta,
-            buy_again=batch_buy,
-            curated=curated,
-            n_items=pc.candidate_items,
-            min_items=pc.min_items,
-            n_category=pc.category_carousels,
-        )
-        if not cands.user:
-            return
-        cu = np.asarray(cands.user)
-        mat = cands.item_matrix(pc.candidate_items)
-        keys = pd.MultiIndex.from_arrays(
-            [batch_users[cu], np.asarray(cands.carousel_id, dtype=object)]
-        )
-        lam = prior_lookup.reindex(keys).to_numpy()
-        fallback = np.array([carousel_lam.get(c, p_global) for c in cands.carousel_id])
-        lam = np.where(np.isnan(lam), fallback, lam)
-        discovery = aff * np.exp(-eta)
-        phi, alpha, gamma = carousel_scores(
-            items=mat[:, : pc.items_per_carousel],
-            users=cu,
-            item_scores=np.where(np.isfinite(r_hat), r_hat, 0.0),
-            discovery=discovery,
-            item_cat=catalog.item_cat,
-            lam=lam,
-            w=cfg.scoring.w,
-        )
-        cand_frames.append(
-            pd.DataFrame(
-                {
-                    "user_id": batch_users[cu],
-                    "carousel_id": cands.carousel_id,
-                    "family": cands.family,
-                    "lam": lam,
-                    "alpha": alpha,
-                    "gamma": gamma,
-                    "phi": phi,
-                }
-            )
-        )
-        rows: dict[str, list[Any]] = {
-            k: []
-            for k in (
-                "user_id",
-                "slot",
-                "carousel_id",
-                "carousel_title",
-                "family",
-                "carousel_score",
-                "item_rank",
-                "item_id",
-                "item_score",
-                "reason",
-            )
-        }
-        bounds = np.flatnonzero(np.diff(cu)) + 1
-        for group in np.split(np.arange(len(cu)), bounds):
-            u = cu[group[0]]
-            order = group[np.argsort(-phi[group], kind="stable")]
-            for placed in assemble_page(
-                order=order,
-                families=cands.family,
-                items=mat,
-                slots=pc.slots,
-                per_carousel=pc.items_per_carousel,
-                min_items=pc.min_items,
-            ):
-                j, n = placed.candidate, len(placed.items)
-                rows["user_id"].extend([batch_users[u]] * n)
-                rows["slot"].extend([placed.slot] * n)
-                rows["carousel_id"].extend([cands.carousel_id[j]] * n)
-                rows["carousel_title"].extend([cands.title[j]] * n)
-                rows["family"].extend([cands.family[j]] * n)
-                rows["carousel_score"].extend([float(phi[j])] * n)
-                rows["item_rank"].extend(range(1, n + 1))
-                rows["item_id"].extend(catalog.item_ids[placed.items])
-                rows["item_score"].extend(r_hat[u, placed.items].astype(float))
-                rows["reason"].extend([reason_override or cands.reason[j]] * n)
-        pages.append(pd.DataFrame(rows))
+    def add(batch_users: np.ndarray, matrices: Any, reason: str | None = None) -> None:
+        scored = score_batch(inputs, batch_users, matrices, params, mode, reason)
+        page_frames.append(pages(scored, bundle.w, params, catalog.item_ids))
+        cand_frames.append(scored.candidates_frame(bundle.w))
 
-    # the default page: a pseudo-user whose tastes are the catalogue's popularity
-    cat_pop = np.bincount(
-        catalog.item_cat, weights=catalog.popularity, minlength=len(catalog.cat_ids)
+    default_users = np.array([DEFAULT_PAGE_KEY], dtype=object)
+    # the default page ranks items by popularity, not by a user's engagement scores
+    default_scored = score_batch(
+        inputs, default_users, inputs.default_matrices(), params, "fixed", "popular"
     )
-    cat_pop = cat_pop / cat_pop.max() if cat_pop.max() > 0 else cat_pop
-    score_batch(
-        np.array([DEFAULT_PAGE_KEY], dtype=object),
-        catalog.popularity[None, :].copy(),
-        cat_pop[None, :],
-        np.zeros((1, len(cat_pop))),
-        [np.empty(0, dtype=np.int64)],
-        reason_override="popular",
-    )
+    page_frames.append(pages(default_scored, bundle.w, params, catalog.item_ids))
+    cand_frames.append(default_scored.candidates_frame(bundle.w))
+    warm_users = users[warm]
+    for start in range(0, len(warm_users), BATCH):
+        bu = warm_users[start : start + BATCH]
+        add(bu, inputs.user_matrices(bu))
 
-    warm_idx = np.flatnonzero(warm)
-    for start in range(0, len(warm_idx), BATCH):
-        sel = warm_idx[start : start + BATCH]
-        bu = users[sel]
-        r_hat = mf_item.user_factors[u_item[sel]] @ v_items.T
-        aff = mf_cat.user_factors[u_cat[sel]] @ v_cats.T
-        eta = np.zeros_like(aff)
-        sub = uc[uc["u"].isin(sel)]
-        local = pd.Series(np.arange(len(sel)), index=sel)
-        eta[
-            local.reindex(sub["u"].astype(np.int64)).to_numpy(),
-            sub["c"].astype(np.int64).to_numpy(),
-        ] = sub["eta"].to_numpy()
-        score_batch(
-            bu, r_hat, aff, eta, [buy_again.get(x, np.empty(0, dtype=np.int64)) for x in bu]
-        )
-
-    page_df = pd.concat(pages, ignore_index=True)
-    page_df["model_version"] = version
+    page_df = pd.concat(page_frames, ignore_index=True)
+    page_df["model_version"] = bundle.model_version
     default = page_df[page_df["user_id"] == DEFAULT_PAGE_KEY]
     cold = users[~warm]
     if len(cold):
@@ -337,7 +296,10 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         "warm_users": int(warm.sum()),
         "cold_users": int(len(cold)),
         "rows": int(len(page_df)),
-        "model_version": version,
+        "model_version": bundle.model_version,
+        "registry_version": bundle.registry_version,
+        "w": bundle.w,
+        "item_mode": mode,
     }
     io.write_json(join(lake.reports(ds), "rank.json"), stats)
     log.info("ranked pages for %s: %s", ds, stats)

@@ -1,13 +1,29 @@
-"""Train job: implicit MF on user–item and user–category counts; log to MLflow; save factors."""
+"""Train job: MF factors, calibrated engagement heads and w, logged to MLflow as a challenger.
+
+For `ds`, with the label window `[cutoff, ds)` (see jobs/training_data.py):
+
+1. MF (implicit ALS/BPR, or Spark MLlib ALS) on user–item and user–category counts as of
+   cutoff: features for the engagement models and the pages of the validation split.
+2. The engagement training set (logged impressions, else the pipeline's own candidates with
+   time-window labels), checked by Great Expectations; one calibrated XGBoost head per
+   objective with enough positives (models/engagement.py).
+3. The grid search over w: pages as of cutoff for held-out users (the engagement model's
+   evaluation split), in both item modes, scored by NDCG_2D against the label window.
+4. MF again on all data before `ds`: the factors the rank step serves with.
+5. The bundle (jobs/bundle.py) and an MLflow run with params, metrics, PNG plots and a
+   registered pyfunc model version holding the `challenger` alias. The promote step decides.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from jobs import io
 from jobs.config import Config
@@ -15,79 +31,361 @@ from jobs.lake import Lake, join, local_path
 
 log = logging.getLogger(__name__)
 
+PIP_REQUIREMENTS = ["mlflow", "xgboost-cpu", "scikit-learn", "pandas", "numpy"]
+
 
 def mf_params(cfg: Config) -> Any:
     """The model's own params from the job config (models/ never imports jobs/)."""
-    import dataclasses
-
     from models.mf import MFParams
 
-    return MFParams(**dataclasses.asdict(cfg.mf))
+    fields = {f.name for f in dataclasses.fields(MFParams)}
+    return MFParams(**{k: v for k, v in dataclasses.asdict(cfg.mf).items() if k in fields})
 
 
-def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    """Fit both factorisations for `ds`, write them to `warehouse/models/ds=`, log an MLflow run."""
-    import mlflow
-    import pandas as pd
+def engagement_params(cfg: Config, objectives: tuple[str, ...], positions: bool) -> Any:
+    from models.engagement import EngagementParams
 
-    from jobs.tracking import experiment
+    ec = cfg.engagement
+    return EngagementParams(
+        objectives=objectives,
+        weights={o: ec.weights()[o] for o in objectives},
+        n_estimators=ec.n_estimators,
+        max_depth=ec.max_depth,
+        learning_rate=ec.learning_rate,
+        negative_rate=ec.negative_rate,
+        calibration_share=ec.calibration_share,
+        evaluation_share=ec.evaluation_share,
+        position_columns=("slot", "position") if positions else (),
+        inverse_propensity=ec.inverse_propensity,
+        n_jobs=ec.n_jobs,
+        seed=ec.seed,
+    )
+
+
+def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict[str, float]]:
+    """User–item and user–category MF on the counts as of `ds`, with the configured backend."""
     from models.mf import fit_mf
 
     params = mf_params(cfg)
-    ui = pd.read_parquet(
-        local_path(lake.feature("user_item_counts", ds)), columns=["user_id", "item_id", "eta"]
+    fit = fit_mf
+    if cfg.mf.backend == "spark":
+        from models.distributed import fit_mf_spark
+
+        from jobs.spark import get_spark
+
+        spark = get_spark(cfg.spark)
+
+        def fit(u: np.ndarray, i: np.ndarray, w: np.ndarray, p: Any) -> Any:
+            return fit_mf_spark(spark, u, i, w, p)
+
+    models, seconds = [], {}
+    for name, table, key in (
+        ("item", "user_item_counts", "item_id"),
+        ("category", "user_category_counts", "category_id"),
+    ):
+        df = pd.read_parquet(local_path(lake.feature(table, ds)), columns=["user_id", key, "eta"])
+        df = df[df["eta"] > 0]
+        t0 = time.perf_counter()
+        models.append(
+            fit(df["user_id"].to_numpy(), df[key].to_numpy(), df["eta"].to_numpy(), params)
+        )
+        seconds[name] = time.perf_counter() - t0
+        seconds[f"{name}_nnz"] = float(len(df))
+    return models[0], models[1], seconds
+
+
+def _booster_trainer(cfg: Config) -> Any:
+    if cfg.engagement.backend == "xgboost_spark":
+        from models.distributed import spark_booster_trainer
+
+        from jobs.spark import get_spark
+
+        return spark_booster_trainer(get_spark(cfg.spark))
+    return None
+
+
+def build_examples(
+    lake: Lake, ds: str, cfg: Config, inputs: Any, users: np.ndarray, events: Any
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(examples, window engagement, source) for the sampled users."""
+    from jobs import training_data as td
+    from jobs.rank import page_params
+
+    engaged, impressions = td.window_labels(events, users)
+    if len(impressions) >= cfg.training.min_impressions:
+        return td.impression_examples(inputs, impressions), engaged, "logged_impressions"
+    return (
+        td.candidate_examples(inputs, users, engaged, page_params(cfg)),
+        engaged,
+        "time_window_candidates",
     )
-    uc = pd.read_parquet(
-        local_path(lake.feature("user_category_counts", ds)),
-        columns=["user_id", "category_id", "eta"],
+
+
+def trainable_objectives(examples: pd.DataFrame, cfg: Config) -> tuple[str, ...]:
+    from jobs.training_data import OBJECTIVES
+
+    kept = tuple(o for o in OBJECTIVES if int(examples[o].sum()) >= cfg.training.min_positives)
+    if not kept:
+        from jobs.training_data import TrainingDataError
+
+        raise TrainingDataError(
+            f"no objective has {cfg.training.min_positives} positives among "
+            f"{len(examples):,} examples: lengthen training.label_days or lower "
+            "training.min_positives"
+        )
+    return kept
+
+
+def w_grid_search(
+    inputs: Any, users: np.ndarray, engaged: pd.DataFrame, cfg: Config, modes: tuple[str, ...]
+) -> pd.DataFrame:
+    """NDCG_2D of the pages of `users` (as of cutoff) for each w and item mode."""
+    from jobs.rank import page_params
+    from models.holdout import page_ndcg
+    from models.ranking import pages, score_batch
+
+    params = page_params(cfg)
+    rel = engaged.assign(rel=engaged[["click", "add_to_cart", "purchase"]].sum(axis=1))
+    users = np.sort(users[inputs.warm(users)])
+    grid = np.round(np.linspace(0.0, 1.0, cfg.scoring.w_grid_steps), 6)
+    rows = []
+    for mode in modes:
+        scored = [
+            score_batch(
+                inputs, users[s : s + 1024], inputs.user_matrices(users[s : s + 1024]), params, mode
+            )
+            for s in range(0, len(users), 1024)
+        ]
+        for w in grid:
+            built = pd.concat(
+                [pages(b, float(w), params, inputs.catalog.item_ids) for b in scored],
+                ignore_index=True,
+            )
+            ndcg = page_ndcg(built, rel, params.slots, params.items_per_carousel)
+            rows.append({"mode": mode, "w": float(w), "page_ndcg": ndcg, "users": len(users)})
+    return pd.DataFrame(rows)
+
+
+def _plots(model: Any, holdout: pd.DataFrame, grid: pd.DataFrame, out: str) -> list[str]:
+    from models.plots import feature_importance_plot, metric_vs_parameter, reliability_diagram
+
+    paths = []
+    raw = model.predict(holdout, calibrated=False, position_override=None)
+    cal = model.predict(holdout, calibrated=True, position_override=None)
+    for o in model.objectives:
+        y = holdout[o].to_numpy().astype(np.int8)
+        paths.append(
+            reliability_diagram(
+                y,
+                raw[o],
+                cal[o],
+                os.path.join(out, f"reliability_{o}.png"),
+                title=f"{o}: held-out users, before and after isotonic calibration",
+            )
+        )
+    paths.append(
+        feature_importance_plot(model.feature_importance(), os.path.join(out, "importance.png"))
     )
-    ui = ui[ui["eta"] > 0]
-    uc = uc[uc["eta"] > 0]
-    out_dir = local_path(lake.models(ds))
-    os.makedirs(out_dir, exist_ok=True)
+    if len(grid):
+        paths.append(
+            metric_vs_parameter(
+                grid["w"].unique(),
+                {m: g["page_ndcg"].to_numpy() for m, g in grid.groupby("mode")},
+                os.path.join(out, "page_ndcg_vs_w.png"),
+                xlabel="w (weight of affinity α against discovery γ)",
+                ylabel="page NDCG_2D (validation users)",
+                title="Carousel score φ = w·α + (1 − w)·γ: validation NDCG against w",
+            )
+        )
+    return [str(p) for p in paths]
+
+
+def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
+    """Train everything for `ds` and register it as the challenger."""
+    import mlflow
+
+    from jobs import training_data as td
+    from jobs.rank import load_inputs
+    from jobs.tracking import experiment
+    from models.engagement import assign_splits, fit_engagement
+    from models.holdout import holdout_metrics
+    from validation.gx import run_suite
+    from validation.suites import training_examples
+
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    cutoff = td.cutoff_for(ds, cfg)
+    t0 = time.perf_counter()
+    cutoff_features = td.ensure_cutoff_features(lake, cutoff, cfg)
+    timings["cutoff_features_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    item_model = fit_mf(
-        ui["user_id"].to_numpy(), ui["item_id"].to_numpy(), ui["eta"].to_numpy(), params
+    mf_item_c, mf_cat_c, _ = fit_factorisations(lake, cutoff, cfg)
+    timings["mf_cutoff_s"] = time.perf_counter() - t0
+
+    events = td.window_events(lake, cutoff, ds, cfg)
+    active = events.select("user_id").distinct().toPandas()["user_id"].to_numpy(object)
+    users = td.sample_users(active, cfg.training.max_users, cfg.engagement.seed)
+    inputs = load_inputs(
+        lake, cutoff, cfg, mf_item_c, mf_cat_c, with_features=True, feature_users=users
     )
-    t_item = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cat_model = fit_mf(
-        uc["user_id"].to_numpy(), uc["category_id"].to_numpy(), uc["eta"].to_numpy(), params
+    examples, engaged, source = build_examples(lake, ds, cfg, inputs, users, events)
+    timings["examples_s"] = time.perf_counter() - t0
+    objectives = trainable_objectives(examples, cfg)
+    checks = run_suite("training_examples", examples, training_examples, engine="pandas")
+    positions = source == "logged_impressions"
+    params = engagement_params(cfg, objectives, positions)
+    propensity = None
+    if params.inverse_propensity:
+        if not positions:
+            raise td.TrainingDataError(
+                "engagement.inverse_propensity needs logged impressions (slot and position); "
+                "this lake trains on time-window candidates"
+            )
+        examples["theta"] = td.examination_propensity(lake, cutoff, examples)
+        propensity = "theta"
+    from models.item_features import FEATURES, PLACEMENT_COLUMNS
+
+    features = [f for f in FEATURES if positions or f not in PLACEMENT_COLUMNS]
+    t0 = time.perf_counter()
+    model = fit_engagement(
+        examples,
+        features=features,
+        labels={o: o for o in objectives},
+        group="user_id",
+        params=params,
+        propensity=propensity,
+        booster_trainer=_booster_trainer(cfg),
     )
-    t_cat = time.perf_counter() - t0
-    item_model.save(os.path.join(out_dir, "mf_item.npz"))
-    cat_model.save(os.path.join(out_dir, "mf_category.npz"))
+    timings["engagement_fit_s"] = time.perf_counter() - t0
+    timings["engagement_rows_per_s"] = len(examples) / max(timings["engagement_fit_s"], 1e-9)
+    split = assign_splits(
+        examples["user_id"],
+        calibration_share=params.calibration_share,
+        evaluation_share=params.evaluation_share,
+        seed=params.seed,
+    )
+    holdout = examples[split == 2].reset_index(drop=True)
+    gate_metrics = holdout_metrics(model, holdout, objectives=objectives)
+
+    # w on held-out users' pages as of cutoff, both item modes
+    t0 = time.perf_counter()
+    val_users = np.unique(holdout["user_id"].to_numpy(object))
+    val_users = td.sample_users(val_users, cfg.training.validation_users, cfg.engagement.seed)
+    inputs.engagement = model
+    inputs.objective_weights = params.weights
+    grid = w_grid_search(inputs, val_users, engaged, cfg, ("fixed", "rerank"))
+    timings["w_grid_s"] = time.perf_counter() - t0
+    mode = cfg.scoring.item_mode
+    chosen = grid[grid["mode"] == mode].dropna(subset=["page_ndcg"])
+    if cfg.scoring.choose_w and len(chosen):
+        best = chosen.loc[chosen["page_ndcg"].idxmax()]
+        w, w_ndcg = float(best["w"]), float(best["page_ndcg"])
+    else:
+        w = cfg.scoring.w
+        hit = chosen[np.isclose(chosen["w"], w)]
+        w_ndcg = float(hit["page_ndcg"].iloc[0]) if len(hit) else float("nan")
+
+    # serving factors on everything before ds
+    t0 = time.perf_counter()
+    mf_item, mf_cat, mf_seconds = fit_factorisations(lake, ds, cfg)
+    timings["mf_serving_s"] = time.perf_counter() - t0
+
+    out_dir = local_path(lake.models(ds))
+    os.makedirs(out_dir, exist_ok=True)
+    mf_item.save(os.path.join(out_dir, "mf_item.npz"))
+    mf_cat.save(os.path.join(out_dir, "mf_category.npz"))
+    model.save(os.path.join(out_dir, "engagement"))
+    holdout.to_parquet(os.path.join(out_dir, "holdout.parquet"), index=False)
+    grid.to_csv(os.path.join(out_dir, "w_grid.csv"), index=False)
 
     exp_id = experiment(lake, cfg)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{ds}") as run:
-        mlflow.set_tags({"ds": ds, "step": "train", "config_hash": cfg.hash()})
-        mlflow.log_params(
-            {f"mf.{k}": v for k, v in vars(params).items()} | {"ds": ds, "config_hash": cfg.hash()}
-        )
-        mlflow.log_metrics(
+        run_id = run.info.run_id
+        # deterministic, so re-running a ds reproduces the same export
+        version = f"{ds}.{cfg.hash()[:8]}"
+        info = {
+            "ds": ds,
+            "run_id": run_id,
+            "model_version": version,
+            "path": lake.models(ds),
+            "cutoff": cutoff,
+            "cutoff_features": cutoff_features,
+            "training_source": source,
+            "objectives": list(objectives),
+            "weights": dict(params.weights),
+            "w": w,
+            "w_page_ndcg": w_ndcg,
+            "item_mode": mode,
+            "examples": int(len(examples)),
+            "holdout_rows": int(len(holdout)),
+            "gate_metrics": gate_metrics,
+            "data_checks": {"passed": True, "expectations": len(checks or [])},
+            "config_hash": cfg.hash(),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "mf_fit_seconds": mf_seconds,
+        }
+        io.write_json(join(lake.models(ds), "MODEL.json"), info)
+        mlflow.set_tags(
             {
-                "item.users": len(item_model.user_ids),
-                "item.items": len(item_model.item_ids),
-                "item.nnz": len(ui),
-                "item.fit_seconds": t_item,
-                "category.users": len(cat_model.user_ids),
-                "category.categories": len(cat_model.item_ids),
-                "category.nnz": len(uc),
-                "category.fit_seconds": t_cat,
-                "item.mean_abs_factor": float(np.abs(item_model.item_factors).mean()),
+                "ds": ds,
+                "step": "train",
+                "config_hash": cfg.hash(),
+                "training_source": source,
+                "data_checks": "passed",
             }
         )
-        mlflow.log_artifacts(out_dir, artifact_path="mf")
-        run_id = run.info.run_id
-    version = f"{ds}.{run_id[:8]}"
-    info = {
+        mlflow.log_params(
+            {f"mf.{k}": v for k, v in dataclasses.asdict(cfg.mf).items()}
+            | {f"engagement.{k}": v for k, v in dataclasses.asdict(cfg.engagement).items()}
+            | {f"training.{k}": v for k, v in dataclasses.asdict(cfg.training).items()}
+            | {
+                "ds": ds,
+                "cutoff": cutoff,
+                "config_hash": cfg.hash(),
+                "objectives": ",".join(objectives),
+                "item_mode": mode,
+                "w_chosen": w,
+                "training_source": source,
+            }
+        )
+        metrics = {f"holdout.{k}": v for k, v in gate_metrics.items() if np.isfinite(v)}
+        for r in model.metrics.itertuples():
+            metrics[f"{r.objective}.{r.split}.{r.stage}.{r.metric}"] = r.value
+        metrics |= {f"time.{k}": v for k, v in timings.items()}
+        metrics |= {"examples": len(examples), "w": w, "page_ndcg": w_ndcg}
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        for r in grid.itertuples():
+            if np.isfinite(r.page_ndcg):
+                mlflow.log_metric(f"page_ndcg.{r.mode}", r.page_ndcg, step=int(round(r.w * 100)))
+        plot_dir = os.path.join(out_dir, "plots")
+        for p in _plots(model, holdout, grid, plot_dir):
+            mlflow.log_artifact(p, artifact_path="plots")
+        from jobs.ranker_model import log_ranker
+
+        model_uri = log_ranker(out_dir, PIP_REQUIREMENTS)
+    from jobs.registry import register
+
+    registry_version = register(
+        lake,
+        cfg,
+        run_id=run_id,
+        model_uri=model_uri,
+        tags={"bundle": lake.models(ds), "ds": ds, "model_version": version},
+    )
+    info["registry_version"] = registry_version
+    io.write_json(join(lake.models(ds), "MODEL.json"), info)
+    timings["total_s"] = time.perf_counter() - t_all
+    log.info("trained %s for %s: %s", version, ds, info)
+    return {
         "ds": ds,
         "run_id": run_id,
         "model_version": version,
-        "path": out_dir,
-        "fit_seconds": {"item": t_item, "category": t_cat},
+        "registry_version": registry_version,
+        "training_source": source,
+        "examples": int(len(examples)),
+        "w": w,
+        "path": lake.models(ds),
+        **{f"holdout_{k}": v for k, v in gate_metrics.items()},
     }
-    io.write_json(join(lake.models(ds), "MODEL.json"), info)
-    log.info("trained MF for %s: %s", ds, info)
-    return info

@@ -172,7 +172,7 @@ def generate(
                 "Buy it again",
                 "buy_again",
                 "buy_again",
-                True,
+                False,  # most bought first, re-ranked by engagement in "rerank" mode
                 buy_again[u][:n_items],
             )
         if len(catalog.trending):

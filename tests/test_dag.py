@@ -22,7 +22,7 @@ def test_no_import_errors(dagbag):
 
 def test_task_chain_retries_and_tags(dagbag):
     dag = dagbag.dags["homepage_daily"]
-    order = ["ingest", "build_features", "train", "rank", "export", "publish"]
+    order = ["ingest", "build_features", "train", "promote", "rank", "export", "publish"]
     assert sorted(dag.task_ids) == sorted(order)
     for up, down in zip(order, order[1:], strict=False):
         assert dag.get_task(down).upstream_task_ids == {up}

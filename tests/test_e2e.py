@@ -22,7 +22,7 @@ def daily_run(tmp_path_factory, spark):
     from jobs.pipeline import default_ds
 
     root = str(tmp_path_factory.mktemp("lake"))
-    generate_lake(root, users=120, items=150, days=5, seed=3)
+    generate_lake(root, users=1500, items=300, days=5, seed=3)
     lake = Lake(root)
     ds = default_ds(lake)
     overrides = {
@@ -32,6 +32,12 @@ def daily_run(tmp_path_factory, spark):
         "page.items_per_carousel": 5,
         "page.min_items": 3,
         "page.candidate_items": 15,
+        # a 5-day lake: a 2-day label window, and thresholds sized for it
+        "training.label_days": 2,
+        "training.min_positives": 5,
+        "training.min_impressions": 500,
+        "training.validation_users": 300,
+        "engagement.n_estimators": 30,
     }
     state = run_dag_test(root, ds=ds, overrides=overrides, home=os.environ["PYTEST_AIRFLOW_HOME"])
     return lake, ds, state, overrides

@@ -189,3 +189,21 @@ def examination(e: Any) -> list[Any]:
         e.ExpectColumnValuesToBeBetween(column="impressions", min_value=0),
         e.ExpectColumnValuesToBeBetween(column="clicks", min_value=0),
     ]
+
+
+def training_examples(e: Any) -> list[Any]:
+    """The engagement models' training set: labels 0/1, keys present, no duplicate example
+    keys by design of the builders, and MF features finite where present."""
+    return [
+        *[e.ExpectColumnValuesToNotBeNull(column=c) for c in ("user_id", "item_id")],
+        *[
+            e.ExpectColumnValuesToBeInSet(column=c, value_set=[0, 1])
+            for c in ("click", "add_to_cart", "purchase")
+        ],
+        e.ExpectTableRowCountToBeBetween(min_value=100),
+        e.ExpectColumnValuesToBeBetween(column="item_pop_30d", min_value=0, mostly=1.0),
+        e.ExpectColumnValuesToBeBetween(column="ui_eta", min_value=0),
+        e.ExpectColumnValuesToBeBetween(column="uc_eta", min_value=0),
+        e.ExpectColumnValuesToBeBetween(column="slot", min_value=1),
+        e.ExpectColumnValuesToBeBetween(column="position", min_value=1),
+    ]

@@ -1,0 +1,82 @@
+"""A model bundle: everything the rank step needs from one training run, in one directory.
+
+`warehouse/models/ds=<ds>/` holds `mf_item.npz`, `mf_category.npz` (factors fitted on all
+data before `ds`), `engagement/` (calibrated XGBoost heads, see models/engagement.py),
+`holdout.parquet` (the held-out training examples the promotion gate compares models on) and
+`MODEL.json` (versions, the chosen w and item mode, metrics). The MLflow registry points at
+bundles: each registered version carries the bundle's path in its `bundle` tag, and the rank
+step loads whichever version holds the `champion` alias.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from jobs import io
+from jobs.config import Config
+from jobs.lake import Lake, join, local_path
+
+
+class NoChampion(RuntimeError):
+    """No registered model version holds the alias the rank step needs."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: str
+    info: dict[str, Any]
+    mf_item: Any  # models.mf.MFModel
+    mf_cat: Any
+    engagement: Any  # models.engagement.EngagementModel | None
+    registry_version: str | None = None
+
+    @property
+    def model_version(self) -> str:
+        return str(self.info["model_version"])
+
+    @property
+    def w(self) -> float:
+        return float(self.info["w"])
+
+    @property
+    def item_mode(self) -> str:
+        return str(self.info.get("item_mode", "fixed"))
+
+
+def read_bundle(path: str, registry_version: str | None = None) -> Bundle:
+    from models.engagement import EngagementModel
+    from models.mf import MFModel
+
+    info = io.read_json(join(path, "MODEL.json"))
+    local = local_path(path)
+    eng_dir = os.path.join(local, "engagement")
+    engagement = EngagementModel.load(eng_dir) if os.path.isdir(eng_dir) else None
+    return Bundle(
+        path=path,
+        info=info,
+        mf_item=MFModel.load(os.path.join(local, "mf_item.npz")),
+        mf_cat=MFModel.load(os.path.join(local, "mf_category.npz")),
+        engagement=engagement,
+        registry_version=registry_version,
+    )
+
+
+def load_bundle(lake: Lake, cfg: Config, alias: str = "champion") -> Bundle:
+    """The bundle of the registered version holding `alias`."""
+    from jobs.registry import version_for
+
+    version = version_for(lake, cfg, alias)
+    if version is None:
+        raise NoChampion(
+            f"no version of registered model {cfg.gate.model_name!r} has alias {alias!r}: "
+            "run the train and promote steps first"
+        )
+    path = (version.tags or {}).get("bundle")
+    if not path:
+        raise NoChampion(
+            f"{cfg.gate.model_name} version {version.version} has no 'bundle' tag: it was not "
+            "registered by the train step"
+        )
+    return read_bundle(path, registry_version=str(version.version))
