@@ -187,6 +187,17 @@ def _cmd_models(a: argparse.Namespace) -> Any:
     return rows
 
 
+def _cmd_evaluate(a: argparse.Namespace) -> Any:
+    from jobs import evaluate
+    from jobs.config import load_config
+    from jobs.lake import Lake
+
+    res = evaluate.run(Lake(a.lake), a.split_ds, load_config(a.config, a.set), a.test_days)
+    _print(evaluate.format_table(res))
+    _print(f"report: {res['report']} (MLflow run {res['run_id']})")
+    return res
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jobs.pipeline import STEP_NAMES
 
@@ -254,6 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     md.add_argument("--reason", help="why (kept in the promotion log)")
     md.set_defaults(fn=_cmd_models)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="engagement models on a time split: AUC, PR-AUC, log loss, ECE, raw vs calibrated",
+    )
+    common(ev)
+    ev.add_argument("--split-ds", required=True, help="first day of the test window (YYYY-MM-DD)")
+    ev.add_argument("--test-days", type=int, help="test window length (default: to the end)")
+    ev.set_defaults(fn=_cmd_evaluate)
 
     sv = sub.add_parser("serve", help="serve the published export over HTTP")
     common(sv)

@@ -29,15 +29,10 @@ def _read(path: str, columns: list[str] | None = None) -> pd.DataFrame:
 
 
 def load_catalog(lake: Lake, ds: str, cfg: Config) -> tuple[Any, pd.DataFrame]:
+    from jobs.build_features import items_snapshot
     from models.candidates import Catalog
 
-    from jobs.build_features import items_snapshot
-
-    items = (
-        _read(items_snapshot(lake, ds))
-        .sort_values("item_id")
-        .reset_index(drop=True)
-    )
+    items = _read(items_snapshot(lake, ds)).sort_values("item_id").reset_index(drop=True)
     stats = _read(lake.feature("item_stats", ds))
     # the catalogue snapshot is the source of truth for stock and image flags
     stats = stats.drop(columns=[c for c in stats.columns if c != "item_id" and c in items.columns])

@@ -69,9 +69,8 @@ def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict
     params = mf_params(cfg)
     fit = fit_mf
     if cfg.mf.backend == "spark":
-        from models.distributed import fit_mf_spark
-
         from jobs.spark import get_spark
+        from models.distributed import fit_mf_spark
 
         spark = get_spark(cfg.spark)
 
@@ -96,9 +95,8 @@ def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict
 
 def _booster_trainer(cfg: Config) -> Any:
     if cfg.engagement.backend == "xgboost_spark":
-        from models.distributed import spark_booster_trainer
-
         from jobs.spark import get_spark
+        from models.distributed import spark_booster_trainer
 
         return spark_booster_trainer(get_spark(cfg.spark))
     return None
@@ -119,6 +117,34 @@ def build_examples(
         engaged,
         "time_window_candidates",
     )
+
+
+@dataclasses.dataclass
+class WindowData:
+    """Examples labelled in `[start, end)` with features as of `start`."""
+
+    inputs: Any  # models.ranking.RankInputs as of start (with the feature lookups)
+    examples: pd.DataFrame
+    engaged: pd.DataFrame
+    source: str
+    mf_seconds: float
+
+
+def window_dataset(lake: Lake, start: str, end: str, cfg: Config) -> WindowData:
+    """The engagement examples of one label window (see jobs/training_data.py)."""
+    from jobs import training_data as td
+    from jobs.rank import load_inputs
+
+    td.ensure_cutoff_features(lake, start, cfg)
+    t0 = time.perf_counter()
+    mf_item, mf_cat, _ = fit_factorisations(lake, start, cfg)
+    mf_seconds = time.perf_counter() - t0
+    events = td.window_events(lake, start, end, cfg)
+    active = events.select("user_id").distinct().toPandas()["user_id"].to_numpy(object)
+    users = td.sample_users(active, cfg.training.max_users, cfg.engagement.seed)
+    inputs = load_inputs(lake, start, cfg, mf_item, mf_cat, with_features=True, feature_users=users)
+    examples, engaged, source = build_examples(lake, end, cfg, inputs, users, events)
+    return WindowData(inputs, examples, engaged, source, mf_seconds)
 
 
 def trainable_objectives(examples: pd.DataFrame, cfg: Config) -> tuple[str, ...]:
@@ -205,7 +231,6 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     import mlflow
 
     from jobs import training_data as td
-    from jobs.rank import load_inputs
     from jobs.tracking import experiment
     from models.engagement import assign_splits, fit_engagement
     from models.holdout import holdout_metrics
@@ -220,18 +245,10 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     timings["cutoff_features_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    mf_item_c, mf_cat_c, _ = fit_factorisations(lake, cutoff, cfg)
-    timings["mf_cutoff_s"] = time.perf_counter() - t0
-
-    events = td.window_events(lake, cutoff, ds, cfg)
-    active = events.select("user_id").distinct().toPandas()["user_id"].to_numpy(object)
-    users = td.sample_users(active, cfg.training.max_users, cfg.engagement.seed)
-    inputs = load_inputs(
-        lake, cutoff, cfg, mf_item_c, mf_cat_c, with_features=True, feature_users=users
-    )
-    t0 = time.perf_counter()
-    examples, engaged, source = build_examples(lake, ds, cfg, inputs, users, events)
-    timings["examples_s"] = time.perf_counter() - t0
+    data = window_dataset(lake, cutoff, ds, cfg)
+    inputs, examples, engaged, source = data.inputs, data.examples, data.engaged, data.source
+    timings["mf_cutoff_s"] = data.mf_seconds
+    timings["examples_s"] = time.perf_counter() - t0 - data.mf_seconds
     objectives = trainable_objectives(examples, cfg)
     checks = run_suite("training_examples", examples, training_examples, engine="pandas")
     positions = source == "logged_impressions"

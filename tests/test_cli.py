@@ -7,7 +7,18 @@ import pytest
 
 from jobs.cli import build_parser, main
 
-COMMANDS = ["models", "generate", "import", "pipeline", "step", "publish", "serve", "bench", "airflow-test"]
+COMMANDS = [
+    "models",
+    "evaluate",
+    "generate",
+    "import",
+    "pipeline",
+    "step",
+    "publish",
+    "serve",
+    "bench",
+    "airflow-test",
+]
 
 
 def test_every_command_is_registered():
