@@ -7,6 +7,11 @@ Each run covers one day of events: its data interval `[X, X+1)`. The pipeline ru
 `ds = X+1` (the interval's end), using only events strictly before it, and publishes
 `exports/ds=X+1`. Re-running a `ds` overwrites the same outputs, so retries and backfills are safe.
 
+Tasks: ingest → build_features → train (MLflow run, model version with alias `challenger`) →
+promote (the gate: `champion` only if not worse than the current one on the same held-out data;
+a rejection fails the run with every failed criterion, and the published export stays) → rank
+(with the champion) → export → publish.
+
 Params: `lake` (lake path or URI), `ds` (as-of override, `YYYY-MM-DD`; empty = interval end),
 `overrides` (config overrides, e.g. `{"mf.factors": 64, "scoring.w": 0.5}`),
 `config` (YAML config path; empty = conf/default.yaml).

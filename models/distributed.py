@@ -10,14 +10,18 @@ The two libraries parameterise implicit ALS differently, so equal `MFParams` giv
 equal, factors: Spark weighs a cell by confidence 1 + alpha·w (implicit: alpha·w) and scales
 the regularisation by each row's number of interactions (ALS-WR; implicit does not).
 
-Pure apart from the session: no files, no session creation, no checkpoint directory. Spark's
-Python workers must import xgboost/pandas/pyarrow (for `spark_booster_trainer`), so they must
-run the driver's interpreter: set `PYSPARK_PYTHON` (or `spark.pyspark.python`) accordingly.
+Pure apart from the session: no files of its own, no session creation. What the session must
+provide is the session owner's business:
+- ALS beyond ~10 iterations needs a checkpoint directory (`spark.checkpoint.dir`; ALS then
+  checkpoints every 5 iterations) or larger JVM thread stacks (`-Xss16m` in the driver and
+  executor extraJavaOptions): its lineage overflows the default 1 MB stack otherwise, so
+  `fit_mf_spark` refuses such a run with `MFFitError` instead of letting the JVM crash.
+- Spark's Python workers must import xgboost/pandas/pyarrow (for `spark_booster_trainer`), so
+  they must run this interpreter: set `PYSPARK_PYTHON` (or `spark.pyspark.python`) accordingly.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +36,11 @@ if TYPE_CHECKING:
 
 _USER, _ITEM, _RATING = "user", "item", "rating"
 _LABEL, _WEIGHT = "label", "weight"
+# ALS's RDD lineage grows with every iteration and is (de)serialised recursively with each task:
+# without checkpoints, 15 iterations overflow a cold JVM's default 1 MB thread stack
+# (StackOverflowError; at 20 the local driver JVM exits). 10-12 pass; 10 leaves a margin.
+_UNCHECKPOINTED_ITERATIONS = 10
+_CHECKPOINT_INTERVAL = 5
 
 
 def fit_mf_spark(
@@ -50,6 +59,7 @@ def fit_mf_spark(
     an id ALS leaves without factors gets a zero row. `num_blocks` (users and items each) sets
     ALS's partitioning, default the session's parallelism; the factors depend on it (the random
     initialisation is seeded per block), so fix it to reproduce a run on another cluster.
+    More than 10 iterations need a checkpoint directory or -Xss on the session (module doc).
     """
     if params.algorithm != "als":
         raise ValueError(
@@ -57,6 +67,7 @@ def fit_mf_spark(
             f"{params.algorithm!r}; use models.mf.fit_mf for it"
         )
     _check_interactions(users, weights)
+    _check_lineage(spark, params)
     matrix, user_ids, item_ids = build_matrix(users, items, weights)
     cells = matrix.tocoo()
     ratings = pd.DataFrame(
@@ -86,6 +97,26 @@ def _check_interactions(users: np.ndarray, weights: np.ndarray) -> None:
         raise MFFitError("interaction weights must be finite and >= 0")
 
 
+def _check_lineage(spark: SparkSession, params: MFParams) -> None:
+    """Refuse an ALS run whose lineage would overflow the JVM stack (and may take the JVM down)."""
+    if params.iterations <= _UNCHECKPOINTED_ITERATIONS:
+        return
+    sc = spark.sparkContext
+    if sc.getCheckpointDir() is not None:
+        return
+    conf = sc.getConf()
+    options = [conf.get(f"spark.{r}.extraJavaOptions", "") or "" for r in ("driver", "executor")]
+    if any("-Xss" in o for o in options):
+        return
+    raise MFFitError(
+        f"spark als with {params.iterations} iterations needs a checkpoint directory (its "
+        f"lineage overflows the JVM stack beyond ~{_UNCHECKPOINTED_ITERATIONS} iterations "
+        "otherwise): set spark.checkpoint.dir (checkpointed every "
+        f"{_CHECKPOINT_INTERVAL} iterations), or -Xss16m in spark.driver.extraJavaOptions and "
+        f"spark.executor.extraJavaOptions, or mf.iterations <= {_UNCHECKPOINTED_ITERATIONS}"
+    )
+
+
 def _fit_als(
     ratings: DataFrame, params: MFParams, blocks: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -106,7 +137,7 @@ def _fit_als(
         coldStartStrategy="drop",
         numUserBlocks=blocks,
         numItemBlocks=blocks,
-        checkpointInterval=int(os.environ.get("CKI", "10")),
+        checkpointInterval=_CHECKPOINT_INTERVAL,  # used only if the session has a checkpoint dir
     )
     model = als.fit(ratings)
     return model.userFactors.toPandas(), model.itemFactors.toPandas()

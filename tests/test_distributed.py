@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from models import metrics as m
-from models.distributed import _aligned, fit_mf_spark, spark_booster_trainer
+from models.distributed import _aligned, _check_lineage, fit_mf_spark, spark_booster_trainer
 from models.engagement import EngagementParams, fit_engagement
 from models.mf import MFFitError, MFModel, MFParams, fit_mf
 
@@ -22,8 +22,9 @@ from models.mf import MFFitError, MFModel, MFParams, fit_mf
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 N_USERS, N_ITEMS = 40, 20
-# Spark scales regParam by each row's count (ALS-WR); 1.0 suits both libraries here
-ALS = MFParams(factors=2, iterations=15, regularization=1.0, seed=3)
+# Spark scales regParam by each row's count (ALS-WR); 1.0 suits both libraries here. 10
+# iterations: the test session has no checkpoint directory (see test_spark_als_lineage_guard)
+ALS = MFParams(factors=2, iterations=10, regularization=1.0, seed=3)
 
 
 def _checkerboard() -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +137,45 @@ def test_spark_als_nan_factors_are_a_named_error(spark, monkeypatch):
             np.array([1.0]),
             ALS,
         )
+
+
+class _Conf(dict):
+    def get(self, key, default=None):
+        return super().get(key, default)
+
+
+class _Context:
+    def __init__(self, checkpoint_dir=None, **conf):
+        self._dir, self._conf = checkpoint_dir, _Conf(conf)
+
+    def getCheckpointDir(self):
+        return self._dir
+
+    def getConf(self):
+        return self._conf
+
+
+class _Session:
+    def __init__(self, **kw):
+        self.sparkContext = _Context(**kw)
+
+
+def test_spark_als_lineage_guard():
+    """Long uncheckpointed ALS runs overflow the JVM stack: refused unless the session copes."""
+    long = MFParams(iterations=15)
+    with pytest.raises(MFFitError, match="15 iterations needs a checkpoint directory"):
+        _check_lineage(_Session(), long)
+    _check_lineage(_Session(), MFParams(iterations=10))
+    _check_lineage(_Session(checkpoint_dir="file:/tmp/ckpt"), long)
+    _check_lineage(_Session(**{"spark.driver.extraJavaOptions": "-Xss16m"}), long)
+
+
+def test_spark_als_refuses_long_runs_on_the_test_session(spark):
+    if spark.sparkContext.getCheckpointDir() is not None:
+        pytest.skip("the test session has a checkpoint directory")
+    users, items = _checkerboard()
+    with pytest.raises(MFFitError, match="checkpoint directory"):
+        fit_mf_spark(spark, users, items, np.ones(len(users)), MFParams(iterations=15))
 
 
 def test_aligned_puts_rows_by_id_and_zeros_the_missing():
