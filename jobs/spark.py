@@ -18,8 +18,13 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
     `local[2]` here and on `spark://…` or YARN on a cluster. Driver memory only takes effect
     before the JVM starts, which is why the session is created once per process.
     """
+    import sys
+
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    # Python workers (UDFs, xgboost.spark) must run this interpreter, not the first python3
+    # on PATH, or they miss the project's packages
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
     builder = (
@@ -33,6 +38,10 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.adaptive.enabled", "true")
+        # MLlib ALS's lineage grows with every iteration; the default 1 MB thread stack
+        # overflows at ~15 iterations without a checkpoint directory
+        .config("spark.driver.extraJavaOptions", "-Xss16m")
+        .config("spark.executor.extraJavaOptions", "-Xss16m")
     )
     for key, value in cfg.extra.items():
         builder = builder.config(key, value)
