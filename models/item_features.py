@@ -177,7 +177,9 @@ class FeatureSource:
             how="outer",
         )
         cu = _index(uc["user_id"].to_numpy(object), user_ids)
-        cc = _index(uc["category_id"].to_numpy(object), cat_ids)
+        cat_order = np.argsort(cat_ids, kind="stable")
+        cc = _index(uc["category_id"].to_numpy(object), cat_ids[cat_order])
+        cc = np.where(cc >= 0, cat_order[np.where(cc >= 0, cc, 0)], -1)
         ckeep = (cu >= 0) & (cc >= 0)
         cat_raw = np.column_stack(
             [uc[c].to_numpy(np.float32) for c in ("eta", "n_purchase", "day_share", "active_days")]
