@@ -131,8 +131,14 @@ class TrainingConfig:
     min_impressions: int = 2_000  # logged item impressions needed to train on them
     validation_users: int = 2_000  # held-out users whose pages choose w
     min_positives: int = 30  # an objective with fewer positives in the window is not trained
+    # auto: logged impressions when there are min_impressions of them, else candidates
+    source: str = "auto"  # auto | impressions | candidates
 
     def __post_init__(self) -> None:
+        if self.source not in ("auto", "impressions", "candidates"):
+            raise ConfigError(
+                f"training.source must be auto, impressions or candidates, got {self.source!r}"
+            )
         if self.label_days < 1:
             raise ConfigError(f"training.label_days must be >= 1, got {self.label_days}")
         if self.max_users < 10 or self.validation_users < 1:

@@ -110,7 +110,16 @@ def build_examples(
     from jobs.rank import page_params
 
     engaged, impressions = td.window_labels(events, users)
-    if len(impressions) >= cfg.training.min_impressions:
+    source = cfg.training.source
+    if source == "impressions" and len(impressions) < cfg.training.min_impressions:
+        raise td.TrainingDataError(
+            f"training.source=impressions, but the label window logs only {len(impressions):,} "
+            f"item impressions of sampled users (training.min_impressions="
+            f"{cfg.training.min_impressions:,})"
+        )
+    if source == "impressions" or (
+        source == "auto" and len(impressions) >= cfg.training.min_impressions
+    ):
         return td.impression_examples(inputs, impressions), engaged, "logged_impressions"
     return (
         td.candidate_examples(inputs, users, engaged, page_params(cfg)),
@@ -173,23 +182,42 @@ def w_grid_search(
     params = page_params(cfg)
     rel = engaged.assign(rel=engaged[["click", "add_to_cart", "purchase"]].sum(axis=1))
     users = np.sort(users[inputs.warm(users)])
-    grid = np.round(np.linspace(0.0, 1.0, cfg.scoring.w_grid_steps), 6)
-    rows = []
-    for mode in modes:
-        scored = [
+    coarse = np.linspace(0.0, 1.0, cfg.scoring.w_grid_steps)
+    step = coarse[1] - coarse[0]
+    scored = {
+        mode: [
             score_batch(
                 inputs, users[s : s + 1024], inputs.user_matrices(users[s : s + 1024]), params, mode
             )
             for s in range(0, len(users), 1024)
         ]
-        for w in grid:
-            built = pd.concat(
-                [pages(b, float(w), params, inputs.catalog.item_ids) for b in scored],
-                ignore_index=True,
-            )
-            ndcg = page_ndcg(built, rel, params.slots, params.items_per_carousel)
-            rows.append({"mode": mode, "w": float(w), "page_ndcg": ndcg, "users": len(users)})
-    return pd.DataFrame(rows)
+        for mode in modes
+    }
+    seen: dict[str, dict[float, float]] = {mode: {} for mode in modes}
+
+    def evaluate(ws: np.ndarray) -> None:
+        for mode in modes:
+            for w in (round(float(x), 6) for x in ws):
+                if w not in seen[mode]:
+                    built = pd.concat(
+                        [pages(b, w, params, inputs.catalog.item_ids) for b in scored[mode]],
+                        ignore_index=True,
+                    )
+                    seen[mode][w] = page_ndcg(built, rel, params.slots, params.items_per_carousel)
+
+    evaluate(coarse)
+    # α and γ live on different scales, so the best w can sit between two coarse points:
+    # refine once around each mode's coarse optimum (pages only; the scores are reused)
+    for mode in modes:
+        best = max(seen[mode], key=lambda w: np.nan_to_num(seen[mode][w], nan=-1.0))
+        evaluate(np.linspace(max(0.0, best - step), min(1.0, best + step), 11))
+    return pd.DataFrame(
+        [
+            {"mode": mode, "w": w, "page_ndcg": v, "users": len(users)}
+            for mode in modes
+            for w, v in sorted(seen[mode].items())
+        ]
+    )
 
 
 def _plots(model: Any, holdout: pd.DataFrame, grid: pd.DataFrame, out: str) -> list[str]:
@@ -338,7 +366,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             "examples": int(len(examples)),
             "holdout_rows": int(len(holdout)),
             "gate_metrics": gate_metrics,
-            "data_checks": {"passed": True, "expectations": len(checks or [])},
+            "data_checks": {"passed": True, "expectations": int(checks["expectations"])},
             "config_hash": cfg.hash(),
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "mf_fit_seconds": mf_seconds,
