@@ -1,6 +1,6 @@
 """A model bundle: everything the rank step needs from one training run, in one directory.
 
-`warehouse/models/ds=<ds>/` holds `mf_item.npz`, `mf_category.npz` (factors fitted on all
+`warehouse/models/ds=<ds>/<config hash>/` (one bundle per ds and config) holds `mf_item.npz`, `mf_category.npz` (factors fitted on all
 data before `ds`), `engagement/` (calibrated XGBoost heads, see models/engagement.py),
 `holdout.parquet` (the held-out training examples the promotion gate compares models on) and
 `MODEL.json` (versions, the chosen w and item mode, metrics). The MLflow registry points at

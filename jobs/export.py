@@ -42,7 +42,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         local_path(join(lake.warehouse, "items", f"ds={ds}")),
         columns=["item_id", "title", "category_id", "brand", "price"],
     )
-    model = io.read_json(join(lake.models(ds), "MODEL.json"))
+    ranked = io.read_json(join(lake.reports(ds), "rank.json"))  # the champion that ranked
 
     final = local_path(lake.export(ds))
     staging = local_path(join(lake.exports, f".staging-ds={ds}-{os.getpid()}"))
@@ -55,7 +55,15 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         default,
         items,
         ds=ds,
-        model_versions={"mf": model["model_version"], "mlflow_run_id": model["run_id"]},
+        model_versions={
+            k: str(v)
+            for k, v in {
+                "model": ranked["model_version"],
+                "registry_version": ranked.get("registry_version"),
+                "mlflow_run_id": ranked.get("run_id"),
+            }.items()
+            if v is not None
+        },
         config_hash=cfg.hash(),
         map_size_gb=cfg.export.map_size_gb,
     )

@@ -14,7 +14,7 @@ Pipeline outputs (each partitioned by the run's `ds`, overwritten on re-run):
     warehouse/events/ds=...            accepted events (one partition per event day)
     warehouse/quarantine/ds=...        rejected rows with `reject_reason`
     warehouse/features/<table>/ds=...  feature tables for the run's ds
-    warehouse/models/ds=...            fitted model artefacts for the run's ds
+    warehouse/models/ds=.../<cfg hash> model bundles trained for the run's ds (one per config)
     warehouse/candidates/ds=...        scored carousel candidates
     exports/ds=.../                    pages.parquet, pages.lmdb, MANIFEST.json
     exports/CURRENT                    the published ds

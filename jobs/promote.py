@@ -80,7 +80,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     enforce(decision, challenger.registry_version, before)
     return {
         "ds": ds,
-        "action": record["action"],
+        "action": record["action"] if promoted or not decision.promote else "unchanged",
         "challenger": challenger.registry_version,
         "champion": after,
         **{f"challenger_{k}": v for k, v in mine.items()},

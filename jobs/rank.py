@@ -293,6 +293,8 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         "rows": int(len(page_df)),
         "model_version": bundle.model_version,
         "registry_version": bundle.registry_version,
+        "run_id": bundle.info.get("run_id"),
+        "bundle": bundle.path,
         "w": bundle.w,
         "item_mode": mode,
     }

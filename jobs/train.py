@@ -182,6 +182,8 @@ def w_grid_search(
     params = page_params(cfg)
     rel = engaged.assign(rel=engaged[["click", "add_to_cart", "purchase"]].sum(axis=1))
     users = np.sort(users[inputs.warm(users)])
+    if len(users) == 0:  # no held-out user known to the cutoff's MF: keep scoring.w
+        return pd.DataFrame(columns=["mode", "w", "page_ndcg", "users"])
     coarse = np.linspace(0.0, 1.0, cfg.scoring.w_grid_steps)
     step = coarse[1] - coarse[0]
     scored = {
@@ -337,7 +339,11 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     mf_item, mf_cat, mf_seconds = fit_factorisations(lake, ds, cfg)
     timings["mf_serving_s"] = time.perf_counter() - t0
 
-    out_dir = local_path(lake.models(ds))
+    # one bundle per (ds, config): a rejected or rolled-back model never overwrites the files of
+    # the version that serves; the same config for the same ds reproduces the same bundle
+    version = f"{ds}.{cfg.hash()[:8]}"
+    bundle = join(lake.models(ds), cfg.hash()[:8])
+    out_dir = local_path(bundle)
     os.makedirs(out_dir, exist_ok=True)
     mf_item.save(os.path.join(out_dir, "mf_item.npz"))
     mf_cat.save(os.path.join(out_dir, "mf_category.npz"))
@@ -348,13 +354,11 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     exp_id = experiment(lake, cfg)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{ds}") as run:
         run_id = run.info.run_id
-        # deterministic, so re-running a ds reproduces the same export
-        version = f"{ds}.{cfg.hash()[:8]}"
         info = {
             "ds": ds,
             "run_id": run_id,
             "model_version": version,
-            "path": lake.models(ds),
+            "path": bundle,
             "cutoff": cutoff,
             "cutoff_features": cutoff_features,
             "training_source": source,
@@ -371,7 +375,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "mf_fit_seconds": mf_seconds,
         }
-        io.write_json(join(lake.models(ds), "MODEL.json"), info)
+        io.write_json(join(bundle, "MODEL.json"), info)
         mlflow.set_tags(
             {
                 "ds": ds,
@@ -417,10 +421,10 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         cfg,
         run_id=run_id,
         model_uri=model_uri,
-        tags={"bundle": lake.models(ds), "ds": ds, "model_version": version},
+        tags={"bundle": bundle, "ds": ds, "model_version": version},
     )
     info["registry_version"] = registry_version
-    io.write_json(join(lake.models(ds), "MODEL.json"), info)
+    io.write_json(join(bundle, "MODEL.json"), info)
     timings["total_s"] = time.perf_counter() - t_all
     log.info("trained %s for %s: %s", version, ds, info)
     return {
@@ -431,6 +435,6 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         "training_source": source,
         "examples": int(len(examples)),
         "w": w,
-        "path": lake.models(ds),
+        "path": bundle,
         **{f"holdout_{k}": v for k, v in gate_metrics.items()},
     }

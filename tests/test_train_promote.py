@@ -58,12 +58,11 @@ BAD = OVERRIDES | {
 # Same data, same engagement split (engagement.seed unchanged, so the gate compares both models
 # on the same held-out users), other MF factors: a new model_version of similar quality.
 RESEEDED = OVERRIDES | {"mf.seed": 7}
-# The gate scores the champion on the challenger's held-out frame, whose MF features come from
-# the challenger's factorisation; with mf.seed=7 that costs v1 nothing but the re-seeded model
-# loses 0.058 purchase AUC and 0.013 NDCG on ~16 held-out users and is rejected at the default
-# tolerances. Its promote step therefore runs with relaxed ones: this scenario is about
-# promotion and rollback, not about the gate (scenario 2 checks the gate at the defaults).
-RELAXED_GATE = RESEEDED | {"gate.auc_drop": 0.15, "gate.ndcg_drop": 0.1, "gate.ece_rise": 0.05}
+# On its held-out frame (~16 users; MF features from its own factorisation) the re-seeded model
+# scores 0.058 lower purchase AUC and 0.013 lower NDCG than v1, so the default tolerances reject
+# it. Its promote step runs with relaxed AUC/NDCG tolerances instead: this scenario is about
+# promotion and rollback, not the gate (scenario 2 checks the gate at the default tolerances).
+RELAXED_GATE = RESEEDED | {"gate.auc_drop": 0.15, "gate.ndcg_drop": 0.1}
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -126,7 +125,7 @@ def story(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> SimpleNamespa
 
     root = str(tmp_path_factory.mktemp("lake"))
     # days=8, not 6: with days=6 (seed 5) none of the 13 held-out users of the 2-day label window
-    # has history before its cutoff, and the train step crashes in w_grid_search (see report).
+    # has history before the cutoff, and train fails in w_grid_search (pd.concat of no pages)
     generate_lake(root, users=1500, items=300, days=8, seed=5)
     lake = Lake(root)
     ds = default_ds(lake)
@@ -240,7 +239,7 @@ def test_first_train_is_promoted_and_ranks(story: SimpleNamespace) -> None:
     plots = {os.path.basename(a.path): a for a in client.list_artifacts(m["run_id"], "plots")}
     expected = {f"reliability_{o}.png" for o in m["objectives"]}
     expected |= {"importance.png", "page_ndcg_vs_w.png"}
-    assert "reliability_click.png" in expected
+    assert "click" in m["objectives"]
     assert expected <= set(plots), sorted(plots)
     assert all(plots[p].file_size > 0 for p in expected)
     local = client.download_artifacts(m["run_id"], "plots/page_ndcg_vs_w.png")
@@ -313,6 +312,8 @@ def test_new_champion_then_rollback(story: SimpleNamespace) -> None:
     s = story
     v1, v2, v3 = (t["registry_version"] for t in (s.train1, s.train2, s.train3))
     assert v3 == "3"
+    # the stack this scenario expects: v1 promoted, v2 rejected (scenario 2), v3 on top
+    assert s.state2["champion"] == v1, "scenario 2 left another champion than v1"
     assert s.train3["model_version"] not in (s.model1["model_version"], s.model2["model_version"])
 
     assert s.promote3_exc is None, f"re-seeded challenger rejected: {s.promote3_exc}"
@@ -383,7 +384,5 @@ def test_evaluate_on_a_time_split(story: SimpleNamespace) -> None:
     png = os.path.join(result["report"], "reliability_click.png")
     with open(png, "rb") as f:
         assert f.read(8) == PNG_MAGIC
-    assert (
-        _read_json(os.path.join(s.lake.reports(split), "evaluate.json"))["run_id"]
-        == (result["run_id"])
-    )
+    written = _read_json(os.path.join(s.lake.reports(split), "evaluate.json"))
+    assert written["run_id"] == result["run_id"]
