@@ -254,3 +254,35 @@ def test_spark_booster_trainer_fits_a_head_like_the_local_one(spark):
 def test_spark_booster_trainer_rejects_no_workers(spark):
     with pytest.raises(ValueError, match="num_workers"):
         spark_booster_trainer(spark, num_workers=0)
+
+
+def test_train_job_picks_the_twins_from_config(spark, tmp_path):
+    """`mf.backend=spark` and `engagement.backend=xgboost_spark` reach the distributed trainers."""
+    from jobs.config import load_config
+    from jobs.lake import Lake
+    from jobs.train import _booster_trainer, fit_factorisations
+
+    lake = Lake(str(tmp_path))
+    ds = "2026-01-05"
+    users, items = _checkerboard()
+    for table, key, ids in (
+        ("user_item_counts", "item_id", items),
+        ("user_category_counts", "category_id", np.array([f"c{i[-1]}" for i in items])),
+    ):
+        path = lake.feature(table, ds)
+        os.makedirs(path)
+        pd.DataFrame({"user_id": users, key: ids, "eta": 1.0}).to_parquet(f"{path}/part-0.parquet")
+    cfg = load_config(
+        overrides=["mf.backend=spark", "mf.iterations=5", "engagement.backend=xgboost_spark"]
+    )
+    item_model, cat_model, seconds = fit_factorisations(lake, ds, cfg)
+    assert item_model.user_factors.shape == (N_USERS, cfg.mf.factors)
+    assert len(cat_model.item_ids) == 10 and seconds["item_nnz"] == len(users)
+    same, other = _blocks(item_model, 0)
+    row = item_model.user_factors[item_model.user_index(np.array(["u00"], dtype=object))[0]]
+    assert (item_model.item_factors @ row)[same].min() > (item_model.item_factors @ row)[
+        other
+    ].max()
+    trainer = _booster_trainer(cfg)
+    assert trainer is not None and trainer.__module__ == "models.distributed"
+    assert _booster_trainer(load_config()) is None  # the local default
