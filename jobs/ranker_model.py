@@ -23,7 +23,8 @@ class RankerModel(mlflow.pyfunc.PythonModel):
             os.path.join(context.artifacts["bundle"], "engagement")
         )
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # no type hint on model_input: MLflow would try to infer a schema from it and warn
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         preds = self.engagement.predict(model_input, position_override="first")
         return self.engagement.combined_score(preds)
 
