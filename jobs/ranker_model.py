@@ -24,7 +24,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
         )
 
     # no type hint on model_input: MLflow would try to infer a schema from it and warn
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input, params=None):
         preds = self.engagement.predict(model_input, position_override="first")
         return self.engagement.combined_score(preds)
 
