@@ -21,6 +21,22 @@ if "PYTEST_AIRFLOW_HOME" not in os.environ:
     os.environ["PYTEST_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="homepage-airflow-")
     os.environ.update(airflow_env(os.environ["PYTEST_AIRFLOW_HOME"]))
 
+# Config for the small generated lakes of the end-to-end tests: small MF and pages, a 2-day
+# label window and training thresholds sized for a few thousand users over 5-8 days
+SMALL_LAKE_OVERRIDES: dict[str, object] = {
+    "mf.iterations": 5,
+    "mf.factors": 8,
+    "page.slots": 6,
+    "page.items_per_carousel": 5,
+    "page.min_items": 3,
+    "page.candidate_items": 15,
+    "training.label_days": 2,
+    "training.min_positives": 5,
+    "training.min_impressions": 500,
+    "training.validation_users": 300,
+    "engagement.n_estimators": 30,
+}
+
 SHARED_DATA = Path(
     os.environ.get("HOMEPAGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )

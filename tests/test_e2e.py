@@ -10,6 +10,7 @@ import urllib.request
 
 import pandas as pd
 import pytest
+from conftest import SMALL_LAKE_OVERRIDES
 
 pytestmark = pytest.mark.e2e
 
@@ -25,20 +26,7 @@ def daily_run(tmp_path_factory, spark):
     generate_lake(root, users=1500, items=300, days=5, seed=3)
     lake = Lake(root)
     ds = default_ds(lake)
-    overrides = {
-        "mf.iterations": 5,
-        "mf.factors": 8,
-        "page.slots": 6,
-        "page.items_per_carousel": 5,
-        "page.min_items": 3,
-        "page.candidate_items": 15,
-        # a 5-day lake: a 2-day label window, and thresholds sized for it
-        "training.label_days": 2,
-        "training.min_positives": 5,
-        "training.min_impressions": 500,
-        "training.validation_users": 300,
-        "engagement.n_estimators": 30,
-    }
+    overrides = dict(SMALL_LAKE_OVERRIDES)
     state = run_dag_test(root, ds=ds, overrides=overrides, home=os.environ["PYTEST_AIRFLOW_HOME"])
     return lake, ds, state, overrides
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SMALL_LAKE_OVERRIDES
 
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
@@ -34,20 +35,7 @@ pytestmark = pytest.mark.e2e
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# as in tests/test_e2e.py: small MF and pages, a 2-day label window and thresholds sized for it
-OVERRIDES: dict[str, Any] = {
-    "mf.iterations": 5,
-    "mf.factors": 8,
-    "page.slots": 6,
-    "page.items_per_carousel": 5,
-    "page.min_items": 3,
-    "page.candidate_items": 15,
-    "training.label_days": 2,
-    "training.min_positives": 5,
-    "training.min_impressions": 500,
-    "training.validation_users": 300,
-    "engagement.n_estimators": 30,
-}
+OVERRIDES: dict[str, Any] = dict(SMALL_LAKE_OVERRIDES)
 # One stump with a tiny learning rate: on this lake held-out click AUC falls from ~0.72 to
 # ~0.56 and held-out NDCG from ~0.46 to ~0.34, far beyond the default 0.01 tolerances.
 BAD = OVERRIDES | {
