@@ -21,8 +21,17 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     from serving_export.writer import verify_export, write_export
     from validation.export import validate_pages
 
-    pages = pd.read_parquet(
-        os.path.join(local_path(join(lake.warehouse, "pages", f"ds={ds}")), "pages.parquet")
+    pages_dir = local_path(join(lake.warehouse, "pages", f"ds={ds}"))
+    pages = pd.read_parquet(os.path.join(pages_dir, "pages.parquet"))
+    # One row per page key (user_id, slots, exhausted); page dirs from before it existed lack it,
+    # and then the "Z slots unless the policy ran out of candidates" rule is skipped.
+    stats_path = os.path.join(pages_dir, "page_stats.parquet")
+    page_stats = pd.read_parquet(stats_path) if os.path.exists(stats_path) else None
+    if page_stats is None:
+        log.warning("export for %s: no %s; skipping the page-length rule", ds, stats_path)
+    items = pd.read_parquet(
+        local_path(join(lake.warehouse, "items", f"ds={ds}")),
+        columns=["item_id", "title", "category_id", "brand", "price", "in_stock"],
     )
     known = pd.read_parquet(local_path(lake.feature("user_activity", ds)), columns=["user_id"])[
         "user_id"
@@ -32,15 +41,15 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             [known, pd.read_parquet(local_path(lake.users), columns=["user_id"])["user_id"]]
         )
     known = known.astype(str).unique()
+    # Context default pages ("__default__:<context>") are not known users: they are exported
+    # like any page (among the regular pages) but nothing requires them to exist.
     validation = validate_pages(
         pages,
         [*known, DEFAULT_PAGE_KEY],
         slots=cfg.page.slots,
         per_carousel=cfg.page.items_per_carousel,
-    )
-    items = pd.read_parquet(
-        local_path(join(lake.warehouse, "items", f"ds={ds}")),
-        columns=["item_id", "title", "category_id", "brand", "price"],
+        in_stock_items=items.loc[items["in_stock"].fillna(True).astype(bool), "item_id"].to_numpy(),
+        page_stats=page_stats,
     )
     ranked = io.read_json(join(lake.reports(ds), "rank.json"))  # the champion that ranked
 
@@ -76,14 +85,22 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, final)
-    log.info("export for %s: %d users, %d rows", ds, manifest["users"], manifest["rows"])
+    log.info(
+        "export for %s: %d users, %d rows, %.0f bytes/user (lmdb), %.0f bytes/user (parquet)",
+        ds,
+        manifest["users"],
+        manifest["rows"],
+        manifest["bytes_per_user"],
+        manifest["bytes_per_user_parquet"],
+    )
     return {
         "ds": ds,
         "path": final,
         "validation": validation,
         "users": manifest["users"],
         "rows": manifest["rows"],
-        "bytes_per_user": manifest.get("bytes_per_user"),
+        "bytes_per_user": manifest["bytes_per_user"],
+        "bytes_per_user_parquet": manifest["bytes_per_user_parquet"],
     }
 
 

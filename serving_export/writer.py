@@ -15,12 +15,20 @@ Layout of `<lake>/exports/ds=YYYY-MM-DD/`:
     MANIFEST.json   counts, checksums, model versions, config hash; written last, so its presence
                     marks a complete export.
 
-Page value (keys in this order, scores rounded to 6 significant digits, NaN -> null):
+Page value (keys in this order, scores and propensities rounded to 6 significant digits,
+NaN -> null):
 
     {"user_id":"u1","ds":"2024-01-31","model_version":"v3","fallback":false,
      "carousels":[{"slot":1,"carousel_id":"c9","title":"Buy again","family":"buy_again",
                    "score":0.912345,"items":[{"item_id":"i1","rank":1,"score":0.5,
-                                              "reason":"buy_again"}, ...]}, ...]}
+                                              "propensity":0.25,"reason":"buy_again"}, ...]},
+                  ...]}
+
+`propensity` is the probability with which the page policy made that placement (this carousel
+in this slot and this item at this rank, given the page above it); 1.0 when deterministic.
+`fallback` is true for the default page "__default__" and for context default pages (keys
+starting with "__default__:", e.g. "__default__:mobile:north"), which the lookup server may
+serve to unknown users; such context pages are stored like any other page and counted in `users`.
 
 The JSON is built column-wise with Arrow compute kernels (string literals are escaped once per
 distinct value with orjson), so the cost is O(rows) with no per-row Python.
@@ -52,6 +60,7 @@ FORMAT_VERSION = 1
 PARQUET_FILE = "pages.parquet"
 LMDB_FILE = "pages.lmdb"
 MANIFEST_FILE = "MANIFEST.json"
+CONTEXT_DEFAULT_PREFIX = DEFAULT_PAGE_KEY + ":"  # context default pages, e.g. "__default__:mobile"
 PAGES_DB = b"pages"
 ITEMS_DB = b"items"
 SCORE_DIGITS = 6
@@ -69,6 +78,7 @@ PAGES_SCHEMA = pa.schema(
         ("item_rank", pa.int32()),
         ("item_id", pa.string()),
         ("item_score", pa.float64()),
+        ("propensity", pa.float64()),
         ("reason", pa.string()),
         ("model_version", pa.string()),
     ]
@@ -168,6 +178,8 @@ def _page_values(t: pa.Table, ds_lit: str) -> tuple[pa.Array, pa.Array]:
         _json_ints(col("item_rank")),
         ',"score":',
         _json_floats(col("item_score")),
+        ',"propensity":',
+        _json_floats(col("propensity")),
         ',"reason":',
         _json_strings(col("reason")),
         "}",
@@ -195,7 +207,10 @@ def _page_values(t: pa.Table, ds_lit: str) -> tuple[pa.Array, pa.Array]:
         pa.ListArray.from_arrays(pa.array(user_car_offsets.astype(np.int32)), car_frag), ","
     )
     user_ids = col("user_id", user_starts)
-    fallback = pc.if_else(pc.equal(user_ids, DEFAULT_PAGE_KEY), "true", "false")
+    is_default = pc.or_(
+        pc.equal(user_ids, DEFAULT_PAGE_KEY), pc.starts_with(user_ids, CONTEXT_DEFAULT_PREFIX)
+    )
+    fallback = pc.if_else(is_default, "true", "false")
     page = _join(
         '{"user_id":',
         _json_strings(user_ids),
@@ -327,8 +342,9 @@ def write_export(
 ) -> dict[str, Any]:
     """Write pages.parquet, pages.lmdb and MANIFEST.json (last) into `export_dir`; return the manifest.
 
-    `pages` / `default_page` follow the export contract (one row per shown item; the default page
-    has user_id "__default__"). `items` gives display fields for the items shown. Raises
+    `pages` / `default_page` follow the export contract (one row per shown item, with the
+    placement's `propensity`; the default page has user_id "__default__", context default pages
+    "__default__:<context>" go in `pages`). `items` gives display fields for the items shown. Raises
     FileExistsError when the directory already holds a complete export (a MANIFEST.json), and
     ValueError on malformed input. `map_size_gb` is the initial LMDB map size; it doubles when full.
     """
@@ -402,8 +418,13 @@ def write_export(
         os.remove(db_path + "-lock")  # readers use lock=False: the export is immutable
     fsync_path(pq_path)
 
-    users = len(user_starts) - 1  # minus the default page
+    users = len(user_starts) - 1  # minus the default page (context default pages count)
+    first_ids = uid.take(pa.array(user_starts))
+    context_defaults = (
+        pc.sum(pc.cast(pc.starts_with(first_ids, CONTEXT_DEFAULT_PREFIX), pa.int64())).as_py() or 0
+    )
     db_bytes = os.path.getsize(db_path)
+    pq_bytes = os.path.getsize(pq_path)
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "ds": ds,
@@ -411,6 +432,7 @@ def write_export(
         "users": users,
         "rows": n,
         "default_rows": len(default_page),
+        "context_default_pages": context_defaults,
         "items": len(shown),
         "slots_max": int(pc.max(table["slot"]).as_py()),
         "model_versions": dict(model_versions),
@@ -426,6 +448,7 @@ def write_export(
             for name, p in ((PARQUET_FILE, pq_path), (LMDB_FILE, db_path))
         },
         "bytes_per_user": round(db_bytes / max(users, 1), 1),
+        "bytes_per_user_parquet": round(pq_bytes / max(users, 1), 1),
     }
     tmp = mf_path + f".tmp-{os.getpid()}"
     with open(tmp, "w") as f:
@@ -435,7 +458,12 @@ def write_export(
     os.replace(tmp, mf_path)
     fsync_path(export_dir)
     log.info(
-        "export ds=%s: %d users, %d rows, %.0f bytes/user", ds, users, n, manifest["bytes_per_user"]
+        "export ds=%s: %d users, %d rows, %.0f bytes/user (lmdb), %.0f bytes/user (parquet)",
+        ds,
+        users,
+        n,
+        manifest["bytes_per_user"],
+        manifest["bytes_per_user_parquet"],
     )
     return manifest
 

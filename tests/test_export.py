@@ -11,6 +11,8 @@ import orjson
 import pandas as pd
 import pytest
 
+from jobs import export as export_job
+from jobs.config import Config, ExportConfig, PageConfig
 from jobs.lake import DEFAULT_PAGE_KEY, Lake
 from serving_export.publish import current_ds, publish
 from serving_export.writer import (
@@ -22,12 +24,14 @@ from serving_export.writer import (
     verify_export,
     write_export,
 )
+from validation.gx import ValidationFailed
 
 DS = "2024-03-01"
 
 
 def make_pages(users: list[str], slots: int = 2, items: int = 3, mv: str = "mf-7") -> pd.DataFrame:
-    """Pages with distinctive values: scores that need rounding, a quote in a title, a null reason."""
+    """Pages with distinctive values: scores and propensities that need rounding, a quote in a
+    title, a null reason."""
     rows = []
     for u, user in enumerate(users):
         for s in range(1, slots + 1):
@@ -43,6 +47,7 @@ def make_pages(users: list[str], slots: int = 2, items: int = 3, mv: str = "mf-7
                         "item_rank": r,
                         "item_id": f"it{(u + s * 7 + r) % 11}",
                         "item_score": 123456789.0 / (r * 7) if r == 1 else 1e-9 * r,
+                        "propensity": 1.0 if r == 1 else 1.0 / (3 * r + s),
                         "reason": None if r == 3 else "discover",
                         "model_version": mv,
                     }
@@ -85,6 +90,7 @@ def expected_page(df: pd.DataFrame, user: str, ds: str) -> dict:
                         "item_id": r.item_id,
                         "rank": int(r.item_rank),
                         "score": float(f"{r.item_score:.6g}"),
+                        "propensity": float(f"{r.propensity:.6g}"),
                         "reason": r.reason,
                     }
                     for r in g.itertuples()
@@ -95,7 +101,7 @@ def expected_page(df: pd.DataFrame, user: str, ds: str) -> dict:
         "user_id": user,
         "ds": ds,
         "model_version": rows.iloc[0].model_version,
-        "fallback": user == DEFAULT_PAGE_KEY,
+        "fallback": user == DEFAULT_PAGE_KEY or user.startswith(DEFAULT_PAGE_KEY + ":"),
         "carousels": carousels,
     }
 
@@ -142,9 +148,17 @@ def test_files_and_manifest(lake):
         data = Path(os.path.join(d, name)).read_bytes()
         assert m["files"][name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert m["bytes_per_user"] == round(m["files"][LMDB_FILE]["bytes"] / 3, 1)
+    assert m["bytes_per_user_parquet"] == round(m["files"][PARQUET_FILE]["bytes"] / 3, 1)
+    assert m["context_default_pages"] == 0
     pq = pd.read_parquet(os.path.join(d, PARQUET_FILE))
     assert len(pq) == 24 and list(pq.columns)[:3] == ["user_id", "slot", "carousel_id"]
+    assert list(pq.columns)[8:10] == ["item_score", "propensity"]
+    assert pq["propensity"].dtype == "float64"
     assert pq.equals(pq.sort_values(["user_id", "slot", "item_rank"]).reset_index(drop=True))
+    # propensities round-trip exactly into parquet (only the JSON rounds them)
+    src = pd.concat([make_pages(["u1", "u2", "u3"]), make_default()])
+    src = src.sort_values(["user_id", "slot", "item_rank"]).reset_index(drop=True)
+    assert pq["propensity"].tolist() == src["propensity"].tolist()
     assert verify_export(d) == m
 
 
@@ -162,6 +176,10 @@ def test_lmdb_values_equal_pages_in_order(lake):
     assert default == expected_page(make_default(), DEFAULT_PAGE_KEY, DS)
     assert default["fallback"] is True and default["model_version"] == "popular-1"
     assert list(default) == ["user_id", "ds", "model_version", "fallback", "carousels"]
+    item = orjson.loads(values[b"u1"])["carousels"][0]["items"][1]
+    assert list(item) == ["item_id", "rank", "score", "propensity", "reason"]
+    assert item["propensity"] == 0.142857  # 1/7 to 6 significant digits
+    assert b'"propensity":1.0,' in values[b"u1"]  # a deterministic placement stays a float
     items = {k: orjson.loads(v) for k, v in read_all(lake.export(DS), b"items").items()}
     shown = set(pages.item_id) | set(make_default().item_id)
     assert set(items) == {i.encode() for i in shown}
@@ -234,9 +252,33 @@ def test_writer_rejects_bad_input(lake):
             model_versions={},
             config_hash="",
         )
+    with pytest.raises(ValueError, match=r"missing column\(s\): propensity"):
+        write_export(
+            lake.export(DS),
+            make_pages(["u"]),
+            make_default().drop(columns="propensity"),
+            ITEMS,
+            ds=DS,
+            model_versions={},
+            config_hash="",
+        )
     write(lake, DS)
     with pytest.raises(FileExistsError):
         write(lake, DS)
+
+
+def test_context_default_pages_are_exported_as_fallback_pages(lake):
+    ctx = "__default__:mobile:north"
+    m = write(lake, DS, ["u1", ctx])
+    d = lake.export(DS)
+    assert (m["users"], m["context_default_pages"]) == (2, 1)
+    values = read_all(d)
+    assert sorted(values) == [DEFAULT_PAGE_KEY.encode(), ctx.encode(), b"u1"]
+    page = orjson.loads(values[ctx.encode()])
+    assert page == expected_page(make_pages(["u1", ctx]), ctx, DS) and page["fallback"] is True
+    assert orjson.loads(values[b"u1"])["fallback"] is False
+    assert ctx in set(pd.read_parquet(os.path.join(d, PARQUET_FILE))["user_id"])
+    assert verify_export(d) == m
 
 
 def test_verify_catches_corruption_and_bad_manifest(lake):
@@ -298,3 +340,59 @@ def test_keep_last_pruning_and_rollback(lake):
     assert sorted(os.listdir(lake.exports)) == ["CURRENT"] + [f"ds={d}" for d in days[-2:]]
     with pytest.raises(ValueError, match="keep_last"):
         publish(lake, days[-1], keep_last=0)
+
+
+def _job_lake(lake: Lake, *, page_stats: pd.DataFrame | None, out_of_stock: str = "it99") -> None:
+    """The inputs the export job reads: ranked pages (+ page_stats), items, users, rank report."""
+    ctx = "__default__:mobile:north"
+    pages = pd.concat([make_pages(["u1", "u2", ctx]), make_default()]).fillna({"reason": "x"})
+    pdir = os.path.join(lake.warehouse, "pages", f"ds={DS}")
+    os.makedirs(pdir, exist_ok=True)
+    pages.to_parquet(os.path.join(pdir, "pages.parquet"))
+    stats_path = os.path.join(pdir, "page_stats.parquet")
+    if page_stats is not None:
+        page_stats.to_parquet(stats_path)
+    elif os.path.exists(stats_path):
+        os.remove(stats_path)
+    items = pd.concat([ITEMS, pd.DataFrame({"item_id": ["it99"], "category_id": ["c1"]})])
+    items["in_stock"] = items["item_id"] != out_of_stock
+    for path, df in (
+        (os.path.join(lake.warehouse, "items", f"ds={DS}"), items),
+        (lake.feature("user_activity", DS), pd.DataFrame({"user_id": ["u1", "u2"]})),
+    ):
+        os.makedirs(path, exist_ok=True)
+        df.to_parquet(os.path.join(path, "part-0.parquet"))
+    os.makedirs(lake.reports(DS), exist_ok=True)
+    Path(os.path.join(lake.reports(DS), "rank.json")).write_text('{"model_version": "mf-7"}')
+
+
+def _job_cfg(slots: int) -> Config:
+    page = PageConfig(slots=slots, items_per_carousel=3, candidate_items=3, min_items=1)
+    return Config(page=page, export=ExportConfig(map_size_gb=0.01))
+
+
+def test_export_job_checks_stock_and_page_length_and_reports_sizes(lake):
+    keys = ["u1", "u2", "__default__:mobile:north", DEFAULT_PAGE_KEY]
+    stats = pd.DataFrame({"user_id": keys, "slots": 2, "exhausted": [False, True, False, True]})
+    _job_lake(lake, page_stats=stats)
+    out = export_job.run(lake, DS, _job_cfg(slots=2))
+    m = verify_export(out["path"])
+    assert (out["users"], m["context_default_pages"]) == (3, 1)  # u1, u2 and the context page
+    assert out["bytes_per_user"] == m["bytes_per_user"] > 0
+    assert out["bytes_per_user_parquet"] == m["bytes_per_user_parquet"] > 0
+    assert sorted(read_all(out["path"])) == sorted(k.encode() for k in keys)
+
+    # Z = 3 with pages of 2 slots: u1 and the context page were not exhausted; it1 is shown but
+    # out of stock. Both rules are named and the published export is left alone.
+    _job_lake(lake, page_stats=stats, out_of_stock="it1")
+    with pytest.raises(ValidationFailed) as err:
+        export_job.run(lake, DS, _job_cfg(slots=3))
+    msg = str(err.value)
+    assert "_short_page_not_exhausted" in msg and "'u1'" in msg and "'it1'" in msg
+    assert "_out_of_stock_item" in msg
+    assert verify_export(lake.export(DS)) == m
+    assert [n for n in os.listdir(lake.exports) if "staging" in n] == []
+
+    # Page dirs written before page_stats existed: the page-length rule is skipped.
+    _job_lake(lake, page_stats=None)
+    assert export_job.run(lake, DS, _job_cfg(slots=3))["users"] == 3

@@ -20,7 +20,11 @@ def page(rows):
         "item_score",
     ]
     df = pd.DataFrame(rows, columns=cols)
-    return df.assign(reason="r", model_version="v1")
+    return df.assign(reason="r", model_version="v1", propensity=0.5)
+
+
+def stats(rows):
+    return pd.DataFrame(rows, columns=["user_id", "slots", "exhausted"])
 
 
 GOOD = [
@@ -28,11 +32,30 @@ GOOD = [
     ("u1", 1, "c1", "x", 2, "b", 1.0, 0.4),
     ("u1", 2, "c2", "y", 1, "c", 0.9, 0.3),
     ("__default__", 1, "c1", "x", 1, "a", 1.0, 0.5),
+    ("__default__", 2, "c2", "y", 1, "c", 0.9, 0.3),
 ]
+GOOD_STATS = [("u1", 2, False), ("__default__", 2, False)]
+IN_STOCK = {"a", "b", "c"}
+
+
+def check(df, known=("u1", "__default__"), *, slots=2, **kw):
+    return validate_pages(df, list(known), slots=slots, per_carousel=2, **kw)
+
+
+def refused(df, *needles, **kw):
+    with pytest.raises(ValidationFailed) as err:
+        check(df, **kw)
+    for needle in needles:
+        assert needle in str(err.value)
+    return str(err.value)
 
 
 def test_a_good_page_passes():
-    assert validate_pages(page(GOOD), ["u1", "__default__"], slots=2, per_carousel=2)["success"]
+    assert check(page(GOOD))["success"]
+    full = check(
+        page(GOOD), in_stock_items=np.array(sorted(IN_STOCK)), page_stats=stats(GOOD_STATS)
+    )
+    assert full["success"] and full["expectations"] > check(page(GOOD))["expectations"]
 
 
 @pytest.mark.parametrize(
@@ -57,3 +80,115 @@ def test_bad_pages_are_refused_with_the_rule_named(rows, known, needle):
     with pytest.raises(ValidationFailed) as err:
         validate_pages(page(rows), known, slots=2, per_carousel=2)
     assert needle in str(err.value)
+
+
+def test_out_of_stock_items_are_refused_naming_rows_and_items():
+    df = page(GOOD)
+    refused(df, "_out_of_stock_item", "unexpected_count=1", "['b']", in_stock_items={"a", "c"})
+    # every row showing an out-of-stock item counts, on any page (the default page too)
+    msg = refused(df, "_out_of_stock_item", in_stock_items=np.array(["b", "c"]))
+    assert "unexpected_count=2" in msg and "'a'" in msg
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        (0.0, "expect_column_values_to_be_between({'column': 'propensity'"),
+        (1.5, "expect_column_values_to_be_between({'column': 'propensity'"),
+        (-0.2, "expect_column_values_to_be_between({'column': 'propensity'"),
+        (None, "expect_column_values_to_not_be_null({'column': 'propensity'"),
+    ],
+)
+def test_propensity_must_be_in_0_1(value, needle):
+    df = page(GOOD)
+    df.loc[2, "propensity"] = value
+    refused(df, needle, "unexpected_count=1")
+
+
+def test_propensity_bounds_are_0_exclusive_1_inclusive():
+    df = page(GOOD)
+    df["propensity"] = [1.0, 1e-12, 1.0, 1.0, 0.25]
+    assert check(df)["success"]
+
+
+def test_short_page_must_be_exhausted():
+    df = page(GOOD)  # u1 and the default page have 2 slots
+    # Z = 3: both pages are short; only u1's policy still had candidates
+    short = stats([("u1", 2, False), ("__default__", 2, True)])
+    refused(
+        df,
+        "_short_page_not_exhausted",
+        "unexpected_count=1",
+        "examples=['u1']",
+        slots=3,
+        page_stats=short,
+    )
+    # null `exhausted` counts as not exhausted
+    refused(
+        df,
+        "_short_page_not_exhausted",
+        slots=3,
+        page_stats=stats([("u1", 2, None), ("__default__", 2, True)]),
+    )
+
+
+def test_short_exhausted_page_passes_and_the_rule_needs_page_stats():
+    df = page(GOOD)
+    assert check(df, slots=3, page_stats=stats([("u1", 2, True), ("__default__", 2, True)]))[
+        "success"
+    ]
+    assert check(df, slots=3)["success"]  # older page dirs without page_stats: rule skipped
+
+
+def test_page_stats_must_describe_every_page():
+    df = page(GOOD)
+    refused(
+        df,
+        "_slot_count_differs_from_page_stats",
+        "['u1']",
+        page_stats=stats([("u1", 3, True), ("__default__", 2, False)]),
+    )
+    refused(df, "_no_page_stats", "['__default__']", page_stats=stats([("u1", 2, False)]))
+    refused(
+        df,
+        "1 page(s) in page_stats with slots > 0 have no rows in pages, e.g. ['u9']",
+        page_stats=stats(GOOD_STATS + [("u9", 1, True)]),
+    )
+    refused(df, "duplicated page key", page_stats=stats(GOOD_STATS + [("u1", 2, False)]))
+    refused(
+        df,
+        "page_stats is missing column(s): exhausted",
+        page_stats=stats(GOOD_STATS).drop(columns="exhausted"),
+    )
+    # a page the policy could not fill at all may be listed with 0 slots
+    assert check(df, page_stats=stats(GOOD_STATS + [("u9", 0, True)]))["success"]
+
+
+def test_slots_must_be_1_to_n():
+    rows = GOOD[:2] + [("u1", 3, "c2", "y", 1, "c", 0.9, 0.3)] + GOOD[3:]  # u1: slots 1 and 3
+    refused(page(rows), "_slots_not_1_to_n", "['u1']", slots=3)
+
+
+def test_context_default_pages_are_pages_not_known_users():
+    ctx = [
+        ("__default__:mobile:north", 1, "c1", "x", 1, "a", 1.0, 0.5),
+        ("__default__:mobile:north", 2, "c2", "y", 1, "b", 0.9, 0.3),
+    ]
+    df = page(GOOD + ctx)
+    st = stats(GOOD_STATS + [("__default__:mobile:north", 2, False)])
+    assert check(df, in_stock_items=IN_STOCK, page_stats=st)["success"]
+    # and they are held to the same rules as any page
+    refused(df, "_no_page_stats", "['__default__:mobile:north']", page_stats=stats(GOOD_STATS))
+    refused(
+        df,
+        "_short_page_not_exhausted",
+        "'__default__:mobile:north'",
+        slots=3,
+        page_stats=stats(
+            [("u1", 2, True), ("__default__", 2, True), ("__default__:mobile:north", 2, False)]
+        ),
+    )
+
+
+def test_a_page_without_propensity_is_refused():
+    refused(page(GOOD).drop(columns="propensity"), "pages is missing column(s): propensity")

@@ -34,6 +34,7 @@ def pages_for(users: list[str], tag: str) -> pd.DataFrame:
             "item_rank": r,
             "item_id": f"i{s}{r}",
             "item_score": 0.5 / r,
+            "propensity": 1.0 / r,
             "reason": "discover",
             "model_version": f"mv-{tag}",
         }
