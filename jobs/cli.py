@@ -63,6 +63,23 @@ def _cmd_step(a: argparse.Namespace) -> Any:
     return res
 
 
+def _cmd_simulate(a: argparse.Namespace) -> Any:
+    from jobs.simulate import simulate_day
+
+    stats = simulate_day(
+        a.lake, a.ds, export_ds=a.export_ds, seed=a.seed, visits_per_user=a.visits_per_user
+    )
+    _print(
+        f"simulated ds={stats['ds']} on the export of {stats['export_ds']}: "
+        f"{stats['visits']:,} visits by {stats['users']:,} users, "
+        f"{stats['impressions']:,} impressions, {stats['clicks']:,} clicks "
+        f"(CTR {stats['ctr']:.2%}), {stats['add_to_carts']:,} add-to-carts "
+        f"({stats['add_to_carts_per_visitor']:.3f} per visitor), {stats['purchases']:,} "
+        f"purchases in {stats['seconds']:.1f}s -> {stats['path']}"
+    )
+    return stats
+
+
 def _cmd_publish(a: argparse.Namespace) -> Any:
     from jobs.config import load_config
     from jobs.export import publish
@@ -253,6 +270,25 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--ds", required=True)
     pb.set_defaults(fn=_cmd_publish)
 
+    sm = sub.add_parser(
+        "simulate",
+        help="serve the published pages to the generator's simulated users for one day "
+        "(writes events/ds=DATE of a generated lake, with the pages' propensities)",
+    )
+    sm.add_argument("--lake", required=True, help="a lake written by `homepage generate`")
+    sm.add_argument(
+        "--ds", required=True, help="day to simulate (YYYY-MM-DD); its events must not exist"
+    )
+    sm.add_argument(
+        "--export-ds", help="export to serve (default: the published one, exports/CURRENT)"
+    )
+    sm.add_argument("--seed", type=int, default=7)
+    sm.add_argument(
+        "--visits-per-user",
+        type=float,
+        help="Poisson mean of each user's homepage visits (default: the generator's rates)",
+    )
+    sm.set_defaults(fn=_cmd_simulate)
     md = sub.add_parser(
         "models", help="registered model versions; roll the champion back to the previous one"
     )

@@ -15,6 +15,7 @@ COMMANDS = [
     "pipeline",
     "step",
     "publish",
+    "simulate",
     "serve",
     "bench",
     "airflow-test",
