@@ -200,8 +200,43 @@ class PageConfig:
     curated_file: str = (
         ""  # YAML of curated carousels used when the lake has none (default conf/curated.yaml)
     )
+    category_pool: int = 100  # most popular in-stock items per category a carousel draws from
+    brand_carousels: int = 1  # "your top brands" carousels per user
+    new_categories: int = 3  # top categories "new in your categories" draws from
+    beam_width: int = 3  # slot assignment beam (1 = greedy)
+    beam_start: int = 1  # slots above this one are filled greedily
+    carousel_lambda: float = 0.8  # MMR lambda for carousels on the page (1 = no diversity)
+    item_lambda: float = 0.8  # MMR lambda for items inside a carousel
+    similarity_weights: tuple[float, ...] = (0.25, 0.25, 0.5)  # category, brand, MF embedding
+    brand_run: int = 3  # after this many same-brand items pull another brand forward (0 = off)
+    no_image_penalty: float = 0.3  # relevance x (1 - penalty) for items without an image
+    non_repeat_categories: tuple[str, ...] = ()  # category ids (or category_path prefixes)
+    non_repeat_days: int = 60  # "bought recently" for non-repeat categories
+    repeat_penalty: float = 0.5  # relevance x (1 - penalty) for those items (not in buy again)
+    explore_epsilon: float = 0.05  # epsilon-greedy new items from position explore_from
+    explore_from: int = 4
+    thompson_share: float = 0.05  # users whose carousel order is Thompson-sampled
+    thompson_draws: int = 256  # Monte Carlo draws behind each logged slot propensity
+    seed: int = 0  # exploration seed (mixed with the ds)
 
     def __post_init__(self) -> None:
+        if self.beam_width < 1 or self.beam_start < 1 or self.explore_from < 1:
+            raise ConfigError("page.beam_width, page.beam_start, page.explore_from must be >= 1")
+        for k in (
+            "carousel_lambda",
+            "item_lambda",
+            "no_image_penalty",
+            "repeat_penalty",
+            "explore_epsilon",
+            "thompson_share",
+        ):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ConfigError(f"page.{k} must be in [0, 1], got {getattr(self, k)}")
+        sw = self.similarity_weights
+        if len(sw) != 3 or min(sw) < 0 or abs(sum(sw) - 1.0) > 1e-6:
+            raise ConfigError(
+                f"page.similarity_weights must be 3 non-negative numbers summing to 1, got {sw}"
+            )
         if self.slots < 1 or self.items_per_carousel < 1:
             raise ConfigError("page.slots and page.items_per_carousel must be >= 1")
         if self.candidate_items < self.items_per_carousel:
@@ -284,6 +319,14 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return {str(k): str(v) for k, v in value.items()}
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        args = typing.get_args(typ)
+        inner = args[0] if args else str
+        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         return value
     return value

@@ -56,6 +56,8 @@ def load_catalog(lake: Lake, ds: str, cfg: Config) -> tuple[Any, pd.DataFrame]:
         pop_recent=items["pop_recent"].to_numpy(float),
         trend=items["trend"].to_numpy(float),
         trending_n=cfg.page.candidate_items,
+        category_pool=cfg.page.category_pool,
+        brands=items["brand"].to_numpy(object) if "brand" in items else None,
     )
     return catalog, items
 
@@ -70,8 +72,12 @@ def _rule_items(rule: str, catalog: Any, n: int) -> np.ndarray:
     if rule.startswith("category:"):
         hit = np.flatnonzero(catalog.cat_ids == rule.split(":", 1)[1])
         return by_pop[np.isin(catalog.item_cat[by_pop], hit)][:n]
+    if rule.startswith("brand:"):
+        hit = np.flatnonzero(catalog.brand_names == rule.split(":", 1)[1])
+        return by_pop[np.isin(catalog.item_brand[by_pop], hit)][:n]
     raise ValueError(
-        f"unknown curated carousel rule {rule!r}; allowed: popular, new, category:<id>"
+        f"unknown curated carousel rule {rule!r}; allowed: popular, new, category:<id>, "
+        "brand:<name>"
     )
 
 
@@ -138,6 +144,24 @@ def page_params(cfg: Config) -> Any:
         candidate_items=pc.candidate_items,
         min_items=pc.min_items,
         category_carousels=pc.category_carousels,
+        category_pool=pc.category_pool,
+        brand_carousels=pc.brand_carousels,
+        new_categories=pc.new_categories,
+        beam_width=pc.beam_width,
+        beam_start=pc.beam_start,
+        carousel_lambda=pc.carousel_lambda,
+        item_lambda=pc.item_lambda,
+        similarity_weights=tuple(pc.similarity_weights),
+        brand_run=pc.brand_run,
+        no_image_penalty=pc.no_image_penalty,
+        repeat_penalty=pc.repeat_penalty,
+        non_repeat_categories=tuple(pc.non_repeat_categories),
+        non_repeat_days=pc.non_repeat_days,
+        explore_epsilon=pc.explore_epsilon,
+        explore_from=pc.explore_from,
+        thompson_share=pc.thompson_share,
+        thompson_draws=pc.thompson_draws,
+        seed=pc.seed,
     )
 
 
@@ -175,55 +199,111 @@ def load_inputs(
     feature_users: np.ndarray | None = None,
 ) -> Any:
     """Everything `models.ranking` needs as of `ds`: catalogue, curated carousels, factors,
-    buy-again lists, category counts, Beta priors, and (with an engagement model) the
-    feature lookups for re-ranking items."""
+    buy-again lists, top brands, recent non-repeat purchases, category counts, Beta priors,
+    and (with an engagement model) the feature lookups for re-ranking items."""
+    from models.item_policy import item_clusters
     from models.ranking import RankInputs
 
     pc = cfg.page
     catalog, items = load_catalog(lake, ds, cfg)
     curated = load_curated(lake, catalog, items, cfg)
-    ui = _read(lake.feature("user_item_counts", ds), ["user_id", "item_id", "n_purchase"])
-    ui = ui[ui["n_purchase"] > 0]
+    ui = _read(
+        lake.feature("user_item_counts", ds),
+        ["user_id", "item_id", "n_click", "n_add_to_cart", "n_purchase", "last_ts"],
+    )
     item_pos = pd.Series(np.arange(len(catalog.item_ids)), index=catalog.item_ids)
     ui = ui.assign(i=item_pos.reindex(ui["item_id"].to_numpy()).to_numpy())
     ui = ui.dropna(subset=["i"])
-    ui = ui[catalog.in_stock[ui["i"].astype(np.int64).to_numpy()]]
-    ui = ui.sort_values(["user_id", "n_purchase"], ascending=[True, False])
-    buy_again = {
-        u: g["i"].astype(np.int64).to_numpy()[: pc.candidate_items]
-        for u, g in ui.groupby("user_id", sort=False)
-    }
+    ui["i"] = ui["i"].astype(np.int64)
+    bought = ui[(ui["n_purchase"] > 0) & catalog.in_stock[ui["i"].to_numpy()]]
+    bought = bought.sort_values(["user_id", "n_purchase"], ascending=[True, False])
+    buy_again = _lists(bought, "i", pc.candidate_items)
+    top_brands = _top_brands(ui, catalog, pc.brand_carousels)
+    recent = _recent_purchases(ui, catalog, items, ds, pc)
     uc = _read(lake.feature("user_category_counts", ds), ["user_id", "category_id", "eta"])
     cat_pos = pd.Series(np.arange(len(catalog.cat_ids)), index=catalog.cat_ids)
     uc = uc.assign(c=cat_pos.reindex(uc["category_id"].to_numpy()).to_numpy()).dropna(subset=["c"])
-    priors = _read(lake.feature("user_carousel_priors", ds), ["user_id", "carousel_id", "lam"])
+    priors = _read(
+        lake.feature("user_carousel_priors", ds), ["user_id", "carousel_id", "a", "b", "lam"]
+    )
     cprior = _read(lake.feature("carousel_priors", ds))
     p_global = float(cprior["p_global"].iloc[0]) if len(cprior) else 0.5
     carousel_lam = dict(
         zip(cprior["carousel_id"], cprior["a0"] / (cprior["a0"] + cprior["b0"]), strict=True)
     )
+    carousel_ab = {
+        c: (float(a), float(b))
+        for c, a, b in zip(cprior["carousel_id"], cprior["a0"], cprior["b0"], strict=True)
+    }
     features = None
     if engagement is not None or with_features:
         features = feature_source(lake, ds, catalog, feature_users)
+    v_items = _aligned_factors(mf_item, catalog.item_ids)
     return RankInputs(
         catalog=catalog,
         curated=curated,
         mf_item=mf_item,
         mf_cat=mf_cat,
-        v_items=_aligned_factors(mf_item, catalog.item_ids),
+        v_items=v_items,
         v_cats=_aligned_factors(mf_cat, catalog.cat_ids),
         buy_again=buy_again,
         cat_eta=uc[["user_id", "c", "eta"]],
-        priors=pd.Series(
-            priors["lam"].to_numpy(),
-            index=pd.MultiIndex.from_arrays([priors["user_id"], priors["carousel_id"]]),
-        ),
+        priors=priors.set_index(["user_id", "carousel_id"])[["lam", "a", "b"]],
         carousel_lam=carousel_lam,
         p_global=p_global,
         features=features,
         engagement=engagement,
         objective_weights=None if engagement is None else engagement.params.weights,
+        top_brands=top_brands,
+        recent=recent,
+        carousel_ab=carousel_ab,
+        item_cluster=item_clusters(v_items, seed=cfg.mf.seed),
+        params=page_params(cfg),
     )
+
+
+def _lists(frame: pd.DataFrame, col: str, n: int) -> dict[str, np.ndarray]:
+    """user_id -> the first n values of `col` per user, in the frame's order (sorted by user)."""
+    users = frame["user_id"].to_numpy(object)
+    vals = frame[col].to_numpy(np.int64)
+    if not len(users):
+        return {}
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    return {
+        users[a]: vals[a : min(b, a + n)]
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+    }
+
+
+def _top_brands(ui: pd.DataFrame, catalog: Any, n: int) -> dict[str, np.ndarray]:
+    """Each user's n brands of most engagement (click 1, add-to-cart 3, purchase 5; at least 2)."""
+    if n < 1 or not len(catalog.brand_names):
+        return {}
+    brand = catalog.item_brand[ui["i"].to_numpy()]
+    weight = ui["n_click"] + 3 * ui["n_add_to_cart"] + 5 * ui["n_purchase"]
+    df = pd.DataFrame({"user_id": ui["user_id"].to_numpy(object), "brand": brand, "w": weight})
+    df = df[df["brand"] >= 0].groupby(["user_id", "brand"], sort=False)["w"].sum().reset_index()
+    df = df[df["w"] >= 2].sort_values(["user_id", "w", "brand"], ascending=[True, False, True])
+    return _lists(df, "brand", n)
+
+
+def _recent_purchases(
+    ui: pd.DataFrame, catalog: Any, items: pd.DataFrame, ds: str, pc: Any
+) -> dict[str, np.ndarray]:
+    """Items bought in non-repeat categories whose last event is within non_repeat_days."""
+    if not pc.non_repeat_categories:
+        return {}
+    wanted = tuple(str(c) for c in pc.non_repeat_categories)
+    cat_id = items["category_id"].astype(str)
+    hit = cat_id.isin(wanted).to_numpy()
+    if "category_path" in items:
+        path = items["category_path"].fillna("").astype(str)
+        hit |= np.array([p.startswith(wanted) for p in path], dtype=bool)
+    since = pd.Timestamp(ds, tz="UTC") - pd.Timedelta(days=pc.non_repeat_days)
+    last = pd.to_datetime(ui["last_ts"], utc=True)
+    rec = ui[(ui["n_purchase"] > 0) & (last >= since).to_numpy() & hit[ui["i"].to_numpy()]]
+    return {u: np.sort(v) for u, v in _lists(rec.sort_values("user_id"), "i", 10**9).items()}
 
 
 def known_users(lake: Lake, ds: str) -> np.ndarray:
@@ -233,11 +313,101 @@ def known_users(lake: Lake, ds: str) -> np.ndarray:
     return np.sort(users.unique().astype(object))
 
 
-def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    """Build every known user's page plus the `__default__` page, with the champion model."""
-    from jobs.bundle import load_bundle
-    from models.ranking import pages, score_batch
+def slot_examination(lake: Lake, ds: str) -> np.ndarray | None:
+    """The slot examination curve e_1..e_S estimated as of `ds`, or None without one."""
+    path = lake.feature("examination", ds)
+    if not io.exists(path):
+        return None
+    table = _read(path)
+    curve = table[table["kind"] == "slot"].sort_values("index")
+    if not len(curve) or curve["index"].iloc[0] != 1:
+        return None
+    return np.clip(curve["propensity"].to_numpy(np.float64), 1e-3, 1.0)
 
+
+def carousel_calibration(info: dict[str, Any]) -> Any:
+    """φ -> P(engage | carousel examined), the isotonic map the train step fitted, or None."""
+    cal = (info or {}).get("carousel_calibration")
+    if not cal:
+        return None
+    x = np.asarray(cal["x"], dtype=np.float64)
+    y = np.asarray(cal["y"], dtype=np.float64)
+    return lambda phi: np.interp(phi, x, y)
+
+
+DAYPARTS = ("night", "morning", "afternoon", "evening")  # hours 0-5, 6-11, 12-17, 18-23
+
+
+def context_segments(lake: Lake, ds: str, users: np.ndarray) -> pd.DataFrame:
+    """user_id, device, region, daypart of every known user ("any" where unknown): the profile
+    from the `users` table where present, else the user's main device and hour."""
+    seg = pd.DataFrame({"user_id": users})
+    ctx_path = lake.feature("user_context", ds)
+    if io.exists(ctx_path):
+        ctx = _read(ctx_path, ["user_id", "main_device", "main_hour"])
+        ctx["daypart"] = np.asarray(DAYPARTS, dtype=object)[
+            (ctx["main_hour"].fillna(0).astype(int) // 6).clip(0, 3).to_numpy()
+        ]
+        seg = seg.merge(ctx.rename(columns={"main_device": "device"}), on="user_id", how="left")
+    if io.list_files(lake.users):
+        prof = _read(lake.users)
+        keep = [c for c in ("user_id", "device", "region") if c in prof.columns]
+        prof = prof[keep].drop_duplicates("user_id")
+        prof["user_id"] = prof["user_id"].astype(str)
+        seg = seg.merge(prof, on="user_id", how="left", suffixes=("_ctx", ""))
+        if "device_ctx" in seg:
+            seg["device"] = seg["device"].fillna(seg.pop("device_ctx"))
+    for c in ("device", "region", "daypart"):
+        if c not in seg:
+            seg[c] = "any"
+        seg[c] = seg[c].fillna("any").astype(str).str.replace(r"[^A-Za-z0-9_.-]", "_", regex=True)
+    return seg[["user_id", "device", "region", "daypart"]]
+
+
+def context_key(device: str, region: str, daypart: str) -> str:
+    return f"{DEFAULT_PAGE_KEY}:{device}:{region}:{daypart}"
+
+
+def context_popularity(
+    lake: Lake, ds: str, catalog: Any, seg: pd.DataFrame, keys: list[tuple[str, str, str]]
+) -> np.ndarray:
+    """(len(keys), n_items) popularity per context: engagement of the segment's users, shrunk
+    towards the catalogue's popularity (equal weight at equal volume), log-scaled to [0, 1]."""
+    ui = _read(
+        lake.feature("user_item_counts", ds),
+        ["user_id", "item_id", "n_click", "n_add_to_cart", "n_purchase"],
+    )
+    n = len(catalog.item_ids)
+    item = pd.Series(np.arange(n), index=catalog.item_ids).reindex(ui["item_id"].to_numpy())
+    ok = item.notna().to_numpy()
+    ui = ui[ok]
+    item = item.to_numpy()[ok].astype(np.int64)
+    w = (ui["n_click"] + 3 * ui["n_add_to_cart"] + 5 * ui["n_purchase"]).to_numpy(np.float64)
+    seg_of = seg.set_index("user_id").reindex(ui["user_id"].to_numpy())
+    total = np.bincount(item, weights=w, minlength=n)
+    out = np.zeros((len(keys), n))
+    for k, (device, region, daypart) in enumerate(keys):
+        m = np.ones(len(ui), dtype=bool)
+        for col, want in (("device", device), ("region", region), ("daypart", daypart)):
+            if want != "any":
+                m &= (seg_of[col] == want).to_numpy()
+        counts = np.bincount(item[m], weights=w[m], minlength=n)
+        share = counts.sum() / max(total.sum(), 1e-12)
+        pop = np.log1p(counts + share * total)
+        out[k] = pop / pop.max() if pop.max() > 0 else pop
+    return out
+
+
+def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
+    """Build every known user's page, the `__default__` page and the context default pages,
+    with the champion model."""
+    import time
+    import zlib
+
+    from jobs.bundle import load_bundle
+    from models.ranking import build_pages, score_batch
+
+    t0 = time.perf_counter()
     bundle = load_bundle(lake, cfg, alias="champion")
     mode = bundle.item_mode if bundle.engagement is not None else "fixed"
     params = page_params(cfg)
@@ -245,51 +415,85 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     inputs = load_inputs(lake, ds, cfg, bundle.mf_item, bundle.mf_cat, engagement=bundle.engagement)
     catalog = inputs.catalog
     warm = inputs.warm(users)
+    exam = slot_examination(lake, ds)
+    calibration = carousel_calibration(bundle.info)
+    seed = zlib.crc32(f"{ds}:{cfg.page.seed}".encode())
+    t_load = time.perf_counter() - t0
     page_frames: list[pd.DataFrame] = []
+    stat_frames: list[pd.DataFrame] = []
     cand_frames: list[pd.DataFrame] = []
 
-    def add(batch_users: np.ndarray, matrices: Any, reason: str | None = None) -> None:
-        scored = score_batch(inputs, batch_users, matrices, params, mode, reason)
-        page_frames.append(pages(scored, bundle.w, params, catalog.item_ids))
+    def add(batch_users: np.ndarray, matrices: Any, *, reason: str | None, item_mode: str) -> None:
+        scored = score_batch(inputs, batch_users, matrices, params, item_mode, reason)
+        built = build_pages(
+            scored,
+            bundle.w,
+            params,
+            catalog.item_ids,
+            exam=exam,
+            calibration=calibration,
+            randomise=reason is None,
+            seed=seed + len(page_frames),
+        )
+        page_frames.append(built.frame)
+        stat_frames.append(built.stats)
         cand_frames.append(scored.candidates_frame(bundle.w))
 
-    default_users = np.array([DEFAULT_PAGE_KEY], dtype=object)
-    # the default page ranks items by popularity, not by a user's engagement scores
-    default_scored = score_batch(
-        inputs, default_users, inputs.default_matrices(), params, "fixed", "popular"
+    # default pages rank items by (context) popularity, not by a user's engagement scores
+    seg = context_segments(lake, ds, users)
+    cold_seg = seg[~warm]
+    keys = sorted(
+        {("any", "any", "any")}
+        | {(d, r, "any") for d, r in zip(cold_seg["device"], cold_seg["region"], strict=True)}
+        | {(d, "any", p) for d in seg["device"].unique() for p in DAYPARTS}
     )
-    page_frames.append(pages(default_scored, bundle.w, params, catalog.item_ids))
-    cand_frames.append(default_scored.candidates_frame(bundle.w))
+    names = np.array([DEFAULT_PAGE_KEY if k == ("any",) * 3 else context_key(*k) for k in keys])
+    pop = context_popularity(lake, ds, catalog, seg, keys)
+    add(names.astype(object), inputs.default_matrices(pop), reason="popular", item_mode="fixed")
+    t1 = time.perf_counter()
     warm_users = users[warm]
     for start in range(0, len(warm_users), BATCH):
         bu = warm_users[start : start + BATCH]
-        add(bu, inputs.user_matrices(bu))
+        add(bu, inputs.user_matrices(bu), reason=None, item_mode=mode)
+    t_pages = time.perf_counter() - t1
 
     page_df = pd.concat(page_frames, ignore_index=True)
     page_df["model_version"] = bundle.model_version
-    default = page_df[page_df["user_id"] == DEFAULT_PAGE_KEY]
-    cold = users[~warm]
+    stats_df = pd.concat(stat_frames, ignore_index=True)
+    cold = cold_seg.assign(
+        key=[
+            context_key(d, r, "any") if (d, r) != ("any", "any") else DEFAULT_PAGE_KEY
+            for d, r in zip(cold_seg["device"], cold_seg["region"], strict=True)
+        ]
+    )[["user_id", "key"]]
     if len(cold):
-        # users without history get the default page under their own id (cold start)
-        rep = default.iloc[np.tile(np.arange(len(default)), len(cold))].copy()
-        rep["user_id"] = np.repeat(cold, len(default))
-        page_df = pd.concat([page_df, rep], ignore_index=True)
+        # users without history get their context's default page under their own id
+        by_key = page_df[page_df["user_id"].isin(set(cold["key"]))]
+        rep = cold.merge(by_key.rename(columns={"user_id": "key"}), on="key").drop(columns="key")
+        page_df = pd.concat([page_df, rep[page_df.columns]], ignore_index=True)
+        rep_stats = cold.merge(stats_df.rename(columns={"user_id": "key"}), on="key")
+        stats_df = pd.concat(
+            [stats_df, rep_stats.drop(columns="key")[stats_df.columns]], ignore_index=True
+        )
     page_df = page_df.sort_values(["user_id", "slot", "item_rank"], kind="stable").reset_index(
         drop=True
     )
     out_dir = local_path(join(lake.warehouse, "pages", f"ds={ds}"))
     os.makedirs(out_dir, exist_ok=True)
     page_df.to_parquet(os.path.join(out_dir, "pages.parquet"), index=False)
+    stats_df.to_parquet(os.path.join(out_dir, "page_stats.parquet"), index=False)
     cand_dir = local_path(lake.candidates(ds))
     os.makedirs(cand_dir, exist_ok=True)
     pd.concat(cand_frames, ignore_index=True).to_parquet(
         os.path.join(cand_dir, "candidates.parquet"), index=False
     )
+    explored = page_df["reason"] == "explore"
     stats = {
         "ds": ds,
         "users": int(len(users)),
         "warm_users": int(warm.sum()),
         "cold_users": int(len(cold)),
+        "context_pages": int(len(keys)),
         "rows": int(len(page_df)),
         "model_version": bundle.model_version,
         "registry_version": bundle.registry_version,
@@ -297,6 +501,14 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         "bundle": bundle.path,
         "w": bundle.w,
         "item_mode": mode,
+        "slot_examination": "estimated" if exam is not None else "default 1/log2(1+s)",
+        "carousel_calibration": calibration is not None,
+        "explored_items": int(explored.sum()),
+        "randomised_placements": int((page_df["propensity"] < 1).sum()),
+        "short_pages": int((stats_df["slots"] < params.slots).sum()),
+        "load_s": round(t_load, 1),
+        "pages_s": round(t_pages, 1),
+        "users_per_s": round(len(warm_users) / max(t_pages, 1e-9), 1),
     }
     io.write_json(join(lake.reports(ds), "rank.json"), stats)
     log.info("ranked pages for %s: %s", ds, stats)

@@ -175,10 +175,57 @@ def trainable_objectives(examples: pd.DataFrame, cfg: Config) -> tuple[str, ...]
     return kept
 
 
+def carousel_labels(scored: Any, engaged: pd.DataFrame, per_carousel: int) -> np.ndarray:
+    """1 per candidate carousel whose first M items hold one the user engaged with in the
+    label window (click, add-to-cart or purchase), else 0."""
+    from models.candidates import PAD
+
+    cu = np.asarray(scored.cands.user, dtype=np.int64)
+    top = scored.items[:, :per_carousel]
+    n = np.int64(scored.items.max() + 2 if scored.items.size else 1)
+    pairs = engaged[engaged["user_id"].isin(set(scored.users))]
+    if not len(pairs) or not len(cu):
+        return np.zeros(len(cu), dtype=np.int8)
+    row_of = pd.Series(np.arange(len(scored.users)), index=scored.users)
+    ids = pd.Series(np.arange(len(scored.item_ids)), index=scored.item_ids)
+    it = ids.reindex(pairs["item_id"].to_numpy()).to_numpy()
+    ok = ~np.isnan(it)
+    keys = np.unique(
+        row_of.reindex(pairs["user_id"].to_numpy()).to_numpy()[ok].astype(np.int64) * n
+        + it[ok].astype(np.int64)
+    )
+    probe = cu[:, None] * n + np.where(top != PAD, top, n - 1)
+    pos = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
+    return ((keys[pos] == probe) & (top != PAD)).any(axis=1).astype(np.int8)
+
+
+def fit_carousel_calibration(
+    phi: np.ndarray, labels: np.ndarray
+) -> dict[str, list[float]] | None:
+    """Isotonic map φ -> P(user engages with the carousel in the label window), or None when
+    the labels hold a single class."""
+    from sklearn.isotonic import IsotonicRegression
+
+    if len(np.unique(labels)) < 2:
+        return None
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(phi, labels)
+    return {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+
+
 def w_grid_search(
-    inputs: Any, users: np.ndarray, engaged: pd.DataFrame, cfg: Config, modes: tuple[str, ...]
-) -> pd.DataFrame:
-    """NDCG_2D of the pages of `users` (as of cutoff) for each w and item mode."""
+    inputs: Any,
+    users: np.ndarray,
+    engaged: pd.DataFrame,
+    cfg: Config,
+    modes: tuple[str, ...],
+    exam: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, dict[tuple[str, float], Any]]:
+    """NDCG_2D of the pages of `users` (as of cutoff) for each w and item mode, and the
+    carousel calibration (φ -> engagement probability) fitted at each w.
+
+    The pages are built the way rank builds them (beam search over the calibrated q, page
+    rules) without the randomised exploration.
+    """
     from jobs.rank import page_params
     from models.holdout import page_ndcg
     from models.ranking import pages, score_batch
@@ -187,7 +234,7 @@ def w_grid_search(
     rel = engaged.assign(rel=engaged[["click", "add_to_cart", "purchase"]].sum(axis=1))
     users = np.sort(users[inputs.warm(users)])
     if len(users) == 0:  # no held-out user known to the cutoff's MF: keep scoring.w
-        return pd.DataFrame(columns=["mode", "w", "page_ndcg", "users"])
+        return pd.DataFrame(columns=["mode", "w", "page_ndcg", "users"]), {}
     coarse = np.linspace(0.0, 1.0, cfg.scoring.w_grid_steps)
     step = coarse[1] - coarse[0]
     scored = {
@@ -199,17 +246,35 @@ def w_grid_search(
         ]
         for mode in modes
     }
+    labels = {
+        mode: [
+            carousel_labels(_with_ids(b, inputs), engaged, params.items_per_carousel)
+            for b in scored[mode]
+        ]
+        for mode in modes
+    }
     seen: dict[str, dict[float, float]] = {mode: {} for mode in modes}
+    calibrations: dict[tuple[str, float], Any] = {}
 
     def evaluate(ws: np.ndarray) -> None:
+        from jobs.rank import carousel_calibration
+
         for mode in modes:
             for w in (round(float(x), 6) for x in ws):
-                if w not in seen[mode]:
-                    built = pd.concat(
-                        [pages(b, w, params, inputs.catalog.item_ids) for b in scored[mode]],
-                        ignore_index=True,
-                    )
-                    seen[mode][w] = page_ndcg(built, rel, params.slots, params.items_per_carousel)
+                if w in seen[mode]:
+                    continue
+                phi = np.concatenate([w * b.alpha + (1 - w) * b.gamma for b in scored[mode]])
+                cal = fit_carousel_calibration(phi, np.concatenate(labels[mode]))
+                calibrations[(mode, w)] = cal
+                fn = carousel_calibration({"carousel_calibration": cal})
+                built = pd.concat(
+                    [
+                        pages(b, w, params, inputs.catalog.item_ids, exam=exam, calibration=fn)
+                        for b in scored[mode]
+                    ],
+                    ignore_index=True,
+                )
+                seen[mode][w] = page_ndcg(built, rel, params.slots, params.items_per_carousel)
 
     evaluate(coarse)
     # α and γ live on different scales, so the best w can sit between two coarse points:
@@ -217,13 +282,19 @@ def w_grid_search(
     for mode in modes:
         best = max(seen[mode], key=lambda w: np.nan_to_num(seen[mode][w], nan=-1.0))
         evaluate(np.linspace(max(0.0, best - step), min(1.0, best + step), 11))
-    return pd.DataFrame(
+    grid = pd.DataFrame(
         [
             {"mode": mode, "w": w, "page_ndcg": v, "users": len(users)}
             for mode in modes
             for w, v in sorted(seen[mode].items())
         ]
     )
+    return grid, calibrations
+
+
+def _with_ids(scored: Any, inputs: Any) -> Any:
+    scored.item_ids = inputs.catalog.item_ids
+    return scored
 
 
 def _plots(model: Any, holdout: pd.DataFrame, grid: pd.DataFrame, out: str) -> list[str]:
@@ -324,7 +395,12 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     val_users = td.sample_users(val_users, cfg.training.validation_users, cfg.engagement.seed)
     inputs.engagement = model
     inputs.objective_weights = params.weights
-    grid = w_grid_search(inputs, val_users, engaged, cfg, ("fixed", "rerank"))
+    from jobs.rank import slot_examination
+
+    exam = slot_examination(lake, cutoff)
+    grid, calibrations = w_grid_search(
+        inputs, val_users, engaged, cfg, ("fixed", "rerank"), exam=exam
+    )
     timings["w_grid_s"] = time.perf_counter() - t0
     mode = cfg.scoring.item_mode
     chosen = grid[grid["mode"] == mode].dropna(subset=["page_ndcg"])
@@ -369,6 +445,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             "w": w,
             "w_page_ndcg": w_ndcg,
             "item_mode": mode,
+            "carousel_calibration": calibrations.get((mode, round(w, 6))),
             "examples": int(len(examples)),
             "holdout_rows": int(len(holdout)),
             "gate_metrics": gate_metrics,

@@ -1,25 +1,35 @@
-"""Scoring a batch of users: candidates → item order → Walmart φ → pages (METHODS §1, §3–5).
+"""Scoring a batch of users and building their pages (METHODS §1–5), vectorised over the batch.
 
-`score_batch` does the work that does not depend on w: candidate carousels, the item order
-inside each (the candidate source's own order in "fixed" mode; the combined calibrated
-engagement score in "rerank" mode, except for immutable carousels), and λ, α, γ per
-candidate. `pages` then orders the carousels by φ = w·α + (1 − w)·γ and fills the slots, so a
-grid search over w scores each batch once.
+`score_batch` does the work that does not depend on w:
+  1. candidate carousels from every source (curated, buy it again, trending, category affinity,
+     discover, your top brands, new in your categories);
+  2. each carousel's item order — the policy layer for items: relevance from the combined
+     calibrated engagement score ("rerank") or the source's order ("fixed"); business rules
+     (penalise items without an image, down-rank recent purchases in non-repeat categories);
+     maximal marginal relevance; the same-brand run rule. Immutable carousels keep their order;
+  3. λ (and the Beta a, b), α and γ per candidate, and what carousel similarity needs.
+
+`build_pages` then orders carousels for any w: φ = w·α + (1 − w)·γ, calibrated to the carousel's
+engagement probability q, slot assignment by beam search (or Thompson sampling for a share of
+users), page assembly with de-duplication, and epsilon-greedy exploration of new items; every
+placement carries its propensity. A grid search over w scores each batch once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from models.candidates import PAD, Candidates, Catalog, CuratedCarousel, generate
+from models.candidates import PAD, Candidates, Catalog, CuratedCarousel, generate, top_k_rows
 from models.item_features import FeatureSource
-from models.page import assemble_page
-from models.scoring import carousel_scores
+from models.item_policy import apply_penalties, brand_run_rule, mmr_order, relevance
+from models.policy import ThompsonInputs, assemble, beam_plan, explore_new_items, user_table
+from models.scoring import walmart_terms
+from models.sources import brand_carousels, group_pools, merge, new_in_categories
 
 ITEM_MODES: tuple[str, ...] = ("fixed", "rerank")
 PAGE_COLUMNS: tuple[str, ...] = (
@@ -33,7 +43,9 @@ PAGE_COLUMNS: tuple[str, ...] = (
     "item_id",
     "item_score",
     "reason",
+    "propensity",
 )
+DEFAULT_EXAM = 1.0 / np.log2(1.0 + np.arange(1, 21))  # slot examination when none is estimated
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,30 @@ class PageParams:
     candidate_items: int = 30
     min_items: int = 4
     category_carousels: int = 6
+    category_pool: int = 100  # most popular in-stock items per category a carousel draws from
+    brand_carousels: int = 1  # "your top brands" carousels per user
+    brand_pool: int = 30
+    new_categories: int = 3  # categories of "new in your categories"
+    new_pool: int = 30
+    # slot assignment
+    beam_width: int = 3
+    beam_start: int = 1
+    carousel_lambda: float = 0.8  # MMR λ for carousels on the page (1 = no diversity term)
+    # items
+    item_lambda: float = 0.8  # MMR λ for items inside a carousel
+    similarity_weights: tuple[float, float, float] = (0.25, 0.25, 0.5)  # category, brand, MF
+    brand_run: int = 3  # after this many same-brand items pull a different brand forward
+    no_image_penalty: float = 0.3
+    repeat_penalty: float = 0.5
+    non_repeat_categories: tuple[str, ...] = ()
+    non_repeat_days: int = 60
+    # exploration (only where build_pages is asked to randomise)
+    explore_epsilon: float = 0.05
+    explore_from: int = 4
+    explore_pool: int = 20
+    thompson_share: float = 0.05
+    thompson_draws: int = 256
+    seed: int = 0
 
 
 @dataclass
@@ -57,33 +93,64 @@ class RankInputs:
     v_cats: np.ndarray  # (n_cats, k)
     buy_again: Mapping[str, np.ndarray]  # user id -> purchased item indices, most bought first
     cat_eta: pd.DataFrame  # user_id, c (category index), eta; sorted by user_id
-    priors: pd.Series  # λ indexed by (user_id, carousel_id)
+    priors: pd.DataFrame | pd.Series  # (user_id, carousel_id) -> lam [, a, b]
     carousel_lam: Mapping[str, float]  # carousel-level prior mean
     p_global: float
     features: FeatureSource | None = None
     engagement: Any = None  # models.engagement.EngagementModel
     objective_weights: Mapping[str, float] | None = None
+    top_brands: Mapping[str, np.ndarray] = field(default_factory=dict)  # user -> brand codes
+    recent: Mapping[str, np.ndarray] = field(default_factory=dict)  # user -> sorted item idx
+    carousel_ab: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    item_cluster: np.ndarray | None = None  # (n_items,) MF embedding cluster, -1 = none
+    params: PageParams = field(default_factory=PageParams)
     _eta_users: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.cat_eta = self.cat_eta.sort_values("user_id", kind="stable").reset_index(drop=True)
         self._eta_users = self.cat_eta["user_id"].to_numpy(object)
+        if isinstance(self.priors, pd.Series):
+            self.priors = self.priors.to_frame("lam")
+        cat = self.catalog
+        n = len(cat.item_ids)
+        if self.item_cluster is None:
+            self.item_cluster = np.full(n, -1, dtype=np.int64)
+        by_pop = np.argsort(-cat.popularity, kind="stable")
+        by_pop = by_pop[cat.in_stock[by_pop]]
+        p = self.params
+        self.brand_pools = group_pools(cat.item_brand, by_pop, len(cat.brand_names), p.brand_pool)
+        new = by_pop[cat.is_new[by_pop]]
+        self.new_pools = group_pools(cat.item_cat, new, len(cat.cat_ids), p.new_pool)
+        curated = [np.asarray(c.items, dtype=np.int64) for c in self.curated]
+        self.universe = np.unique(
+            np.concatenate([cat.universe(), *curated, new[: 50 * p.new_pool]]).astype(np.int64)
+        )
+        self.new_universe = self.universe[cat.is_new[self.universe]]
+        self._v_universe = np.ascontiguousarray(self.v_items[self.universe], dtype=np.float32)
 
     def warm(self, users: np.ndarray) -> np.ndarray:
-        """Users both factorisations know (the others get the default page)."""
+        """Users both factorisations know (the others get a default page)."""
         return (self.mf_item.user_index(users) >= 0) & (self.mf_cat.user_index(users) >= 0)
 
-    def user_matrices(
-        self, users: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """r̂ (B × items), ŝ (B × categories), η (B × categories), buy-again lists, for warm users
-        given in sorted order."""
+    def _col_of(self) -> np.ndarray:
+        col = np.full(len(self.catalog.item_ids), -1, dtype=np.int64)
+        col[self.universe] = np.arange(len(self.universe))
+        return col
+
+    def _per_user(self, table: Mapping[str, np.ndarray], users: np.ndarray) -> list[np.ndarray]:
+        empty = np.empty(0, dtype=np.int64)
+        return [table.get(u, empty) for u in users]
+
+    def user_matrices(self, users: np.ndarray) -> BatchMatrices:
+        """r̂ over the scored universe, ŝ, η and the personal lists of warm users (sorted ids)."""
         users = np.asarray(users, dtype=object)
         ui = self.mf_item.user_index(users)
         uc = self.mf_cat.user_index(users)
         if (ui < 0).any() or (uc < 0).any():
             raise ValueError("user_matrices needs warm users (known to both factorisations)")
-        r_hat = self.mf_item.user_factors[ui] @ self.v_items.T
+        u_vecs = np.ascontiguousarray(self.mf_item.user_factors[ui], dtype=np.float32)
+        r_hat = u_vecs @ self._v_universe.T
+        r_hat[:, ~self.catalog.in_stock[self.universe]] = -np.inf
         aff = self.mf_cat.user_factors[uc] @ self.v_cats.T
         eta = np.zeros_like(aff)
         lo = np.searchsorted(self._eta_users, users.min(), side="left")
@@ -94,20 +161,92 @@ class RankInputs:
         eta[rows.to_numpy()[ok].astype(np.int64), part["c"].to_numpy()[ok].astype(np.int64)] = part[
             "eta"
         ].to_numpy()[ok]
-        buy = [self.buy_again.get(u, np.empty(0, dtype=np.int64)) for u in users]
-        return r_hat.astype(np.float64), aff, eta, buy
-
-    def default_matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """A pseudo-user whose tastes are the catalogue's popularity (the `__default__` page)."""
-        cat = self.catalog
-        cat_pop = np.bincount(cat.item_cat, weights=cat.popularity, minlength=len(cat.cat_ids))
-        cat_pop = cat_pop / cat_pop.max() if cat_pop.max() > 0 else cat_pop
-        return (
-            cat.popularity[None, :].astype(np.float64),
-            cat_pop[None, :],
-            np.zeros((1, len(cat_pop))),
-            [np.empty(0, dtype=np.int64)],
+        return BatchMatrices(
+            inputs=self,
+            user_vecs=u_vecs,
+            r_hat=r_hat,
+            col_of=self._col_of(),
+            aff=aff,
+            eta=eta,
+            buy=self._per_user(self.buy_again, users),
+            top_brands=_pad_lists(
+                self._per_user(self.top_brands, users), self.params.brand_carousels
+            ),
+            recent=self._per_user(self.recent, users),
         )
+
+    def default_matrices(self, popularity: np.ndarray | None = None) -> BatchMatrices:
+        """Pseudo-users whose tastes are item popularity (rows of `popularity`, (P, n_items);
+        the catalogue's own popularity by default): the `__default__` and context pages."""
+        cat = self.catalog
+        pop = cat.popularity[None, :] if popularity is None else np.atleast_2d(popularity)
+        cat_pop = np.stack(
+            [np.bincount(cat.item_cat, weights=row, minlength=len(cat.cat_ids)) for row in pop]
+        )
+        top = cat_pop.max(axis=1, keepdims=True)
+        cat_pop = np.divide(cat_pop, top, out=np.zeros_like(cat_pop), where=top > 0)
+        r_hat = pop[:, self.universe].astype(np.float32)
+        r_hat[:, ~cat.in_stock[self.universe]] = -np.inf
+        n = len(pop)
+        return BatchMatrices(
+            inputs=self,
+            user_vecs=None,
+            r_hat=r_hat,
+            col_of=self._col_of(),
+            aff=cat_pop,
+            eta=np.zeros_like(cat_pop),
+            buy=[np.empty(0, dtype=np.int64)] * n,
+            top_brands=np.full((n, 0), -1, dtype=np.int64),
+            recent=[np.empty(0, dtype=np.int64)] * n,
+            popularity=pop,
+        )
+
+
+def _pad_lists(lists: list[np.ndarray], width: int) -> np.ndarray:
+    out = np.full((len(lists), width), -1, dtype=np.int64)
+    for j, x in enumerate(lists):  # width is 0-3: a short loop over users is cheap here
+        k = min(width, len(x))
+        out[j, :k] = x[:k]
+    return out
+
+
+@dataclass
+class BatchMatrices:
+    """Per-batch score inputs: r̂ over the scored universe (columns; `col_of` maps items)."""
+
+    inputs: RankInputs
+    user_vecs: np.ndarray | None  # (B, k) float32; None for popularity pseudo-users
+    r_hat: np.ndarray  # (B, n_cols) float32, -inf out of stock
+    col_of: np.ndarray  # (n_items,) column of each item, -1 = outside the universe
+    aff: np.ndarray  # (B, n_cats) ŝ
+    eta: np.ndarray  # (B, n_cats) η
+    buy: list[np.ndarray]
+    top_brands: np.ndarray  # (B, nb) brand codes, -1 = none
+    recent: list[np.ndarray]  # per user: recently bought items of non-repeat categories
+    popularity: np.ndarray | None = None  # (B, n_items) for pseudo-users
+
+    def affinity(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """r̂ of (batch row, item) pairs, shape of `items`; PAD -> NaN, out of stock -> -inf."""
+        rows = np.broadcast_to(np.asarray(rows)[:, None], items.shape)
+        ok = items != PAD
+        safe = np.where(ok, items, 0)
+        col = self.col_of[safe]
+        out = np.full(items.shape, np.nan)
+        hit = ok & (col >= 0)
+        out[hit] = self.r_hat[rows[hit], col[hit]]
+        miss = ok & (col < 0)
+        if miss.any():
+            it = safe[miss]
+            if self.user_vecs is None:
+                vals = self.popularity[rows[miss], it]
+            else:
+                vals = np.einsum(
+                    "nk,nk->n",
+                    self.user_vecs[rows[miss]],
+                    self.inputs.v_items[it].astype(np.float32),
+                )
+            out[miss] = np.where(self.inputs.catalog.in_stock[it], vals, -np.inf)
+        return out
 
 
 @dataclass
@@ -117,8 +256,15 @@ class ScoredBatch:
     items: np.ndarray  # (n_c, W) item indices in their final order, PAD = -1
     item_scores: np.ndarray  # (n_c, W) score shown per item (NaN on PAD)
     lam: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
     alpha: np.ndarray
     gamma: np.ndarray
+    cvec: np.ndarray  # (n_c, k) unit mean factor of the first M items
+    ccat: np.ndarray  # (n_c,) most common category among the first M items
+    cbrand: np.ndarray  # (n_c,) most common brand (-1 unknown)
+    new_pool: np.ndarray  # (B, P) each user's best new items (exploration), PAD = -1
+    new_score: np.ndarray  # (B, P) their r̂
     reason_override: str | None = None
 
     def candidates_frame(self, w: float) -> pd.DataFrame:
@@ -129,6 +275,8 @@ class ScoredBatch:
                 "carousel_id": self.cands.carousel_id,
                 "family": self.cands.family,
                 "lam": self.lam,
+                "a": self.a,
+                "b": self.b,
                 "alpha": self.alpha,
                 "gamma": self.gamma,
                 "phi": w * self.alpha + (1 - w) * self.gamma,
@@ -141,32 +289,41 @@ def engagement_scores(
     users: np.ndarray,
     cu: np.ndarray,
     items: np.ndarray,
-    r_hat: np.ndarray,
-    aff: np.ndarray,
+    m: BatchMatrices,
 ) -> np.ndarray:
     """Combined calibrated engagement score Σ_o w_o·p_o of each (batch user cu, item) pair,
     with the placement fixed to the first slot and position (position debiasing)."""
     if inputs.engagement is None or inputs.features is None:
         raise ValueError("rerank mode needs an engagement model and its feature source")
-    keys = cu.astype(np.int64) * np.int64(r_hat.shape[1]) + items.astype(np.int64)
+    n_items = np.int64(len(inputs.catalog.item_ids))
+    keys = cu.astype(np.int64) * n_items + items.astype(np.int64)
     uniq, inverse = np.unique(keys, return_inverse=True)
-    bu = uniq // r_hat.shape[1]
-    it = uniq % r_hat.shape[1]
+    bu = uniq // n_items
+    it = uniq % n_items
+    r = m.affinity(bu, it[:, None])[:, 0]
     frame = inputs.features.frame(
         inputs.features.user_rows(users[bu]),
         it,
-        mf_score=r_hat[bu, it],
-        cat_affinity=aff[bu, inputs.catalog.item_cat[it]],
+        mf_score=np.where(np.isfinite(r), r, 0.0),
+        cat_affinity=m.aff[bu, inputs.catalog.item_cat[it]],
     )
     preds = inputs.engagement.predict(frame, position_override="first")
     score = inputs.engagement.combined_score(preds, inputs.objective_weights)
     return score[inverse]
 
 
+def _row_mode(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Most common valid value per row (ties: the leftmost); -1 for a row with none."""
+    eq = (values[:, :, None] == values[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    count = eq.sum(axis=2)
+    j = np.argmax(count, axis=1)
+    return np.where(valid.any(axis=1), values[np.arange(len(values)), j], -1)
+
+
 def score_batch(
     inputs: RankInputs,
     users: np.ndarray,
-    matrices: tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]],
+    matrices: BatchMatrices,
     params: PageParams,
     mode: str,
     reason_override: str | None = None,
@@ -174,96 +331,317 @@ def score_batch(
     """Candidates, item order and λ/α/γ of a batch (everything but the w-dependent order)."""
     if mode not in ITEM_MODES:
         raise ValueError(f"item mode must be one of {ITEM_MODES}, got {mode!r}")
-    r_hat, aff, eta, buy = matrices
+    m = matrices
     cat = inputs.catalog
-    r_hat = np.where(cat.in_stock[None, :], r_hat, -np.inf)
+    width = params.candidate_items
     cands = generate(
         catalog=cat,
-        item_scores=r_hat,
-        cat_affinity=aff,
-        cat_eta=eta,
-        buy_again=buy,
+        item_scores=m.r_hat,
+        col_of=m.col_of,
+        cat_affinity=m.aff,
+        cat_eta=m.eta,
+        buy_again=m.buy,
         curated=inputs.curated,
-        n_items=params.candidate_items,
+        n_items=width,
         min_items=params.min_items,
         n_category=params.category_carousels,
     )
-    width = params.candidate_items
-    cu = np.asarray(cands.user, dtype=np.int64)
+    extra = [
+        brand_carousels(
+            cat,
+            inputs.brand_pools,
+            m.top_brands,
+            m.affinity,
+            n_items=width,
+            min_items=params.min_items,
+        ),
+        new_in_categories(
+            inputs.new_pools,
+            m.aff,
+            m.affinity,
+            n_cats=params.new_categories,
+            n_items=width,
+            min_items=params.min_items,
+        ),
+    ]
+    cands = merge([cands, *extra], width)
+    cu = cands.user
     mat = cands.item_matrix(width)
-    finite_r = np.where(np.isfinite(r_hat), r_hat, 0.0)
     valid = mat != PAD
-    safe = np.where(valid, mat, 0)
+    r = m.affinity(cu, mat)
     if mode == "rerank" and len(cu):
         rows, cols = np.nonzero(valid)
         score = np.full(mat.shape, np.nan)
-        score[rows, cols] = engagement_scores(
-            inputs, users, cu[rows], mat[rows, cols], finite_r, aff
-        )
-        movable = ~np.asarray(cands.fixed_order, dtype=bool)
-        key = np.where(valid, -score, np.inf)
-        order = np.argsort(key, axis=1, kind="stable")
-        order[~movable] = np.arange(width)
-        mat = np.take_along_axis(mat, order, axis=1)
-        score = np.take_along_axis(score, order, axis=1)
+        score[rows, cols] = engagement_scores(inputs, users, cu[rows], mat[rows, cols], m)
+        rel = relevance(score)
     else:
-        score = np.where(valid, finite_r[cu[:, None], safe], np.nan)
-    keys = pd.MultiIndex.from_arrays([users[cu], np.asarray(cands.carousel_id, dtype=object)])
-    lam = inputs.priors.reindex(keys).to_numpy(dtype=np.float64)
-    fallback = np.array(
-        [inputs.carousel_lam.get(c, inputs.p_global) for c in cands.carousel_id], dtype=np.float64
+        score = np.where(np.isfinite(r), r, np.where(valid, 0.0, np.nan))
+        # fixed mode keeps each source's own order: relevance falls with the position
+        rel = np.where(valid, 1.0 - np.arange(width)[None, :] / width, np.nan)
+    movable = ~cands.fixed_order
+    recent = _recent_mask(m, cu, mat, params, cat) & (cands.reason != "buy_again")[:, None]
+    rel = apply_penalties(
+        rel,
+        mat,
+        has_image=cat.has_image,
+        no_image_penalty=params.no_image_penalty,
+        recent=recent,
+        repeat_penalty=params.repeat_penalty,
     )
-    lam = np.where(np.isnan(lam), fallback, lam)
-    _, alpha, gamma = carousel_scores(
-        items=mat[:, : params.items_per_carousel],
-        users=cu,
-        item_scores=finite_r,
-        discovery=aff * np.exp(-eta),
+    order = mmr_order(
+        mat,
+        rel,
+        lam=params.item_lambda,
+        m=params.items_per_carousel,
+        movable=movable,
         item_cat=cat.item_cat,
-        lam=lam,
-        w=0.5,
+        item_brand=cat.item_brand,
+        item_cluster=inputs.item_cluster,
+        weights=params.similarity_weights,
     )
-    return ScoredBatch(users, cands, mat, score, lam, alpha, gamma, reason_override)
+    mat, score, r = (np.take_along_axis(x, order, axis=1) for x in (mat, score, r))
+    order = brand_run_rule(mat, item_brand=cat.item_brand, k=params.brand_run, movable=movable)
+    mat, score, r = (np.take_along_axis(x, order, axis=1) for x in (mat, score, r))
+
+    # λ from the user's Beta posterior, else the carousel's prior, else the global rate
+    keys = pd.MultiIndex.from_arrays([users[cu], cands.carousel_id])
+    post = inputs.priors.reindex(keys)
+    lam = post["lam"].to_numpy(dtype=np.float64)
+    cid = pd.Series(cands.carousel_id)
+    strength = 10.0  # pseudo-trials behind a carousel without a prior of its own
+    ab = {k: v for k, v in inputs.carousel_ab.items()}
+    a0 = cid.map({k: v[0] for k, v in ab.items()}).fillna(inputs.p_global * strength)
+    b0 = cid.map({k: v[1] for k, v in ab.items()}).fillna((1 - inputs.p_global) * strength)
+    a0, b0 = a0.to_numpy(np.float64), b0.to_numpy(np.float64)
+    fallback = cid.map(dict(inputs.carousel_lam)).fillna(inputs.p_global).to_numpy(np.float64)
+    lam = np.where(np.isnan(lam), fallback, lam)
+    a = post["a"].to_numpy(np.float64) if "a" in post else np.full(len(cu), np.nan)
+    b = post["b"].to_numpy(np.float64) if "b" in post else np.full(len(cu), np.nan)
+    a, b = np.where(np.isnan(a), a0, a), np.where(np.isnan(b), b0, b)
+
+    top = mat[:, : params.items_per_carousel]
+    top_ok = top != PAD
+    safe = np.where(top_ok, top, 0)
+    g_all = m.aff * np.exp(-m.eta)
+    g = np.where(top_ok, g_all[cu[:, None], cat.item_cat[safe]], np.nan)
+    alpha, gamma = walmart_terms(r[:, : params.items_per_carousel], g, lam)
+    vec = np.where(top_ok[:, :, None], inputs.v_items[safe], 0.0).sum(axis=1)
+    norm = np.linalg.norm(vec, axis=1, keepdims=True)
+    cvec = np.divide(vec, norm, out=np.zeros_like(vec), where=norm > 0)
+    ccat = _row_mode(cat.item_cat[safe], top_ok)
+    brand = cat.item_brand[safe]
+    cbrand = _row_mode(brand, top_ok & (brand >= 0))
+
+    new_cols = m.col_of[inputs.new_universe]
+    new_s = m.r_hat[:, new_cols].astype(np.float64)
+    pick = top_k_rows(new_s, params.explore_pool) if len(new_cols) else np.empty((len(users), 0))
+    pick = np.asarray(pick, dtype=np.int64)
+    new_pool = np.where(pick >= 0, inputs.new_universe[np.maximum(pick, 0)], PAD)
+    new_score = np.where(pick >= 0, np.take_along_axis(new_s, np.maximum(pick, 0), axis=1), np.nan)
+    return ScoredBatch(
+        users=users,
+        cands=cands,
+        items=mat,
+        item_scores=score,
+        lam=lam,
+        a=a,
+        b=b,
+        alpha=alpha,
+        gamma=gamma,
+        cvec=cvec,
+        ccat=ccat,
+        cbrand=cbrand,
+        new_pool=new_pool,
+        new_score=new_score,
+        reason_override=reason_override,
+    )
 
 
-def pages(scored: ScoredBatch, w: float, params: PageParams, item_ids: np.ndarray) -> pd.DataFrame:
-    """Each user's page in the export's row format, carousels ordered by φ at this w."""
+def _recent_mask(
+    m: BatchMatrices, cu: np.ndarray, mat: np.ndarray, params: PageParams, cat: Catalog
+) -> np.ndarray:
+    """Items the user bought recently in a non-repeat category (down-ranked outside buy again)."""
+    lens = np.fromiter((len(x) for x in m.recent), dtype=np.int64, count=len(m.recent))
+    if not params.non_repeat_categories or not lens.sum():
+        return np.zeros(mat.shape, dtype=bool)
+    n = np.int64(len(cat.item_ids))
+    rows = np.repeat(np.arange(len(m.recent)), lens)
+    keys = np.sort(rows * n + np.concatenate(m.recent).astype(np.int64))
+    probe = cu[:, None] * n + np.where(mat >= 0, mat, 0)
+    pos = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
+    return (keys[pos] == probe) & (mat != PAD)
+
+
+@dataclass
+class PageBatch:
+    frame: pd.DataFrame  # PAGE_COLUMNS, one row per shown item
+    stats: pd.DataFrame  # user_id, slots, exhausted
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = np.nanmin(x), np.nanmax(x)
+    return np.full_like(x, 0.5) if hi <= lo else (x - lo) / (hi - lo)
+
+
+def _hash_share(users: np.ndarray, share: float, seed: int) -> np.ndarray:
+    if share <= 0:
+        return np.zeros(len(users), dtype=bool)
+    h = pd.util.hash_array(np.asarray(users, dtype=object), hash_key=f"thompson{seed:08d}"[:16])
+    return (h % np.uint64(1_000_000)) < np.uint64(int(round(share * 1_000_000)))
+
+
+def build_pages(
+    scored: ScoredBatch,
+    w: float,
+    params: PageParams,
+    item_ids: np.ndarray,
+    *,
+    exam: np.ndarray | None = None,
+    calibration: Callable[[np.ndarray], np.ndarray] | None = None,
+    randomise: bool = False,
+    seed: int = 0,
+) -> PageBatch:
+    """Each user's page in the export's row format, for this w.
+
+    q = calibration(φ) is the carousel's engagement probability (without a calibration, φ
+    min-max scaled over the batch: the same order, not a probability). `randomise` switches
+    on Thompson sampling for `thompson_share` of users and epsilon-greedy new items.
+    """
     if not 0.0 <= w <= 1.0:
         raise ValueError(f"w must be in [0, 1], got {w}")
     cands = scored.cands
     cu = np.asarray(cands.user, dtype=np.int64)
-    rows: dict[str, list[Any]] = {k: [] for k in PAGE_COLUMNS}
+    n_users = len(scored.users)
     if not len(cu):
-        return pd.DataFrame(rows)
+        return PageBatch(
+            pd.DataFrame({k: [] for k in PAGE_COLUMNS}),
+            pd.DataFrame(
+                {"user_id": scored.users, "slots": np.zeros(n_users, int), "exhausted": True}
+            ),
+        )
+    exam = DEFAULT_EXAM if exam is None else exam
     phi = w * scored.alpha + (1.0 - w) * scored.gamma
-    # a candidate's items by position, with their shown scores
-    score_of = {}
-    bounds = np.flatnonzero(np.diff(cu)) + 1
-    for group in np.split(np.arange(len(cu)), bounds):
-        u = cu[group[0]]
-        order = group[np.argsort(-phi[group], kind="stable")]
-        for placed in assemble_page(
-            order=order,
-            families=cands.family,
-            items=scored.items,
-            slots=params.slots,
-            per_carousel=params.items_per_carousel,
-            min_items=params.min_items,
-        ):
-            j, n = placed.candidate, len(placed.items)
-            if j not in score_of:
-                row = scored.items[j]
-                score_of[j] = dict(
-                    zip(row[row != PAD].tolist(), scored.item_scores[j][row != PAD], strict=True)
-                )
-            rows["user_id"].extend([scored.users[u]] * n)
-            rows["slot"].extend([placed.slot] * n)
-            rows["carousel_id"].extend([cands.carousel_id[j]] * n)
-            rows["carousel_title"].extend([cands.title[j]] * n)
-            rows["family"].extend([cands.family[j]] * n)
-            rows["carousel_score"].extend([float(phi[j])] * n)
-            rows["item_rank"].extend(range(1, n + 1))
-            rows["item_id"].extend(item_ids[placed.items])
-            rows["item_score"].extend(float(score_of[j][int(i)]) for i in placed.items)
-            rows["reason"].extend([scored.reason_override or cands.reason[j]] * n)
-    return pd.DataFrame(rows)
+    q = calibration(phi) if calibration is not None else _minmax(phi)
+    q = np.clip(np.nan_to_num(q, nan=0.0), 0.0, 1.0)
+    tab = user_table(cu, n_users)
+    # each user's candidates by φ, best first (ties in q then favour the higher φ)
+    tab = np.take_along_axis(
+        tab, np.argsort(np.where(tab >= 0, -phi[np.maximum(tab, 0)], np.inf), axis=1), axis=1
+    )
+    has = tab >= 0
+    t = np.maximum(tab, 0)
+    _, fam_code = np.unique(cands.family.astype(str), return_inverse=True)
+    fam = np.where(has, fam_code[t], -1)
+    q_t = np.where(has, q[t], np.nan)
+    sim = None
+    if params.carousel_lambda < 1.0:
+        wc, wb, we = params.similarity_weights
+        v = scored.cvec[t]
+        cos = np.clip(np.einsum("bik,bjk->bij", v, v), 0.0, 1.0)
+        cc, cb = scored.ccat[t], scored.cbrand[t]
+        sim = (
+            we * cos
+            + wc * (cc[:, :, None] == cc[:, None, :])
+            + wb * ((cb[:, :, None] == cb[:, None, :]) & (cb[:, :, None] >= 0))
+        )
+    plan, _ = beam_plan(
+        q_t,
+        fam,
+        exam,
+        slots=params.slots,
+        width=params.beam_width,
+        start=params.beam_start,
+        sim=sim,
+        lam=params.carousel_lambda,
+    )
+    q_rank = np.argsort(np.argsort(np.where(has, -q_t, np.inf), axis=1, kind="stable"), axis=1)
+    prio = np.where(has, params.slots + q_rank, np.nan).astype(np.float64)
+    rows = np.arange(n_users)
+    for s in range(params.slots):
+        ok = plan[:, s] >= 0
+        prio[rows[ok], plan[ok, s]] = s
+    thompson = None
+    personal = scored.reason_override is None
+    if randomise and personal and params.thompson_share > 0:
+        lam = np.maximum(scored.lam, 1e-12)
+        thompson = ThompsonInputs(
+            users=_hash_share(scored.users, params.thompson_share, seed),
+            a=np.where(has, scored.a[t], 1.0),
+            b=np.where(has, scored.b[t], 1.0),
+            slope=np.where(has, (w * scored.alpha / lam)[t], 0.0),
+            intercept=np.where(has, ((1.0 - w) * scored.gamma)[t], 0.0),
+            draws=params.thompson_draws,
+            seed=seed,
+        )
+    pools = np.where(has[:, :, None], scored.items[t], PAD)
+    out = assemble(
+        pools,
+        fam,
+        prio,
+        slots=params.slots,
+        per_carousel=params.items_per_carousel,
+        min_items=params.min_items,
+        thompson=thompson,
+    )
+    placed = np.where(out.column >= 0, tab[rows[:, None], np.maximum(out.column, 0)], -1)
+    items = out.items
+    item_prop = np.ones(items.shape)
+    explored = np.zeros(items.shape, dtype=bool)
+    if randomise and personal and params.explore_epsilon > 0:
+        movable = (placed >= 0) & ~cands.fixed_order[np.maximum(placed, 0)]
+        items, item_prop, explored = explore_new_items(
+            items,
+            movable,
+            scored.new_pool,
+            np.where(np.isfinite(scored.new_score), scored.new_score, 0.0),
+            epsilon=params.explore_epsilon,
+            start=params.explore_from,
+            rng=np.random.default_rng([seed, 7]),
+        )
+    b_i, s_i, l_i = np.nonzero(items != PAD)
+    j = placed[b_i, s_i]
+    item = items[b_i, s_i, l_i]
+    # an item's score from its carousel's row (organic items may have moved right)
+    pos = np.argmax(scored.items[j] == item[:, None], axis=1)
+    shown_score = scored.item_scores[j, pos]
+    ex = explored[b_i, s_i, l_i]
+    if ex.any():
+        hit = scored.new_pool[b_i[ex]] == item[ex][:, None]
+        shown_score[ex] = scored.new_score[b_i[ex], np.argmax(hit, axis=1)]
+    reason = (
+        np.full(len(j), scored.reason_override, dtype=object)
+        if scored.reason_override
+        else cands.reason[j].astype(object)
+    )
+    reason[ex] = "explore"
+    # item ranks are 1..n within each placed carousel (slots are contiguous from 1)
+    frame = pd.DataFrame(
+        {
+            "user_id": scored.users[b_i],
+            "slot": (s_i + 1).astype(np.int32),
+            "carousel_id": cands.carousel_id[j],
+            "carousel_title": cands.title[j],
+            "family": cands.family[j],
+            "carousel_score": phi[j],
+            "item_rank": (l_i + 1).astype(np.int32),
+            "item_id": np.asarray(item_ids, dtype=object)[item],
+            "item_score": shown_score.astype(np.float64),
+            "reason": reason,
+            "propensity": out.slot_propensity[b_i, s_i] * item_prop[b_i, s_i, l_i],
+        }
+    )
+    stats = pd.DataFrame(
+        {"user_id": scored.users, "slots": out.n_slots.astype(np.int64), "exhausted": out.exhausted}
+    )
+    return PageBatch(frame, stats)
+
+
+def pages(
+    scored: ScoredBatch,
+    w: float,
+    params: PageParams,
+    item_ids: np.ndarray,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """`build_pages(...).frame`: the page rows only."""
+    return build_pages(scored, w, params, item_ids, **kwargs).frame

@@ -31,11 +31,16 @@ def carousel_scores(
         raise ValueError(f"w must be in [0, 1], got {w}")
     valid = items != PAD
     safe = np.where(valid, items, 0)
-    disc = position_discount(items.shape[1])[None, :]
-    r = item_scores[users[:, None], safe]
-    r = np.where(valid & np.isfinite(r), r, 0.0)
-    g = discovery[users[:, None], item_cat[safe]]
-    g = np.where(valid, g, 0.0)
-    alpha = lam * (r * disc).sum(axis=1)
-    gamma = (g * disc).sum(axis=1)
+    r = np.where(valid, item_scores[users[:, None], safe], np.nan)
+    g = np.where(valid, discovery[users[:, None], item_cat[safe]], np.nan)
+    alpha, gamma = walmart_terms(r, g, lam)
     return w * alpha + (1.0 - w) * gamma, alpha, gamma
+
+
+def walmart_terms(r: np.ndarray, g: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(α, γ) from per-position values: r (n_c, M) = r̂_{u,i_l}, g (n_c, M) = g(u, ψ(i_l)),
+    NaN (or ±inf in r) on empty positions, which contribute nothing."""
+    disc = position_discount(r.shape[1])[None, :]
+    r = np.where(np.isfinite(r), r, 0.0)
+    g = np.where(np.isfinite(g), g, 0.0)
+    return lam * (r * disc).sum(axis=1), (g * disc).sum(axis=1)

@@ -57,6 +57,11 @@ def test_export_honours_the_page_contract(daily_run):
     items = pd.read_parquet(lake.items)
     oos = set(items.loc[~items["in_stock"], "item_id"])
     assert not set(pages["item_id"]) & oos
+    # placements carry their propensity; the exploration share is randomised (< 1)
+    assert pages["propensity"].between(0, 1, inclusive="right").all()
+    assert (pages["propensity"] < 1).any() and (pages["propensity"] == 1).any()
+    # context default pages exist next to the global one
+    assert pages["user_id"].str.startswith("__default__:").any()
 
 
 def _wait_ready(port: int, timeout_s: float = 60.0) -> None:
@@ -78,7 +83,7 @@ def test_server_answers_from_the_export(daily_run):
 
     lake, ds, _, _ = daily_run
     pages = pd.read_parquet(os.path.join(lake.export(ds), "pages.parquet"))
-    user = pages.loc[pages["user_id"] != "__default__", "user_id"].iloc[0]
+    user = pages.loc[~pages["user_id"].str.startswith("__default__"), "user_id"].iloc[0]
     _, port, stop = start_in_thread(lake)
     try:
         _wait_ready(port)
