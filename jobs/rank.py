@@ -398,7 +398,7 @@ def context_popularity(
     return out
 
 
-def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
+def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any]:
     """Build every known user's page, the `__default__` page and the context default pages,
     with the champion model."""
     import time
@@ -423,8 +423,14 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     stat_frames: list[pd.DataFrame] = []
     cand_frames: list[pd.DataFrame] = []
 
+    parts: dict[str, float] = {}
+
     def add(batch_users: np.ndarray, matrices: Any, *, reason: str | None, item_mode: str) -> None:
+        t = time.perf_counter()
         scored = score_batch(inputs, batch_users, matrices, params, item_mode, reason)
+        for k, v in scored.timings.items():
+            parts[k] = parts.get(k, 0.0) + v
+        t_pages = time.perf_counter()
         built = build_pages(
             scored,
             bundle.w,
@@ -438,6 +444,8 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         page_frames.append(built.frame)
         stat_frames.append(built.stats)
         cand_frames.append(scored.candidates_frame(bundle.w))
+        parts["slots_and_rows"] = parts.get("slots_and_rows", 0.0) + time.perf_counter() - t_pages
+        parts["total"] = parts.get("total", 0.0) + time.perf_counter() - t
 
     # default pages rank items by (context) popularity, not by a user's engagement scores
     seg = context_segments(lake, ds, users)
@@ -452,9 +460,15 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     add(names.astype(object), inputs.default_matrices(pop), reason="popular", item_mode="fixed")
     t1 = time.perf_counter()
     warm_users = users[warm]
+    parts.clear()  # time the personal pages only
     for start in range(0, len(warm_users), BATCH):
         bu = warm_users[start : start + BATCH]
-        add(bu, inputs.user_matrices(bu), reason=None, item_mode=mode)
+        t = time.perf_counter()
+        matrices = inputs.user_matrices(bu)
+        parts["user_matrices"] = parts.get("user_matrices", 0.0) + time.perf_counter() - t
+        add(bu, matrices, reason=None, item_mode=mode)
+        if progress and (start // BATCH) % 50 == 0:
+            progress(f"rank: {start + len(bu):,}/{len(warm_users):,} warm users")
     t_pages = time.perf_counter() - t1
 
     page_df = pd.concat(page_frames, ignore_index=True)
@@ -509,6 +523,11 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         "load_s": round(t_load, 1),
         "pages_s": round(t_pages, 1),
         "users_per_s": round(len(warm_users) / max(t_pages, 1e-9), 1),
+        "parts_s": {k: round(v, 1) for k, v in parts.items()},
+        # page construction = everything but the engagement model's predictions
+        "page_construction_users_per_s": round(
+            len(warm_users) / max(t_pages - parts.get("engagement", 0.0), 1e-9), 1
+        ),
     }
     io.write_json(join(lake.reports(ds), "rank.json"), stats)
     log.info("ranked pages for %s: %s", ds, stats)

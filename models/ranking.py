@@ -266,6 +266,7 @@ class ScoredBatch:
     new_pool: np.ndarray  # (B, P) each user's best new items (exploration), PAD = -1
     new_score: np.ndarray  # (B, P) their r̂
     reason_override: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per part of score_batch
 
     def candidates_frame(self, w: float) -> pd.DataFrame:
         cu = np.asarray(self.cands.user, dtype=np.int64)
@@ -312,6 +313,23 @@ def engagement_scores(
     return score[inverse]
 
 
+class _Clock:
+    """Wall time per named part; `lap(name)` adds the time since the last lap to `name`."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.parts: dict[str, float] = {}
+
+    def lap(self, name: str) -> dict[str, float]:
+        now = self._now()
+        self.parts[name] = self.parts.get(name, 0.0) + now - self._last
+        self._last = now
+        return self.parts
+
+
 def _row_mode(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Most common valid value per row (ties: the leftmost); -1 for a row with none."""
     eq = (values[:, :, None] == values[:, None, :]) & valid[:, :, None] & valid[:, None, :]
@@ -334,6 +352,7 @@ def score_batch(
     m = matrices
     cat = inputs.catalog
     width = params.candidate_items
+    clock = _Clock()
     cands = generate(
         catalog=cat,
         item_scores=m.r_hat,
@@ -365,6 +384,7 @@ def score_batch(
         ),
     ]
     cands = merge([cands, *extra], width)
+    clock.lap("candidates")
     cu = cands.user
     mat = cands.item_matrix(width)
     valid = mat != PAD
@@ -372,7 +392,9 @@ def score_batch(
     if mode == "rerank" and len(cu):
         rows, cols = np.nonzero(valid)
         score = np.full(mat.shape, np.nan)
+        clock.lap("item_policy")
         score[rows, cols] = engagement_scores(inputs, users, cu[rows], mat[rows, cols], m)
+        clock.lap("engagement")
         rel = relevance(score)
     else:
         score = np.where(np.isfinite(r), r, np.where(valid, 0.0, np.nan))
@@ -402,6 +424,7 @@ def score_batch(
     mat, score, r = (np.take_along_axis(x, order, axis=1) for x in (mat, score, r))
     order = brand_run_rule(mat, item_brand=cat.item_brand, k=params.brand_run, movable=movable)
     mat, score, r = (np.take_along_axis(x, order, axis=1) for x in (mat, score, r))
+    clock.lap("item_policy")
 
     # λ from the user's Beta posterior, else the carousel's prior, else the global rate
     keys = pd.MultiIndex.from_arrays([users[cu], cands.carousel_id])
@@ -454,6 +477,7 @@ def score_batch(
         new_pool=new_pool,
         new_score=new_score,
         reason_override=reason_override,
+        timings=clock.lap("carousel_terms"),
     )
 
 
@@ -478,9 +502,9 @@ class PageBatch:
     stats: pd.DataFrame  # user_id, slots, exhausted
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-    lo, hi = np.nanmin(x), np.nanmax(x)
-    return np.full_like(x, 0.5) if hi <= lo else (x - lo) / (hi - lo)
+def _squash(x: np.ndarray) -> np.ndarray:
+    """Uncalibrated fallback q = 1 / (1 + e^−φ): monotone in φ and independent of the batch."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def _hash_share(users: np.ndarray, share: float, seed: int) -> np.ndarray:
@@ -503,8 +527,8 @@ def build_pages(
 ) -> PageBatch:
     """Each user's page in the export's row format, for this w.
 
-    q = calibration(φ) is the carousel's engagement probability (without a calibration, φ
-    min-max scaled over the batch: the same order, not a probability). `randomise` switches
+    q = calibration(φ) is the carousel's engagement probability (without a calibration, the
+    logistic function of φ: the same order, not a fitted probability). `randomise` switches
     on Thompson sampling for `thompson_share` of users and epsilon-greedy new items.
     """
     if not 0.0 <= w <= 1.0:
@@ -521,7 +545,7 @@ def build_pages(
         )
     exam = DEFAULT_EXAM if exam is None else exam
     phi = w * scored.alpha + (1.0 - w) * scored.gamma
-    q = calibration(phi) if calibration is not None else _minmax(phi)
+    q = calibration(phi) if calibration is not None else _squash(phi)
     q = np.clip(np.nan_to_num(q, nan=0.0), 0.0, 1.0)
     tab = user_table(cu, n_users)
     # each user's candidates by φ, best first (ties in q then favour the higher φ)
