@@ -103,3 +103,67 @@ def scaling_exponent(small: dict[str, Any], large: dict[str, Any], key: str) -> 
     import math
 
     return round(math.log(large[key] / small[key]) / math.log(large["events"] / small["events"]), 2)
+
+
+def bench_rank(
+    *,
+    users: int,
+    items: int,
+    days: int,
+    seed: int,
+    root: str,
+    overrides: list[str],
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Page construction for every user of a generated lake: the rank step on its own.
+
+    Runs (once) whatever the lake still lacks: ingest and features, then train and promote when
+    there is no champion. Reports the rank step's wall time split by part, users/s with and
+    without the engagement model's predictions, and peak memory.
+    """
+    from jobs.bundle import NoChampion, load_bundle
+    from jobs.config import load_config
+    from jobs.pipeline import default_ds, run_step
+
+    gen = ensure_lake(root, users=users, items=items, days=days, seed=seed, say=say)
+    lake = Lake(root)
+    ds = default_ds(lake)
+    cfg = load_config(None, overrides)
+    setup: dict[str, float] = {}
+    if not os.path.exists(lake.feature("user_activity", ds)):
+        for step in ("ingest", "build_features"):
+            say(f"[{users:,} users] {step} (set-up) ...")
+            t0 = time.perf_counter()
+            run_step(step, lake.root, ds, overrides)
+            setup[f"{step}_s"] = round(time.perf_counter() - t0, 1)
+    try:
+        load_bundle(lake, cfg, alias="champion")
+    except NoChampion:
+        from jobs.registry import version_for
+
+        steps = ["promote"] if version_for(lake, cfg, "challenger") else ["train", "promote"]
+        for step in steps:
+            say(f"[{users:,} users] {step} (set-up) ...")
+            t0 = time.perf_counter()
+            run_step(step, lake.root, ds, overrides)
+            setup[f"{step}_s"] = round(time.perf_counter() - t0, 1)
+    say(f"[{users:,} users] rank ...")
+    t0 = time.perf_counter()
+    stats = run_step("rank", lake.root, ds, overrides)
+    wall = time.perf_counter() - t0
+    return {
+        "users": users,
+        "items": items,
+        "ds": ds,
+        "events": gen["events"],
+        "setup": setup,
+        "rank_s": round(wall, 1),
+        "warm_users": stats["warm_users"],
+        "rows": stats["rows"],
+        "pages_s": stats["pages_s"],
+        "users_per_s": stats["users_per_s"],
+        "page_construction_users_per_s": stats["page_construction_users_per_s"],
+        "parts_s": stats["parts_s"],
+        "item_mode": stats["item_mode"],
+        "peak_rss_gb": _peak_rss_gb(),
+    }

@@ -112,10 +112,37 @@ def _cmd_serve(a: argparse.Namespace) -> Any:
 
 
 def _cmd_bench(a: argparse.Namespace) -> Any:
-    from jobs.bench import bench_features, scaling_exponent
+    from jobs.bench import bench_features, bench_rank, scaling_exponent
 
+    if a.what == "rank":
+        out = []
+        for users in a.users:
+            items = a.items or max(1000, users // 10)
+            root = os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}")
+            res = bench_rank(
+                users=users,
+                items=items,
+                days=a.days,
+                seed=a.seed,
+                root=root,
+                overrides=a.set,
+                say=_print,
+            )
+            out.append(res)
+            _print(json.dumps(res, indent=2))
+        _print("")
+        _print(
+            "| users | warm users | rank s | users/s | users/s without the model | peak RSS GiB |"
+        )
+        _print("|---|---|---|---|---|---|")
+        for r in out:
+            _print(
+                f"| {r['users']:,} | {r['warm_users']:,} | {r['rank_s']} | {r['users_per_s']:,} "
+                f"| {r['page_construction_users_per_s']:,} | {r['peak_rss_gb']} |"
+            )
+        return out
     if a.what != "features":
-        raise ValueError(f"unknown benchmark {a.what!r}; available: features")
+        raise ValueError(f"unknown benchmark {a.what!r}; available: features, rank")
     results = []
     for users in a.users:
         items = a.items or max(1000, users // 10)
@@ -319,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=_cmd_serve)
 
     bn = sub.add_parser("bench", help="benchmarks on generated lakes (not part of make test)")
-    bn.add_argument("what", choices=["features"])
+    bn.add_argument("what", choices=["features", "rank"])
     bn.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
     bn.add_argument("--items", type=int, help="default: users / 10 (at least 1,000)")
     bn.add_argument("--days", type=int, default=30)

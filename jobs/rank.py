@@ -335,6 +335,31 @@ def carousel_calibration(info: dict[str, Any]) -> Any:
     return lambda phi: np.interp(phi, x, y)
 
 
+class _Sink:
+    """A Parquet file written one batch at a time (to `<path>.tmp`, renamed in on close)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tmp = f"{path}.tmp-{os.getpid()}"
+        self.writer: Any = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        self.writer.write_table(table.cast(self.schema))
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+
 DAYPARTS = ("night", "morning", "afternoon", "evening")  # hours 0-5, 6-11, 12-17, 18-23
 
 
@@ -405,7 +430,7 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
     import zlib
 
     from jobs.bundle import load_bundle
-    from models.ranking import build_pages, score_batch
+    from models.ranking import PAGE_COLUMNS, build_pages, score_batch
 
     t0 = time.perf_counter()
     bundle = load_bundle(lake, cfg, alias="champion")
@@ -419,11 +444,24 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
     calibration = carousel_calibration(bundle.info)
     seed = zlib.crc32(f"{ds}:{cfg.page.seed}".encode())
     t_load = time.perf_counter() - t0
-    page_frames: list[pd.DataFrame] = []
+    out_dir = local_path(join(lake.warehouse, "pages", f"ds={ds}"))
+    cand_dir = local_path(lake.candidates(ds))
+    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(cand_dir, exist_ok=True)
+    # pages and candidates are streamed to Parquet batch by batch: memory stays bounded at 1M+
+    page_sink = _Sink(os.path.join(out_dir, "pages.parquet"))
+    cand_sink = _Sink(os.path.join(cand_dir, "candidates.parquet"))
     stat_frames: list[pd.DataFrame] = []
-    cand_frames: list[pd.DataFrame] = []
-
+    defaults: list[pd.DataFrame] = []
+    counts = {"rows": 0, "explored": 0, "randomised": 0, "batches": 0}
     parts: dict[str, float] = {}
+
+    def emit(frame: pd.DataFrame) -> None:
+        frame["model_version"] = bundle.model_version
+        page_sink.write(frame)
+        counts["rows"] += len(frame)
+        counts["explored"] += int((frame["reason"] == "explore").sum())
+        counts["randomised"] += int((frame["propensity"] < 1).sum())
 
     def add(batch_users: np.ndarray, matrices: Any, *, reason: str | None, item_mode: str) -> None:
         t = time.perf_counter()
@@ -439,11 +477,14 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
             exam=exam,
             calibration=calibration,
             randomise=reason is None,
-            seed=seed + len(page_frames),
+            seed=seed + counts["batches"],
         )
-        page_frames.append(built.frame)
+        counts["batches"] += 1
+        if reason is not None:
+            defaults.append(built.frame)
+        emit(built.frame)
         stat_frames.append(built.stats)
-        cand_frames.append(scored.candidates_frame(bundle.w))
+        cand_sink.write(scored.candidates_frame(bundle.w))
         parts["slots_and_rows"] = parts.get("slots_and_rows", 0.0) + time.perf_counter() - t_pages
         parts["total"] = parts.get("total", 0.0) + time.perf_counter() - t
 
@@ -471,8 +512,6 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
             progress(f"rank: {start + len(bu):,}/{len(warm_users):,} warm users")
     t_pages = time.perf_counter() - t1
 
-    page_df = pd.concat(page_frames, ignore_index=True)
-    page_df["model_version"] = bundle.model_version
     stats_df = pd.concat(stat_frames, ignore_index=True)
     cold = cold_seg.assign(
         key=[
@@ -482,33 +521,25 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
     )[["user_id", "key"]]
     if len(cold):
         # users without history get their context's default page under their own id
-        by_key = page_df[page_df["user_id"].isin(set(cold["key"]))]
-        rep = cold.merge(by_key.rename(columns={"user_id": "key"}), on="key").drop(columns="key")
-        page_df = pd.concat([page_df, rep[page_df.columns]], ignore_index=True)
+        default_rows = pd.concat(defaults, ignore_index=True).rename(columns={"user_id": "key"})
+        for start in range(0, len(cold), 20_000):
+            part = cold.iloc[start : start + 20_000]
+            rep = part.merge(default_rows, on="key").drop(columns="key")
+            emit(rep[[*PAGE_COLUMNS]].copy())
         rep_stats = cold.merge(stats_df.rename(columns={"user_id": "key"}), on="key")
         stats_df = pd.concat(
             [stats_df, rep_stats.drop(columns="key")[stats_df.columns]], ignore_index=True
         )
-    page_df = page_df.sort_values(["user_id", "slot", "item_rank"], kind="stable").reset_index(
-        drop=True
-    )
-    out_dir = local_path(join(lake.warehouse, "pages", f"ds={ds}"))
-    os.makedirs(out_dir, exist_ok=True)
-    page_df.to_parquet(os.path.join(out_dir, "pages.parquet"), index=False)
+    page_sink.close()
+    cand_sink.close()
     stats_df.to_parquet(os.path.join(out_dir, "page_stats.parquet"), index=False)
-    cand_dir = local_path(lake.candidates(ds))
-    os.makedirs(cand_dir, exist_ok=True)
-    pd.concat(cand_frames, ignore_index=True).to_parquet(
-        os.path.join(cand_dir, "candidates.parquet"), index=False
-    )
-    explored = page_df["reason"] == "explore"
     stats = {
         "ds": ds,
         "users": int(len(users)),
         "warm_users": int(warm.sum()),
         "cold_users": int(len(cold)),
         "context_pages": int(len(keys)),
-        "rows": int(len(page_df)),
+        "rows": counts["rows"],
         "model_version": bundle.model_version,
         "registry_version": bundle.registry_version,
         "run_id": bundle.info.get("run_id"),
@@ -517,8 +548,8 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
         "item_mode": mode,
         "slot_examination": "estimated" if exam is not None else "default 1/log2(1+s)",
         "carousel_calibration": calibration is not None,
-        "explored_items": int(explored.sum()),
-        "randomised_placements": int((page_df["propensity"] < 1).sum()),
+        "explored_items": counts["explored"],
+        "randomised_placements": counts["randomised"],
         "short_pages": int((stats_df["slots"] < params.slots).sum()),
         "load_s": round(t_load, 1),
         "pages_s": round(t_pages, 1),
