@@ -113,9 +113,12 @@ def bench_rank(
     seed: int,
     root: str,
     overrides: list[str],
+    item_mode: str | None = None,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Page construction for every user of a generated lake: the rank step on its own.
+    `item_mode="fixed"` leaves out the engagement model's predictions (the policy layer alone);
+    None uses the champion's mode.
 
     Runs (once) whatever the lake still lacks: ingest and features, then train and promote when
     there is no champion. Reports the rank step's wall time split by part, users/s with and
@@ -147,9 +150,11 @@ def bench_rank(
             t0 = time.perf_counter()
             run_step(step, lake.root, ds, overrides)
             setup[f"{step}_s"] = round(time.perf_counter() - t0, 1)
-    say(f"[{users:,} users] rank ...")
+    from jobs import rank
+
+    say(f"[{users:,} users] rank ({item_mode or 'champion item mode'}) ...")
     t0 = time.perf_counter()
-    stats = run_step("rank", lake.root, ds, overrides)
+    stats = rank.run(lake, ds, cfg, progress=say, item_mode=item_mode)
     wall = time.perf_counter() - t0
     return {
         "users": users,
@@ -162,8 +167,9 @@ def bench_rank(
         "rows": stats["rows"],
         "pages_s": stats["pages_s"],
         "users_per_s": stats["users_per_s"],
-        "page_construction_users_per_s": stats["page_construction_users_per_s"],
-        "parts_s": stats["parts_s"],
+        "threads": stats["threads"],
+        "load_s": stats["load_s"],
+        "parts_thread_s": stats["parts_thread_s"],
         "item_mode": stats["item_mode"],
         "peak_rss_gb": _peak_rss_gb(),
     }

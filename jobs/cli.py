@@ -126,6 +126,7 @@ def _cmd_bench(a: argparse.Namespace) -> Any:
                 seed=a.seed,
                 root=root,
                 overrides=a.set,
+                item_mode=a.item_mode,
                 say=_print,
             )
             out.append(res)
@@ -354,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--root", default="var/bench", help="where generated lakes are kept")
     bn.add_argument("--config", help="YAML config file")
     bn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    bn.add_argument(
+        "--item-mode",
+        choices=["fixed", "rerank"],
+        help="rank: fixed = the policy layer without the engagement model's predictions",
+    )
     bn.set_defaults(fn=_cmd_bench)
 
     af = sub.add_parser(

@@ -218,6 +218,7 @@ class PageConfig:
     thompson_share: float = 0.05  # users whose carousel order is Thompson-sampled
     thompson_draws: int = 256  # Monte Carlo draws behind each logged slot propensity
     seed: int = 0  # exploration seed (mixed with the ds)
+    threads: int = 0  # rank's worker threads (0 = cores + 1)
 
     def __post_init__(self) -> None:
         if self.beam_width < 1 or self.beam_start < 1 or self.explore_from < 1:

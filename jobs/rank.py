@@ -347,11 +347,23 @@ class _Sink:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
         if self.writer is None:
-            self.schema = table.schema
+            # categoricals are written as plain strings (Arrow decodes them in C++)
+            self.schema = pa.schema(
+                [
+                    pa.field(
+                        f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+                    )
+                    for f in table.schema
+                ]
+            )
             self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
         self.writer.write_table(table.cast(self.schema))
+
+    def write_table(self, table: Any) -> None:
+        """Rows already in the file's columns (after at least one `write`)."""
+        self.writer.write_table(table.select(self.schema.names).cast(self.schema))
 
     def close(self) -> None:
         if self.writer is None:
@@ -423,18 +435,24 @@ def context_popularity(
     return out
 
 
-def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any]:
+def run(
+    lake: Lake, ds: str, cfg: Config, progress: Any = None, item_mode: str | None = None
+) -> dict[str, Any]:
     """Build every known user's page, the `__default__` page and the context default pages,
     with the champion model."""
     import time
     import zlib
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
 
     from jobs.bundle import load_bundle
-    from models.ranking import PAGE_COLUMNS, build_pages, score_batch
+    from models.ranking import build_pages, score_batch
 
     t0 = time.perf_counter()
     bundle = load_bundle(lake, cfg, alias="champion")
-    mode = bundle.item_mode if bundle.engagement is not None else "fixed"
+    mode = item_mode or bundle.item_mode
+    if bundle.engagement is None:
+        mode = "fixed"
     params = page_params(cfg)
     users = known_users(lake, ds)
     inputs = load_inputs(lake, ds, cfg, bundle.mf_item, bundle.mf_cat, engagement=bundle.engagement)
@@ -453,7 +471,7 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
     cand_sink = _Sink(os.path.join(cand_dir, "candidates.parquet"))
     stat_frames: list[pd.DataFrame] = []
     defaults: list[pd.DataFrame] = []
-    counts = {"rows": 0, "explored": 0, "randomised": 0, "batches": 0}
+    counts = {"rows": 0, "explored": 0, "randomised": 0}
     parts: dict[str, float] = {}
 
     def emit(frame: pd.DataFrame) -> None:
@@ -463,11 +481,15 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
         counts["explored"] += int((frame["reason"] == "explore").sum())
         counts["randomised"] += int((frame["propensity"] < 1).sum())
 
-    def add(batch_users: np.ndarray, matrices: Any, *, reason: str | None, item_mode: str) -> None:
+    def build(
+        batch_users: np.ndarray, matrices: Any, reason: str | None, item_mode: str, k: int
+    ) -> tuple[Any, Any, dict[str, float]]:
         t = time.perf_counter()
+        if matrices is None:
+            matrices = inputs.user_matrices(batch_users)
+        timing = {"user_matrices": time.perf_counter() - t}
         scored = score_batch(inputs, batch_users, matrices, params, item_mode, reason)
-        for k, v in scored.timings.items():
-            parts[k] = parts.get(k, 0.0) + v
+        timing |= scored.timings
         t_pages = time.perf_counter()
         built = build_pages(
             scored,
@@ -477,16 +499,22 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
             exam=exam,
             calibration=calibration,
             randomise=reason is None,
-            seed=seed + counts["batches"],
+            seed=seed + k,
+            categorical=True,
         )
-        counts["batches"] += 1
+        timing["slots_and_rows"] = time.perf_counter() - t_pages
+        timing["total"] = time.perf_counter() - t
+        return built, scored.candidates_frame(bundle.w), timing
+
+    def add(result: tuple[Any, Any, dict[str, float]], reason: str | None) -> None:
+        built, cands, timing = result
+        for key, v in timing.items():
+            parts[key] = parts.get(key, 0.0) + v
         if reason is not None:
             defaults.append(built.frame)
         emit(built.frame)
         stat_frames.append(built.stats)
-        cand_sink.write(scored.candidates_frame(bundle.w))
-        parts["slots_and_rows"] = parts.get("slots_and_rows", 0.0) + time.perf_counter() - t_pages
-        parts["total"] = parts.get("total", 0.0) + time.perf_counter() - t
+        cand_sink.write(cands)
 
     # default pages rank items by (context) popularity, not by a user's engagement scores
     seg = context_segments(lake, ds, users)
@@ -498,18 +526,25 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
     )
     names = np.array([DEFAULT_PAGE_KEY if k == ("any",) * 3 else context_key(*k) for k in keys])
     pop = context_popularity(lake, ds, catalog, seg, keys)
-    add(names.astype(object), inputs.default_matrices(pop), reason="popular", item_mode="fixed")
+    add(build(names.astype(object), inputs.default_matrices(pop), "popular", "fixed", 0), "popular")
     t1 = time.perf_counter()
     warm_users = users[warm]
     parts.clear()  # time the personal pages only
-    for start in range(0, len(warm_users), BATCH):
-        bu = warm_users[start : start + BATCH]
-        t = time.perf_counter()
-        matrices = inputs.user_matrices(bu)
-        parts["user_matrices"] = parts.get("user_matrices", 0.0) + time.perf_counter() - t
-        add(bu, matrices, reason=None, item_mode=mode)
-        if progress and (start // BATCH) % 50 == 0:
-            progress(f"rank: {start + len(bu):,}/{len(warm_users):,} warm users")
+    # numpy and XGBoost release the GIL for most of a batch: a few threads use both cores;
+    # results are written in batch order, so the output does not depend on the thread count
+    threads = cfg.page.threads or (os.cpu_count() or 1) + 1
+    starts = list(range(0, len(warm_users), BATCH))
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque[Any] = deque()
+        for k, start in enumerate(starts):
+            bu = warm_users[start : start + BATCH]
+            pending.append(pool.submit(build, bu, None, None, mode, k + 1))
+            if len(pending) >= 2 * threads:
+                add(pending.popleft().result(), None)
+            if progress and k % 50 == 0:
+                progress(f"rank: {start + len(bu):,}/{len(warm_users):,} warm users")
+        while pending:
+            add(pending.popleft().result(), None)
     t_pages = time.perf_counter() - t1
 
     stats_df = pd.concat(stat_frames, ignore_index=True)
@@ -521,11 +556,25 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
     )[["user_id", "key"]]
     if len(cold):
         # users without history get their context's default page under their own id
-        default_rows = pd.concat(defaults, ignore_index=True).rename(columns={"user_id": "key"})
-        for start in range(0, len(cold), 20_000):
-            part = cold.iloc[start : start + 20_000]
-            rep = part.merge(default_rows, on="key").drop(columns="key")
-            emit(rep[[*PAGE_COLUMNS]].copy())
+        import pyarrow as pa
+
+        base = pd.concat(defaults, ignore_index=True)
+        base = base.sort_values(["user_id", "slot", "item_rank"], kind="stable")
+        table = pa.Table.from_pandas(base.drop(columns="user_id"), preserve_index=False)
+        row_keys = base["user_id"].astype(str).to_numpy(object)
+        first = {k: i for i, k in reversed(list(enumerate(row_keys)))}
+        size = pd.Series(row_keys).value_counts()
+        start_of = cold["key"].map(first).to_numpy(np.int64)
+        len_of = cold["key"].map(size).to_numpy(np.int64)
+        cold_ids = cold["user_id"].to_numpy(object)
+        for lo in range(0, len(cold), 50_000):
+            st, ln = start_of[lo : lo + 50_000], len_of[lo : lo + 50_000]
+            idx = np.repeat(st - np.cumsum(ln) + ln, ln) + np.arange(ln.sum())
+            rows = table.take(pa.array(idx))
+            uid = pa.array(np.repeat(cold_ids[lo : lo + 50_000], ln), pa.string())
+            page_sink.write_table(rows.add_column(0, "user_id", uid))
+            counts["rows"] += len(idx)
+            counts["randomised"] += int((base["propensity"].to_numpy()[idx] < 1).sum())
         rep_stats = cold.merge(stats_df.rename(columns={"user_id": "key"}), on="key")
         stats_df = pd.concat(
             [stats_df, rep_stats.drop(columns="key")[stats_df.columns]], ignore_index=True
@@ -554,11 +603,9 @@ def run(lake: Lake, ds: str, cfg: Config, progress: Any = None) -> dict[str, Any
         "load_s": round(t_load, 1),
         "pages_s": round(t_pages, 1),
         "users_per_s": round(len(warm_users) / max(t_pages, 1e-9), 1),
-        "parts_s": {k: round(v, 1) for k, v in parts.items()},
-        # page construction = everything but the engagement model's predictions
-        "page_construction_users_per_s": round(
-            len(warm_users) / max(t_pages - parts.get("engagement", 0.0), 1e-9), 1
-        ),
+        "threads": threads,
+        # seconds per part, summed over threads (so they add up to more than the wall time)
+        "parts_thread_s": {k: round(v, 1) for k, v in parts.items()},
     }
     io.write_json(join(lake.reports(ds), "rank.json"), stats)
     log.info("ranked pages for %s: %s", ds, stats)

@@ -199,9 +199,7 @@ def carousel_labels(scored: Any, engaged: pd.DataFrame, per_carousel: int) -> np
     return ((keys[pos] == probe) & (top != PAD)).any(axis=1).astype(np.int8)
 
 
-def fit_carousel_calibration(
-    phi: np.ndarray, labels: np.ndarray
-) -> dict[str, list[float]] | None:
+def fit_carousel_calibration(phi: np.ndarray, labels: np.ndarray) -> dict[str, list[float]] | None:
     """Isotonic map φ -> P(user engages with the carousel in the label window), or None when
     the labels hold a single class."""
     from sklearn.isotonic import IsotonicRegression

@@ -111,6 +111,11 @@ class RankInputs:
         self._eta_users = self.cat_eta["user_id"].to_numpy(object)
         if isinstance(self.priors, pd.Series):
             self.priors = self.priors.to_frame("lam")
+        # one flat frame sorted by user: a batch takes its slice by binary search
+        flat = self.priors.reset_index()
+        flat.columns = ["user_id", "carousel_id", *flat.columns[2:]]
+        self._priors = flat.sort_values("user_id", kind="stable").reset_index(drop=True)
+        self._prior_users = self._priors["user_id"].to_numpy(object)
         cat = self.catalog
         n = len(cat.item_ids)
         if self.item_cluster is None:
@@ -123,10 +128,25 @@ class RankInputs:
         self.new_pools = group_pools(cat.item_cat, new, len(cat.cat_ids), p.new_pool)
         curated = [np.asarray(c.items, dtype=np.int64) for c in self.curated]
         self.universe = np.unique(
-            np.concatenate([cat.universe(), *curated, new[: 50 * p.new_pool]]).astype(np.int64)
+            np.concatenate([cat.universe(), *curated, new[:500]]).astype(np.int64)
         )
         self.new_universe = self.universe[cat.is_new[self.universe]]
         self._v_universe = np.ascontiguousarray(self.v_items[self.universe], dtype=np.float32)
+
+    def batch_priors(
+        self, users: np.ndarray, cu: np.ndarray, carousel_ids: np.ndarray
+    ) -> pd.DataFrame:
+        """The Beta posterior columns (lam[, a, b]) of each (batch user cu, carousel), NaN where
+        the pair has no prior."""
+        cols = [c for c in ("lam", "a", "b") if c in self._priors.columns]
+        if not len(users):
+            return pd.DataFrame({c: np.empty(0) for c in cols})
+        lo = np.searchsorted(self._prior_users, users.min(), side="left")
+        hi = np.searchsorted(self._prior_users, users.max(), side="right")
+        part = self._priors.iloc[lo:hi]
+        want = pd.DataFrame({"user_id": users[cu], "carousel_id": carousel_ids})
+        got = want.merge(part, on=["user_id", "carousel_id"], how="left", sort=False)
+        return got[cols].reset_index(drop=True)
 
     def warm(self, users: np.ndarray) -> np.ndarray:
         """Users both factorisations know (the others get a default page)."""
@@ -427,8 +447,7 @@ def score_batch(
     clock.lap("item_policy")
 
     # λ from the user's Beta posterior, else the carousel's prior, else the global rate
-    keys = pd.MultiIndex.from_arrays([users[cu], cands.carousel_id])
-    post = inputs.priors.reindex(keys)
+    post = inputs.batch_priors(users, cu, cands.carousel_id)
     lam = post["lam"].to_numpy(dtype=np.float64)
     cid = pd.Series(cands.carousel_id)
     strength = 10.0  # pseudo-trials behind a carousel without a prior of its own
@@ -524,8 +543,12 @@ def build_pages(
     calibration: Callable[[np.ndarray], np.ndarray] | None = None,
     randomise: bool = False,
     seed: int = 0,
+    categorical: bool = False,
 ) -> PageBatch:
     """Each user's page in the export's row format, for this w.
+
+    `categorical`: string columns as pandas categoricals over per-batch vocabularies (no per-row
+    Python strings: what the rank job streams to Parquet); plain object columns otherwise.
 
     q = calibration(φ) is the carousel's engagement probability (without a calibration, the
     logistic function of φ: the same order, not a fitted probability). `randomise` switches
@@ -632,23 +655,24 @@ def build_pages(
     if ex.any():
         hit = scored.new_pool[b_i[ex]] == item[ex][:, None]
         shown_score[ex] = scored.new_score[b_i[ex], np.argmax(hit, axis=1)]
-    reason = (
-        np.full(len(j), scored.reason_override, dtype=object)
+    reasons = (
+        np.full(len(cands.reason), scored.reason_override, dtype=object)
         if scored.reason_override
-        else cands.reason[j].astype(object)
+        else cands.reason
     )
-    reason[ex] = "explore"
+    reason = _codes(np.append(reasons, "explore"), np.where(ex, len(reasons), j))
+    # string columns are categoricals over per-batch vocabularies: no per-row Python objects
     # item ranks are 1..n within each placed carousel (slots are contiguous from 1)
     frame = pd.DataFrame(
         {
-            "user_id": scored.users[b_i],
+            "user_id": pd.Categorical.from_codes(b_i, _unique(scored.users)),
             "slot": (s_i + 1).astype(np.int32),
-            "carousel_id": cands.carousel_id[j],
-            "carousel_title": cands.title[j],
-            "family": cands.family[j],
+            "carousel_id": _codes(cands.carousel_id, j),
+            "carousel_title": _codes(cands.title, j),
+            "family": _codes(cands.family, j),
             "carousel_score": phi[j],
             "item_rank": (l_i + 1).astype(np.int32),
-            "item_id": np.asarray(item_ids, dtype=object)[item],
+            "item_id": pd.Categorical.from_codes(item, _unique(item_ids)),
             "item_score": shown_score.astype(np.float64),
             "reason": reason,
             "propensity": out.slot_propensity[b_i, s_i] * item_prop[b_i, s_i, l_i],
@@ -657,7 +681,24 @@ def build_pages(
     stats = pd.DataFrame(
         {"user_id": scored.users, "slots": out.n_slots.astype(np.int64), "exhausted": out.exhausted}
     )
+    if not categorical:
+        for c in ("user_id", "carousel_id", "carousel_title", "family", "item_id", "reason"):
+            frame[c] = frame[c].astype(object)
     return PageBatch(frame, stats)
+
+
+def _unique(values: np.ndarray) -> pd.Index:
+    """`values` as categories; they must already be distinct (user ids, item ids)."""
+    idx = pd.Index(np.asarray(values, dtype=object))
+    if not idx.is_unique:
+        raise ValueError("page keys must be distinct")
+    return idx
+
+
+def _codes(values: np.ndarray, rows: np.ndarray) -> pd.Categorical:
+    """values[rows] as a categorical (one hash per distinct value, not per row)."""
+    codes, uniq = pd.factorize(np.asarray(values, dtype=object))
+    return pd.Categorical.from_codes(codes[rows], uniq)
 
 
 def pages(

@@ -119,3 +119,32 @@ def test_rerunning_a_ds_rewrites_the_same_outputs(daily_run):
     assert len(after) == len(before)
     pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True))
     assert [d for d in os.listdir(lake.exports) if d.startswith("ds=")] == [f"ds={ds}"]
+
+
+def test_simulated_traffic_logs_the_published_pages_propensities(daily_run):
+    """The pipeline's placements and their probabilities reach tomorrow's event log."""
+    import datetime as dt
+
+    from jobs.simulate import simulate_day
+
+    lake, ds, _, _ = daily_run
+    nxt = (dt.date.fromisoformat(ds) + dt.timedelta(days=1)).isoformat()
+    stats = simulate_day(lake.root, nxt, seed=5, visits_per_user=1.0)
+    assert stats["export_ds"] == ds and stats["impressions"] > 0
+    events = pd.read_parquet(os.path.join(lake.root, "events", f"ds={nxt}"))
+    imp = events[events["event_type"] == "impression"]
+    assert (imp["logging_policy"] == "pipeline").all()
+    pages = pd.read_parquet(os.path.join(lake.export(ds), "pages.parquet"))
+    shown = imp.merge(
+        pages.rename(columns={"item_rank": "position"}),
+        on=["user_id", "slot", "position"],
+        how="left",
+        suffixes=("", "_page"),
+    )
+    known = shown["item_id_page"].notna()
+    assert known.mean() > 0.5  # most visitors are known users (the rest see a default page)
+    s = shown[known]
+    assert (s["item_id"] == s["item_id_page"]).all()
+    assert (s["carousel_id"] == s["carousel_id_page"]).all()
+    assert (s["propensity"] - s["propensity_page"]).abs().max() < 1e-12
+    assert (s["propensity"] < 1).any()  # exploration's placements are logged as such
