@@ -133,13 +133,15 @@ def _cmd_bench(a: argparse.Namespace) -> Any:
             _print(json.dumps(res, indent=2))
         _print("")
         _print(
-            "| users | warm users | rank s | users/s | users/s without the model | peak RSS GiB |"
+            "| users | warm users | item mode | threads | load s | warm pages s | warm users/s "
+            "| rank s (all users) | peak RSS GiB |"
         )
-        _print("|---|---|---|---|---|---|")
+        _print("|---|---|---|---|---|---|---|---|---|")
         for r in out:
             _print(
-                f"| {r['users']:,} | {r['warm_users']:,} | {r['rank_s']} | {r['users_per_s']:,} "
-                f"| {r['page_construction_users_per_s']:,} | {r['peak_rss_gb']} |"
+                f"| {r['users']:,} | {r['warm_users']:,} | {r['item_mode']} | {r['threads']} "
+                f"| {r['load_s']} | {r['pages_s']} | {r['users_per_s']:,} | {r['rank_s']} "
+                f"| {r['peak_rss_gb']} |"
             )
         return out
     if a.what != "features":
