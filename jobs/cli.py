@@ -114,53 +114,39 @@ def _cmd_serve(a: argparse.Namespace) -> Any:
 def _cmd_bench(a: argparse.Namespace) -> Any:
     from jobs.bench import bench_features, bench_rank, scaling_exponent
 
+    if a.what not in ("features", "rank"):
+        raise ValueError(f"unknown benchmark {a.what!r}; available: features, rank")
+    extra = {"item_mode": a.item_mode} if a.what == "rank" else {}
+    bench = bench_rank if a.what == "rank" else bench_features
+    results = []
+    for users in a.users:
+        items = a.items or max(1000, users // 10)
+        res = bench(
+            users=users,
+            items=items,
+            days=a.days,
+            seed=a.seed,
+            root=os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}"),
+            overrides=a.set,
+            say=_print,
+            **extra,
+        )
+        results.append(res)
+        _print(json.dumps(res, indent=2))
     if a.what == "rank":
-        out = []
-        for users in a.users:
-            items = a.items or max(1000, users // 10)
-            root = os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}")
-            res = bench_rank(
-                users=users,
-                items=items,
-                days=a.days,
-                seed=a.seed,
-                root=root,
-                overrides=a.set,
-                item_mode=a.item_mode,
-                say=_print,
-            )
-            out.append(res)
-            _print(json.dumps(res, indent=2))
         _print("")
         _print(
             "| users | warm users | item mode | threads | load s | warm pages s | warm users/s "
             "| rank s (all users) | peak RSS GiB |"
         )
         _print("|---|---|---|---|---|---|---|---|---|")
-        for r in out:
+        for r in results:
             _print(
                 f"| {r['users']:,} | {r['warm_users']:,} | {r['item_mode']} | {r['threads']} "
                 f"| {r['load_s']} | {r['pages_s']} | {r['users_per_s']:,} | {r['rank_s']} "
                 f"| {r['peak_rss_gb']} |"
             )
-        return out
-    if a.what != "features":
-        raise ValueError(f"unknown benchmark {a.what!r}; available: features, rank")
-    results = []
-    for users in a.users:
-        items = a.items or max(1000, users // 10)
-        root = os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}")
-        res = bench_features(
-            users=users,
-            items=items,
-            days=a.days,
-            seed=a.seed,
-            root=root,
-            overrides=a.set,
-            say=_print,
-        )
-        results.append(res)
-        _print(json.dumps(res, indent=2))
+        return results
     _print("")
     _print(
         "| users | events | ingest s | features s | features events/s | Spark JVM RSS GiB | Python peak RSS GiB |"
@@ -190,7 +176,7 @@ def example_urls(lake: Any, host: str, port: int) -> list[str]:
         users = pq.read_table(
             os.path.join(lake.export(ds), "pages.parquet"), columns=["user_id"]
         ).column(0)
-        known = next((u for u in users.to_pylist()[:1000] if u != "__default__"), None)
+        known = next((u for u in users.to_pylist()[:2000] if not u.startswith("__default__")), None)
         if known:
             lines.append(f"  curl {base}/v1/users/{known}/homepage")
     lines += [
