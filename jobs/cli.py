@@ -165,6 +165,7 @@ def _cmd_bench(a: argparse.Namespace) -> Any:
 
 def example_urls(lake: Any, host: str, port: int) -> list[str]:
     """A few URLs worth opening, using a real user of the published export if there is one."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from serving_export.publish import current_ds
@@ -176,7 +177,8 @@ def example_urls(lake: Any, host: str, port: int) -> list[str]:
         users = pq.read_table(
             os.path.join(lake.export(ds), "pages.parquet"), columns=["user_id"]
         ).column(0)
-        known = next((u for u in users.to_pylist()[:2000] if not u.startswith("__default__")), None)
+        personal = pc.filter(users, pc.invert(pc.starts_with(users, "__default__")))
+        known = personal[0].as_py() if len(personal) else None
         if known:
             lines.append(f"  curl {base}/v1/users/{known}/homepage")
     lines += [
