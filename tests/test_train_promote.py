@@ -203,12 +203,18 @@ def test_first_train_is_promoted_and_ranks(story: SimpleNamespace) -> None:
     assert len(at_w) == 1, (m["w"], sorted(mine["w"]))
     assert m["w_page_ndcg"] == pytest.approx(mine["page_ndcg"].max())
     assert at_w["page_ndcg"].iloc[0] == pytest.approx(mine["page_ndcg"].max())
+    # q = P(engage | carousel): a monotone map of φ into [0, 1], fitted at the chosen w
+    cal = m["carousel_calibration"]
+    assert cal is not None and len(cal["x"]) == len(cal["y"]) >= 2
+    assert np.all(np.diff(cal["x"]) >= 0) and np.all(np.diff(cal["y"]) >= 0)
+    assert 0.0 <= min(cal["y"]) and max(cal["y"]) <= 1.0
 
     # the rank step serves the champion at its w
     for report in (s.rank1, s.rank1_report):
         assert report["registry_version"] == v1
         assert report["model_version"] == m["model_version"]
         assert report["w"] == m["w"] and report["item_mode"] == m["item_mode"]
+        assert report["carousel_calibration"] is True
 
     # the MLflow run of that training
     experiment(s.lake, s.cfg)
