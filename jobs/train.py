@@ -175,25 +175,29 @@ def trainable_objectives(examples: pd.DataFrame, cfg: Config) -> tuple[str, ...]
     return kept
 
 
-def carousel_labels(scored: Any, engaged: pd.DataFrame, per_carousel: int) -> np.ndarray:
+def carousel_labels(
+    scored: Any, item_ids: np.ndarray, engaged: pd.DataFrame, per_carousel: int
+) -> np.ndarray:
     """1 per candidate carousel whose first M items hold one the user engaged with in the
     label window (click, add-to-cart or purchase), else 0."""
     from models.candidates import PAD
 
     cu = np.asarray(scored.cands.user, dtype=np.int64)
     top = scored.items[:, :per_carousel]
-    n = np.int64(scored.items.max() + 2 if scored.items.size else 1)
+    n = np.int64(len(item_ids) + 1)  # the last key value stands for PAD
     pairs = engaged[engaged["user_id"].isin(set(scored.users))]
     if not len(pairs) or not len(cu):
         return np.zeros(len(cu), dtype=np.int8)
     row_of = pd.Series(np.arange(len(scored.users)), index=scored.users)
-    ids = pd.Series(np.arange(len(scored.item_ids)), index=scored.item_ids)
+    ids = pd.Series(np.arange(len(item_ids)), index=item_ids)
     it = ids.reindex(pairs["item_id"].to_numpy()).to_numpy()
     ok = ~np.isnan(it)
     keys = np.unique(
         row_of.reindex(pairs["user_id"].to_numpy()).to_numpy()[ok].astype(np.int64) * n
         + it[ok].astype(np.int64)
     )
+    if not len(keys):
+        return np.zeros(len(cu), dtype=np.int8)
     probe = cu[:, None] * n + np.where(top != PAD, top, n - 1)
     pos = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
     return ((keys[pos] == probe) & (top != PAD)).any(axis=1).astype(np.int8)
@@ -246,7 +250,7 @@ def w_grid_search(
     }
     labels = {
         mode: [
-            carousel_labels(_with_ids(b, inputs), engaged, params.items_per_carousel)
+            carousel_labels(b, inputs.catalog.item_ids, engaged, params.items_per_carousel)
             for b in scored[mode]
         ]
         for mode in modes
@@ -288,11 +292,6 @@ def w_grid_search(
         ]
     )
     return grid, calibrations
-
-
-def _with_ids(scored: Any, inputs: Any) -> Any:
-    scored.item_ids = inputs.catalog.item_ids
-    return scored
 
 
 def _plots(model: Any, holdout: pd.DataFrame, grid: pd.DataFrame, out: str) -> list[str]:
