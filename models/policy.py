@@ -198,7 +198,6 @@ def brute_force_plan(
 class AssembledPages:
     column: np.ndarray  # (B, Z) candidate column placed in each slot, -1 = empty
     items: np.ndarray  # (B, Z, M) item indices, PAD = -1
-    pool_pos: np.ndarray  # (B, Z, M) each item's position in its carousel's pool, -1 = empty
     slot_propensity: np.ndarray  # (B, Z) P(this carousel in this slot | slots above)
     exhausted: np.ndarray  # (B,) ran out of feasible carousels before Z slots
 
@@ -241,7 +240,6 @@ def assemble(
 
     column = np.full((n, slots), -1, dtype=np.int64)
     items = np.full((n, slots, per_carousel), PAD, dtype=np.int64)
-    pool_pos = np.full((n, slots, per_carousel), -1, dtype=np.int64)
     prop = np.ones((n, slots))
     placed = np.zeros((n, c), dtype=bool)
     prev = np.full(n, NO_FAMILY, dtype=np.int64)
@@ -279,14 +277,13 @@ def assemble(
         pool = cand_items[rows, choice]
         got = np.take_along_axis(keep, order, axis=1)
         items[:, s, : order.shape[1]] = np.where(got, np.take_along_axis(pool, order, 1), PAD)
-        pool_pos[:, s, : order.shape[1]] = np.where(got, order, -1)
         shown[inv[rows, choice][keep]] = True
         column[:, s] = np.where(ok, choice, -1)
         placed[rows[ok], choice[ok]] = True
         prev = np.where(ok, fam[rows, choice], prev)
     prop = np.where(column >= 0, prop, np.nan)
     exhausted = (column < 0).any(axis=1)
-    return AssembledPages(column, items, pool_pos, prop, exhausted)
+    return AssembledPages(column, items, prop, exhausted)
 
 
 def explore_new_items(
