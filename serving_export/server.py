@@ -59,6 +59,8 @@ REASONS = {
     505: b"HTTP Version Not Supported",
 }
 JSON, TEXT = b"application/json", b"text/plain; version=0.0.4; charset=utf-8"
+HTML = b"text/html; charset=utf-8"
+PREVIEW = b"/preview/"
 CLOSE = b"Connection: close\r\n"
 
 
@@ -231,6 +233,8 @@ class App:
             n = len(PREFIX) + len(SUFFIX)
             if path.startswith(PREFIX) and path.endswith(SUFFIX) and len(path) > n:
                 route = "homepage"
+            elif path.startswith(PREVIEW) and len(path) > len(PREVIEW):
+                route = "preview"
             elif path in (b"/healthz", b"/readyz", b"/metrics"):
                 route = path[1:].decode()
             return _response(status, body, ctype, conn, extra, method == b"HEAD"), keep
@@ -247,6 +251,8 @@ class App:
             and len(path) > len(PREFIX) + len(SUFFIX)
         ):
             return self._homepage(path[len(PREFIX) : -len(SUFFIX)])
+        if path.startswith(PREVIEW) and len(path) > len(PREVIEW):
+            return self._preview(path[len(PREVIEW) :])
         reader = self.reader
         if path == b"/healthz":
             return 200, b'{"status":"ok"}', JSON, b""
@@ -258,7 +264,22 @@ class App:
             return 200, self.metrics.render(reader.ds if reader else None), TEXT, b""
         return 404, _err("no such route"), JSON, b""
 
-    def _homepage(self, raw: bytes) -> tuple[int, bytes, bytes, bytes]:
+    def _preview(self, raw: bytes) -> tuple[int, bytes, bytes, bytes]:
+        """The stored page as HTML (escaped); the same id rules and fallback as the API."""
+        from serving_export.preview import render_preview
+
+        reader = self.reader  # one export for the page and its item fields
+        status, body, ctype, extra = self._homepage(raw, reader)
+        if status != 200 or reader is None:
+            return status, body, ctype, extra
+        html = render_preview(
+            orjson.loads(body), reader.item, fallback=extra == reader.hdr_fallback
+        )
+        return 200, html, HTML, extra
+
+    def _homepage(
+        self, raw: bytes, reader: ExportReader | None = None
+    ) -> tuple[int, bytes, bytes, bytes]:
         if b"%" in raw:
             raw = unquote_to_bytes(raw)
         if not USER_ID_BYTES_RE.fullmatch(raw):  # the id is only ever an LMDB key
@@ -268,7 +289,8 @@ class App:
                 JSON,
                 b"",
             )
-        reader = self.reader  # one read of the reference: a swap cannot split this request
+        if reader is None:
+            reader = self.reader  # one read of the reference: a swap cannot split this request
         if reader is None:
             return 503, _err("no export loaded yet"), JSON, b""
         body, fallback = reader.page(raw)
