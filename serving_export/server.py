@@ -104,23 +104,23 @@ class ExportReader:
 
 
 class Metrics:
-    """Per-process Prometheus counters and a latency histogram per route."""
+    """Per-process Prometheus counters and a latency histogram per route and status."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
-        self.buckets: dict[str, list[int]] = {}
-        self.sums: dict[str, float] = {}
+        self.buckets: dict[tuple[str, int], list[int]] = {}
+        self.sums: dict[tuple[str, int], float] = {}
         self.reloads = {"ok": 0, "refused": 0}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
         self.requests[key] = self.requests.get(key, 0) + 1
-        counts = self.buckets.get(route)
+        counts = self.buckets.get(key)
         if counts is None:
-            counts = self.buckets[route] = [0] * (len(BUCKETS) + 1)
-            self.sums[route] = 0.0
+            counts = self.buckets[key] = [0] * (len(BUCKETS) + 1)
+            self.sums[key] = 0.0
         counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.sums[route] += seconds
+        self.sums[key] += seconds
 
     def render(self, ds: str | None) -> bytes:
         out = [
@@ -133,13 +133,14 @@ class Metrics:
             "# HELP homepage_request_seconds Request handling time.",
             "# TYPE homepage_request_seconds histogram",
         ]
-        for route, counts in sorted(self.buckets.items()):
+        for (route, status), counts in sorted(self.buckets.items()):
+            labels = f'route="{route}",status="{status}"'
             acc = 0
             for le, c in zip((*map(str, BUCKETS), "+Inf"), counts, strict=True):
                 acc += c
-                out.append(f'homepage_request_seconds_bucket{{route="{route}",le="{le}"}} {acc}')
-            out.append(f'homepage_request_seconds_sum{{route="{route}"}} {self.sums[route]:.6f}')
-            out.append(f'homepage_request_seconds_count{{route="{route}"}} {acc}')
+                out.append(f'homepage_request_seconds_bucket{{{labels},le="{le}"}} {acc}')
+            out.append(f"homepage_request_seconds_sum{{{labels}}} {self.sums[(route, status)]:.6f}")
+            out.append(f"homepage_request_seconds_count{{{labels}}} {acc}")
         out += [
             "# HELP homepage_export_info The export being served.",
             "# TYPE homepage_export_info gauge",
@@ -152,7 +153,29 @@ class Metrics:
         ]
         for result, n in self.reloads.items():
             out.append(f'homepage_reloads_total{{result="{result}"}} {n}')
+        rss, pss = _memory()
+        out += [
+            "# HELP homepage_worker_memory_bytes This worker process's memory (PSS counts the "
+            "shared memory-mapped export once across workers).",
+            "# TYPE homepage_worker_memory_bytes gauge",
+            f'homepage_worker_memory_bytes{{kind="rss",pid="{os.getpid()}"}} {rss}',
+            f'homepage_worker_memory_bytes{{kind="pss",pid="{os.getpid()}"}} {pss}',
+        ]
         return ("\n".join(out) + "\n").encode()
+
+
+def _memory() -> tuple[int, int]:
+    """(RSS, PSS) of this process in bytes from /proc (0 where not available)."""
+    vals = {"Rss:": 0, "Pss:": 0}
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in vals:
+                    vals[parts[0]] = int(parts[1]) * 1024
+    except OSError:
+        pass
+    return vals["Rss:"], vals["Pss:"]
 
 
 def _response(

@@ -148,7 +148,8 @@ def test_routes(lake, server):
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert 'homepage_requests_total{route="homepage",status="200"}' in text
     assert 'homepage_requests_total{route="homepage",status="400"} 6' in text
-    assert 'homepage_request_seconds_bucket{route="homepage",le="+Inf"}' in text
+    assert 'homepage_request_seconds_bucket{route="homepage",status="200",le="+Inf"}' in text
+    assert 'homepage_worker_memory_bytes{kind="pss"' in text
     assert f'homepage_export_info{{ds="{DS1}"}} 1' in text
     assert 'homepage_reloads_total{result="ok"} 1' in text
 
