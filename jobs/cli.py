@@ -108,14 +108,39 @@ def _cmd_serve(a: argparse.Namespace) -> Any:
         port,
         workers=a.workers or cfg.serve.workers,
         reload_interval_s=cfg.serve.reload_interval_s,
+        max_connections=cfg.serve.max_connections,
     )
 
 
 def _cmd_bench(a: argparse.Namespace) -> Any:
     from jobs.bench import bench_features, bench_rank, scaling_exponent
 
+    if a.what == "serve":
+        from jobs.bench_serve import bench_serve, format_report
+
+        res = bench_serve(
+            lake=a.lake,
+            root=a.root,
+            users=a.users[0],
+            slots=a.slots,
+            items=a.slot_items,
+            catalog=a.items,
+            seed=a.seed,
+            workers=a.workers,
+            rates=a.rate,
+            concurrency=a.concurrency,
+            seconds=a.seconds,
+            requests=a.requests,
+            clients=a.clients,
+            warmup_s=a.warmup,
+            say=_print,
+        )
+        _print(json.dumps(res, indent=2))
+        _print("")
+        _print(format_report(res))
+        return res
     if a.what not in ("features", "rank"):
-        raise ValueError(f"unknown benchmark {a.what!r}; available: features, rank")
+        raise ValueError(f"unknown benchmark {a.what!r}; available: features, rank, serve")
     extra = {"item_mode": a.item_mode} if a.what == "rank" else {}
     bench = bench_rank if a.what == "rank" else bench_features
     results = []
@@ -337,9 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=_cmd_serve)
 
     bn = sub.add_parser("bench", help="benchmarks on generated lakes (not part of make test)")
-    bn.add_argument("what", choices=["features", "rank"])
-    bn.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
-    bn.add_argument("--items", type=int, help="default: users / 10 (at least 1,000)")
+    bn.add_argument("what", choices=["features", "rank", "serve"])
+    bn.add_argument(
+        "--users",
+        type=int,
+        nargs="+",
+        default=[100_000, 1_000_000],
+        help="lake sizes (serve: pages in the synthetic export, the first value; default 100,000)",
+    )
+    bn.add_argument(
+        "--items", type=int, help="default: users / 10 (at least 1,000); serve: catalogue size"
+    )
     bn.add_argument("--days", type=int, default=30)
     bn.add_argument("--seed", type=int, default=11)
     bn.add_argument("--root", default="var/bench", help="where generated lakes are kept")
@@ -349,6 +382,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--item-mode",
         choices=["fixed", "rerank"],
         help="rank: fixed = the policy layer without the engagement model's predictions",
+    )
+    bs = bn.add_argument_group("serve (a loopback load test of the lookup server)")
+    bs.add_argument(
+        "--lake",
+        help="serve: an existing lake with a published export (default: a synthetic export "
+        "under --root)",
+    )
+    bs.add_argument("--workers", type=int, default=2, help="serve: server worker processes")
+    bs.add_argument("--slots", type=int, default=10, help="serve: carousels per synthetic page")
+    bs.add_argument("--slot-items", type=int, default=10, help="serve: items per carousel")
+    bs.add_argument(
+        "--rate",
+        type=float,
+        nargs="*",
+        default=[1000.0],
+        help="serve: open-loop levels in requests/s (latency from the scheduled send time)",
+    )
+    bs.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="*",
+        default=[1, 8, 32, 64],
+        help="serve: closed-loop levels (connections, one request in flight each)",
+    )
+    bs.add_argument("--seconds", type=float, default=10.0, help="serve: measured seconds per level")
+    bs.add_argument("--requests", type=int, default=200_000, help="serve: max requests per level")
+    bs.add_argument("--warmup", type=float, default=1.0, help="serve: unrecorded warm-up per level")
+    bs.add_argument(
+        "--clients", type=int, help="serve: client processes (default: CPU count, <= 4)"
     )
     bn.set_defaults(fn=_cmd_bench)
 
