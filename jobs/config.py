@@ -258,6 +258,7 @@ class ServeConfig:
     port: int = 8080
     workers: int = 1
     reload_interval_s: float = 2.0
+    max_connections: int = 1024  # open connections per worker; more get 503
 
 
 @dataclass(frozen=True)

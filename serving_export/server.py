@@ -45,6 +45,8 @@ MAX_HEAD_BYTES = 8192  # request line + headers; larger -> 431
 IDLE_TIMEOUT_S = 30.0  # idle keep-alive connections are closed after this
 HEAD_TIMEOUT_S = 10.0  # a request head must arrive completely within this (slow-loris guard)
 CLOSE_GRACE_S = 5.0  # an old export stays open this long after a swap
+MAX_WORKERS = 64  # upper bound on worker processes (each maps the export and holds a loop)
+MAX_CONNECTIONS = 1024  # default open connections per worker; beyond it a new one gets 503
 USER_ID_BYTES_RE = re.compile(rb"[A-Za-z0-9_.:@-]{1,128}")  # same rule as writer.USER_ID_RE
 PREFIX, SUFFIX = b"/v1/users/", b"/homepage"
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -229,8 +231,15 @@ def _parse_head(head: bytes) -> tuple[bytes, bytes, bytes, bool]:
 class App:
     """Server state shared by all connections of one process."""
 
-    def __init__(self, lake: Lake, reload_interval_s: float, verify_checksums: bool) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        reload_interval_s: float,
+        verify_checksums: bool,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.lake = lake
+        self.max_connections = max_connections
         self.current_path = local_path(lake.current)
         self.reload_interval_s = reload_interval_s
         self.verify_checksums = verify_checksums
@@ -412,6 +421,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if len(self.app.conns) >= self.app.max_connections:
+            self.reply_and_close(
+                503, f"server at its connection limit ({self.app.max_connections} per worker)"
+            )
+            return
         self.app.conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -497,6 +511,7 @@ def serve(
     reload_interval_s: float = 2.0,
     ready_event: Any = None,
     verify_checksums: bool = True,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Serve `lake`'s published export on http://host:port until SIGINT/SIGTERM (blocking).
 
@@ -504,9 +519,13 @@ def serve(
     a worker that dies is restarted. `ready_event` (anything with `.set()`) is set once listening
     (with workers, once they are forked). `verify_checksums=False` skips the sha256 pass on
     reload (publish already did it), which matters for multi-GB exports times many workers.
+    Each worker holds at most `max_connections` open connections; a connection beyond that gets
+    503 and is closed, so a flood cannot exhaust file descriptors or memory.
     """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, got {workers}")
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be >= 1, got {max_connections}")
 
     def ready(bound: int, _stop: asyncio.Event) -> None:
         if workers == 1:
@@ -515,7 +534,8 @@ def serve(
                 ready_event.set()
 
     if workers == 1:
-        asyncio.run(_run(App(lake, reload_interval_s, verify_checksums), host, port, ready))
+        app = App(lake, reload_interval_s, verify_checksums, max_connections)
+        asyncio.run(_run(app, host, port, ready))
         return
     # Reserve the port (this resolves port 0) with a bound but non-listening socket: the kernel
     # balances connections only among the workers' listening sockets.
@@ -535,7 +555,7 @@ def serve(
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             holder.close()
             try:
-                app = App(lake, reload_interval_s, verify_checksums)
+                app = App(lake, reload_interval_s, verify_checksums, max_connections)
                 asyncio.run(_run(app, host, port, ready, reuse_port=True))
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
@@ -580,6 +600,7 @@ def start_in_thread(
     *,
     reload_interval_s: float = 2.0,
     verify_checksums: bool = True,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> tuple[threading.Thread, int, Callable[[], None]]:
     """Run one server in a daemon thread (for tests); returns (thread, bound port, stop_fn)."""
     box: dict[str, Any] = {}
@@ -591,7 +612,7 @@ def start_in_thread(
 
     def run() -> None:
         try:
-            app = App(lake, reload_interval_s, verify_checksums)
+            app = App(lake, reload_interval_s, verify_checksums, max_connections)
             asyncio.run(_run(app, host, port, ready, install_signals=False))
         except BaseException as exc:
             box["error"] = exc

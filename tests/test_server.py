@@ -249,3 +249,33 @@ def test_slow_and_idle_connections_are_closed(lake, monkeypatch):
             assert idle.recv(65536) == b""  # closed by the server after the idle timeout
     finally:
         stop()
+
+
+def test_connection_limit_and_worker_bounds(lake):
+    from serving_export.server import serve
+
+    write(lake, DS1)
+    publish(lake, DS1)
+    thread, port, stop = start_in_thread(lake, reload_interval_s=0.05, max_connections=2)
+    try:
+        wait_for(lambda: served_ds(port) == DS1)
+        a = socket.create_connection(("127.0.0.1", port), timeout=5)
+        b = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            for s in (a, b):  # both admitted: they are answered
+                s.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+                assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                data = c.recv(65536)
+                assert data.startswith(b"HTTP/1.1 503") and b"connection limit (2 per" in data
+        finally:
+            a.close()
+            b.close()
+        wait_for(lambda: get(port, "/healthz")[0] == 200)  # freed slots admit new clients
+    finally:
+        stop()
+    for bad in (0, 65):
+        with pytest.raises(ValueError, match="workers must be between 1 and 64"):
+            serve(lake, "127.0.0.1", 0, workers=bad)
+    with pytest.raises(ValueError, match="max_connections must be >= 1"):
+        serve(lake, "127.0.0.1", 0, max_connections=0)

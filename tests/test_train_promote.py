@@ -207,7 +207,7 @@ def test_first_train_is_promoted_and_ranks(story: SimpleNamespace) -> None:
     cal = m["carousel_calibration"]
     assert cal is not None and len(cal["x"]) == len(cal["y"]) >= 2
     assert np.all(np.diff(cal["x"]) >= 0) and np.all(np.diff(cal["y"]) >= 0)
-    assert 0.0 <= min(cal["y"]) and max(cal["y"]) <= 1.0
+    assert min(cal["y"]) >= 0.0 and max(cal["y"]) <= 1.0
 
     # the rank step serves the champion at its w
     for report in (s.rank1, s.rank1_report):
