@@ -60,10 +60,11 @@ lint: venv
 
 BENCH_USERS ?= 100000 1000000
 BENCH_SET ?= spark.driver_memory=14g spark.shuffle_partitions=16
-bench: venv ## scale benchmarks (not part of make test): features, then page construction, at 100k and 1M users
+bench: venv ## scale benchmarks (not part of make test): features, then page construction, at 100k and 1M users; then the lookup server
 	$(BIN)/homepage bench features --users $(BENCH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
 	$(BIN)/homepage bench rank --item-mode fixed --users $(BENCH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
 	$(BIN)/homepage bench rank --users $(BENCH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
+	$(BIN)/homepage bench serve --users 100000 --workers 2
 
 clean:
 	rm -rf $(VAR)
