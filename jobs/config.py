@@ -268,6 +268,19 @@ class MLflowConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    test_days: int = 7  # test window [split, split + test_days) of `homepage evaluate`
+    relevant_events: tuple[str, ...] = ("purchase", "add_to_cart")  # what counts as relevant
+    recall_k: tuple[int, ...] = (10, 30)  # item recall@k in reading order
+    new_days: int = 30  # "new" items: first seen within this many days before the split
+    popularity_days: int = 30  # window of the popularity and static baselines
+    resamples: int = 1000  # bootstrap resamples of every interval
+    max_users: int = 20_000  # evaluated users (a hash sample beyond this)
+    ab_days: int = 3  # simulated A/B test days (generated lakes only)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -281,6 +294,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

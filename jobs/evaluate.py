@@ -1,21 +1,32 @@
-"""Evaluate job: the engagement models on a strict time split, with and without calibration.
+"""Evaluate job (`homepage evaluate --lake DIR --split-ds DATE`): honest offline evidence.
 
-`homepage evaluate --lake DIR --split-ds DATE`:
+1. An isolated evaluation lake (`<lake>/_eval/<split>-<config hash>`, or `work_dir`): links to
+   the source lake's input tables, its own warehouse, models and MLflow store. In it the daily
+   steps run as of the split (ingest, features, train, promote, rank), so the models and pages
+   only ever see events before the split. The test window's events are ingested (validated)
+   too, but no feature reads them.
+2. Pages: the pipeline's pages of the split (`__default__` for users without one) and three
+   baselines built from the same pre-split events (`models.baselines`): static, popularity,
+   personal top frequency. All are scored against what each user did in
+   `[split, split + eval.test_days)` (`eval.relevant_events`) with `models.page_eval`, and the
+   pipeline's relative lift over each baseline gets a paired bootstrap interval.
+3. Engagement heads: AUC, PR-AUC, log loss and ECE on the test window, raw and calibrated,
+   with reliability diagrams (`engagement_eval`).
+4. Generated lakes (with `_truth/`): a simulated A/B test on the ground-truth user model, the
+   static page (control) against the pipeline's pages (treatment), `eval.ab_days` days.
+5. Lakes with logged propensities: off-policy estimates (`jobs.ope`) of the pipeline's pages.
 
-- train: examples labelled in `[split − label_days, split)`, features as of the window start
-  (exactly what the train step does for ds = split);
-- test: examples labelled in `[split, split + test_days)`, features as of `split`, users and
-  days the models never saw in training;
-- per objective, AUC, PR-AUC, log loss and expected calibration error on the test window, of
-  the raw tree scores (trained on downsampled, reweighted negatives) and of the isotonic-
-  calibrated probabilities; a reliability diagram per objective; all logged to MLflow
-  (experiment `<mlflow.experiment>-evaluate`) and written to `warehouse/reports/`.
+Everything lands in `warehouse/reports/ds=<split>/evaluate/` of the source lake (tables as CSV,
+plots as PNG, `evaluate.json`) and in one MLflow run of experiment `<mlflow.experiment>-evaluate`
+in the source lake's tracking store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,34 +34,189 @@ import pandas as pd
 
 from jobs import io
 from jobs.config import Config
-from jobs.lake import Lake, join, local_path, parse_ds, shift_ds
+from jobs.lake import DEFAULT_PAGE_KEY, Lake, join, local_path, parse_ds, shift_ds
 
 log = logging.getLogger(__name__)
 
+BASELINES = ("static", "popularity", "top_freq")
+INPUT_TABLES = ("events", "items", "users", "carousels", "_truth")
+EVAL_STEPS = ("build_features", "train", "promote", "rank")
+LIFT_METRICS = ("ndcg_2d", "page_recall", "repeat_recall", "explore_recall", "carousel_ndcg")
 
-def run(lake: Lake, split_ds: str, cfg: Config, test_days: int | None = None) -> dict[str, Any]:
-    import mlflow
 
+# ---------------------------------------------------------------- the evaluation lake
+
+
+def evaluation_lake(lake: Lake, work_dir: str) -> Lake:
+    """A lake at `work_dir` whose input tables are symlinks to `lake`'s (outputs are its own)."""
+    if not lake.root.startswith("/") or not work_dir.startswith("/"):
+        raise ValueError("evaluation lakes are local directories (absolute paths)")
+    os.makedirs(work_dir, exist_ok=True)
+    for name in INPUT_TABLES:
+        src, dst = os.path.join(lake.root, name), os.path.join(work_dir, name)
+        if os.path.exists(src) and not os.path.lexists(dst):
+            os.symlink(src, dst)
+    return Lake(work_dir)
+
+
+def test_window(lake: Lake, split_ds: str, test_days: int) -> str:
+    """The exclusive end of `[split, split + test_days)`, cut at the day after the last events."""
+    parse_ds(split_ds)
+    days = io.partitions(lake.raw_events)
+    if not days:
+        raise FileNotFoundError(f"no event partitions under {lake.raw_events}")
+    end = min(shift_ds(split_ds, test_days), shift_ds(days[-1], 1))
+    if end <= split_ds:
+        raise ValueError(
+            f"no events on or after the split {split_ds} (last day {days[-1]}): "
+            "choose an earlier --split-ds"
+        )
+    if days[0] >= split_ds:
+        raise ValueError(f"no events before the split {split_ds} (first day {days[0]})")
+    return end
+
+
+def run_pipeline_at(
+    lake: Lake, split_ds: str, end: str, cfg: Config, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Ingest everything before `end`, then the daily steps as of `split_ds`, in `lake`."""
+    import importlib
+
+    from jobs.pipeline import STEPS
+
+    steps = dict(STEPS)
+    out: dict[str, Any] = {}
+    plan = [("ingest", split_ds), ("ingest", end)] + [(s, split_ds) for s in EVAL_STEPS]
+    for name, ds in plan:
+        say(f"[evaluate {split_ds}] {name} as of {ds} ...")
+        module, func = steps[name].split(":")
+        out[f"{name}@{ds}"] = getattr(importlib.import_module(module), func)(lake, ds, cfg)
+    return out
+
+
+def _eval_config(cfg: Config) -> Config:
+    """The run's config for the evaluation lake: a shared tracking server gets its own model
+    name, so an evaluation never registers versions of the production model."""
+    if not cfg.mlflow.tracking_uri:
+        return cfg
+    gate = dataclasses.replace(cfg.gate, model_name=f"{cfg.gate.model_name}-eval")
+    return dataclasses.replace(cfg, gate=gate)
+
+
+# ---------------------------------------------------------------- frames
+
+
+def read_events(lake: Lake, start: str | None, end: str, columns: list[str]) -> pd.DataFrame:
+    """Accepted events with start <= ds < end (start None: all before end)."""
+    import pyarrow.dataset as pads
+
+    days = [d for d in io.partitions(lake.events) if (start is None or d >= start) and d < end]
+    if not days:
+        return pd.DataFrame(columns=columns)
+    paths = [local_path(join(lake.events, f"ds={d}")) for d in days]
+    parts = [pads.dataset(p, format="parquet").to_table(columns=columns) for p in paths]
+    import pyarrow as pa
+
+    return pa.concat_tables(parts, promote_options="permissive").to_pandas()
+
+
+def _sample_users(users: pd.Index, max_users: int, seed: int) -> pd.Index:
+    if len(users) <= max_users:
+        return users
+    h = pd.util.hash_array(users.to_numpy(object).astype(str), hash_key=f"{seed:016d}")
+    return users[np.argsort(h, kind="stable")[:max_users]].sort_values()
+
+
+def page_frames(
+    elake: Lake, split_ds: str, end: str, cfg: Config
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(pages by policy, truth, history, items) for the evaluated users."""
+    from models import baselines as bl
+
+    ec = cfg.eval
+    items = pd.read_parquet(local_path(join(elake.warehouse, "items", f"ds={split_ds}")))
+    before = read_events(elake, None, split_ds, ["user_id", "item_id", "event_type", "ts", "ds"])
+    after = read_events(elake, split_ds, end, ["user_id", "item_id", "event_type"])
+    rel = after[after["event_type"].isin(ec.relevant_events) & after["item_id"].notna()]
+    truth = rel[["user_id", "item_id"]].drop_duplicates()
+    users = _sample_users(pd.Index(truth["user_id"].unique()), ec.max_users, ec.seed)
+    truth = truth[truth["user_id"].isin(users)]
+    bought = before[(before["event_type"] == "purchase") & before["user_id"].isin(users)]
+    history = bought[["user_id", "item_id"]].drop_duplicates()
+
+    pipe = pd.read_parquet(local_path(join(elake.warehouse, "pages", f"ds={split_ds}")))
+    keep = pipe["user_id"].isin(users) | (pipe["user_id"] == DEFAULT_PAGE_KEY)
+    pipe = pipe[keep].reset_index(drop=True)
+    from models.page_eval import pages_for_users
+
+    shown = pages_for_users(pipe, users).groupby("user_id").size().reindex(users)
+    recent = before[before["ds"] >= shift_ds(split_ds, -ec.popularity_days)]
+    popular = bl.item_popularity(recent, items)
+    if popular.empty:
+        popular = bl.item_popularity(before, items)
+    slots, per_row = cfg.page.slots, cfg.page.items_per_carousel
+    in_stock = pd.Index(items.loc[items["in_stock"].astype(bool), "item_id"])
+    pages = {
+        "pipeline": pipe,
+        "static": bl.static_page(popular, items, slots, per_row),
+        "popularity": bl.popularity_page(popular, slots, per_row),
+        "top_freq": bl.top_frequency_pages(
+            bought[["user_id", "item_id", "ts"]], popular, shown, per_row, in_stock
+        ),
+    }
+    return pages, truth, history, items
+
+
+# ---------------------------------------------------------------- the parts
+
+
+def page_evaluation(
+    pages: dict[str, pd.DataFrame],
+    truth: pd.DataFrame,
+    history: pd.DataFrame,
+    items: pd.DataFrame,
+    split_ds: str,
+    cfg: Config,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(metrics table: one column per policy, lift table, per-policy evaluations)."""
+    from models.page_eval import evaluate_pages, lift
+
+    ec = cfg.eval
+    evals = {
+        name: evaluate_pages(
+            p, truth, history, items, split_ds=split_ds, ks=ec.recall_k, new_days=ec.new_days
+        )
+        for name, p in pages.items()
+    }
+    table = pd.DataFrame({name: e.summary for name, e in evals.items()})
+    metrics = [*LIFT_METRICS, *(f"recall@{k}" for k in ec.recall_k), "mrr", "new_recall"]
+    lifts = []
+    for b in BASELINES:
+        t = lift(
+            evals["pipeline"].per_user,
+            evals[b].per_user,
+            metrics,
+            resamples=ec.resamples,
+            seed=ec.seed,
+        )
+        t.insert(0, "baseline", b)
+        lifts.append(t)
+    return table, pd.concat(lifts, ignore_index=True), evals
+
+
+def engagement_eval(
+    elake: Lake, split_ds: str, end: str, cfg: Config, out_dir: str
+) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
+    """AUC, PR-AUC, log loss, ECE of heads trained before the split, on the test window."""
     from jobs import training_data as td
-    from jobs.tracking import experiment
     from jobs.train import _booster_trainer, engagement_params, trainable_objectives, window_dataset
     from models.engagement import fit_engagement, score_predictions
     from models.item_features import FEATURES, PLACEMENT_COLUMNS
     from models.plots import reliability_diagram
 
-    parse_ds(split_ds)
-    days = io.partitions(lake.events)
-    if not days:
-        raise FileNotFoundError(f"no accepted events under {lake.events}: run ingest first")
-    last = shift_ds(days[-1], 1)
-    end = min(shift_ds(split_ds, test_days), last) if test_days else last
-    if end <= split_ds:
-        raise td.TrainingDataError(
-            f"no accepted events on or after the split {split_ds} (last day {days[-1]})"
-        )
     start = td.cutoff_for(split_ds, cfg)
-    train = window_dataset(lake, start, split_ds, cfg)
-    test = window_dataset(lake, split_ds, end, cfg)
+    train = window_dataset(elake, start, split_ds, cfg)
+    test = window_dataset(elake, split_ds, end, cfg)
     if train.source != test.source:
         raise td.TrainingDataError(
             f"the train window has {train.source} examples but the test window {test.source}: "
@@ -60,14 +226,12 @@ def run(lake: Lake, split_ds: str, cfg: Config, test_days: int | None = None) ->
         o for o in trainable_objectives(train.examples, cfg) if test.examples[o].any()
     )
     positions = train.source == "logged_impressions"
-    params = engagement_params(cfg, objectives, positions)
-    features = [f for f in FEATURES if positions or f not in PLACEMENT_COLUMNS]
     model = fit_engagement(
         train.examples,
-        features=features,
+        features=[f for f in FEATURES if positions or f not in PLACEMENT_COLUMNS],
         labels={o: o for o in objectives},
         group="user_id",
-        params=params,
+        params=engagement_params(cfg, objectives, positions),
         booster_trainer=_booster_trainer(cfg),
     )
     ex = test.examples
@@ -78,73 +242,269 @@ def run(lake: Lake, split_ds: str, cfg: Config, test_days: int | None = None) ->
         y = ex[o].to_numpy().astype(np.int8)
         for stage, p in (("raw", raw[o]), ("calibrated", cal[o])):
             rows.append({"objective": o, "stage": stage, **score_predictions(y, p)})
-    table = pd.DataFrame(rows)
-    out_dir = local_path(join(lake.reports(split_ds), "evaluate"))
-    os.makedirs(out_dir, exist_ok=True)
-    table.to_csv(os.path.join(out_dir, "engagement.csv"), index=False)
     plots = [
-        reliability_diagram(
-            ex[o].to_numpy().astype(np.int8),
-            raw[o],
-            cal[o],
-            os.path.join(out_dir, f"reliability_{o}.png"),
-            title=f"{o}: test window {split_ds}..{shift_ds(end, -1)}, raw vs calibrated",
+        str(
+            reliability_diagram(
+                ex[o].to_numpy().astype(np.int8),
+                raw[o],
+                cal[o],
+                os.path.join(out_dir, f"calibration_{o}.png"),
+                title=f"{o}: test window {split_ds}..{shift_ds(end, -1)}, raw vs calibrated",
+            )
         )
         for o in objectives
     ]
-    exp_id = experiment(lake, cfg, name=f"{cfg.mlflow.experiment}-evaluate")
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"evaluate-{split_ds}") as run:
-        mlflow.set_tags({"split_ds": split_ds, "step": "evaluate", "config_hash": cfg.hash()})
-        mlflow.log_params(
-            {
-                "split_ds": split_ds,
-                "train_window": f"{start}..{shift_ds(split_ds, -1)}",
-                "test_window": f"{split_ds}..{shift_ds(end, -1)}",
-                "source": train.source,
-                "objectives": ",".join(objectives),
-                "config_hash": cfg.hash(),
-            }
-        )
-        mlflow.log_metrics(
-            {
-                f"test.{r.objective}.{r.stage}.{m}": float(getattr(r, m))
-                for r in table.itertuples()
-                for m in ("auc", "pr_auc", "log_loss", "ece")
-                if np.isfinite(getattr(r, m))
-            }
-        )
-        for p in plots:
-            mlflow.log_artifact(str(p), artifact_path="plots")
-        mlflow.log_artifact(os.path.join(out_dir, "engagement.csv"))
-        run_id = run.info.run_id
-    result = {
-        "split_ds": split_ds,
+    info = {
         "train_window": [start, split_ds],
-        "test_window": [split_ds, end],
         "source": train.source,
         "train_examples": int(len(train.examples)),
         "test_examples": int(len(ex)),
-        "run_id": run_id,
-        "engagement": table.to_dict(orient="records"),
+    }
+    return pd.DataFrame(rows), plots, info
+
+
+def ab_evaluation(
+    lake: Lake, pages: dict[str, pd.DataFrame], split_ds: str, cfg: Config
+) -> dict[str, Any] | None:
+    """Simulated A/B test on a generated lake: static page (control) vs the pipeline's pages."""
+    if not os.path.exists(os.path.join(local_path(lake.truth), "truth.npz")):
+        return None
+    from jobs.generate import load_truth
+    from jobs.simulate import ab_test
+
+    truth = load_truth(lake.root)
+    return ab_test(
+        truth,
+        pages["static"],
+        pages["pipeline"],
+        users=None,
+        days=cfg.eval.ab_days,
+        seed=cfg.eval.seed,
+        visits_per_user=None,
+        start=parse_ds(split_ds),
+        resamples=cfg.eval.resamples,
+        salt=f"evaluate-{split_ds}",
+    )
+
+
+# ---------------------------------------------------------------- the job
+
+
+def run(
+    lake: Lake,
+    split_ds: str,
+    cfg: Config,
+    test_days: int | None = None,
+    *,
+    work_dir: str | None = None,
+    label: str = "pipeline",
+    log_mlflow: bool = True,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """Train before the split, build pages, score them and the baselines after it (module doc)."""
+    import mlflow
+
+    from jobs.tracking import experiment
+
+    end = test_window(lake, split_ds, test_days or cfg.eval.test_days)
+    work = work_dir or os.path.join(local_path(lake.root), "_eval", f"{split_ds}-{cfg.hash()[:8]}")
+    elake = evaluation_lake(lake, os.path.abspath(work))
+    ecfg = _eval_config(cfg)
+    steps = run_pipeline_at(elake, split_ds, end, ecfg, say)
+    out_dir = local_path(join(lake.reports(split_ds), "evaluate", label))
+    os.makedirs(out_dir, exist_ok=True)
+
+    say(f"[evaluate {split_ds}] scoring pages against [{split_ds}, {end})")
+    pages, truth, history, items = page_frames(elake, split_ds, end, ecfg)
+    table, lifts, _ = page_evaluation(pages, truth, history, items, split_ds, ecfg)
+    say(f"[evaluate {split_ds}] engagement heads on the test window")
+    engagement, plots, eng_info = engagement_eval(elake, split_ds, end, ecfg, out_dir)
+    ab = ab_evaluation(elake, pages, split_ds, ecfg)
+    ope = _ope(elake, split_ds, end, ecfg, say)
+    plots += _plots(elake, split_ds, ecfg, lifts, ab, out_dir)
+
+    table.to_csv(os.path.join(out_dir, "pages.csv"))
+    lifts.to_csv(os.path.join(out_dir, "lift.csv"), index=False)
+    engagement.to_csv(os.path.join(out_dir, "engagement.csv"), index=False)
+    result: dict[str, Any] = {
+        "label": label,
+        "split_ds": split_ds,
+        "test_window": [split_ds, end],
+        "eval_lake": elake.root,
+        "config_hash": cfg.hash(),
+        "users": int(table.loc["users", "pipeline"]),
+        "relevant_events": list(cfg.eval.relevant_events),
+        "pages": _jsonable(table.to_dict()),
+        "lift": _jsonable(lifts.to_dict(orient="records")),
+        "engagement": _jsonable(engagement.to_dict(orient="records")),
+        **eng_info,
+        "ab_test": ab,
+        "ope": ope,
+        "promoted": bool(steps.get(f"promote@{split_ds}", {}).get("promoted", True)),
+        "plots": plots,
         "report": out_dir,
     }
-    io.write_json(join(lake.reports(split_ds), "evaluate.json"), result)
+    if log_mlflow:
+        exp_id = experiment(lake, cfg, name=f"{cfg.mlflow.experiment}-evaluate")
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"{label}-{split_ds}") as run:
+            mlflow.set_tags({"split_ds": split_ds, "step": "evaluate", "label": label})
+            mlflow.log_params(
+                {"split_ds": split_ds, "test_window": f"{split_ds}..{shift_ds(end, -1)}"}
+                | {"config_hash": cfg.hash(), "label": label}
+            )
+            mlflow.log_metrics(flat_metrics(result))
+            for p in plots:
+                mlflow.log_artifact(p, artifact_path="plots")
+            for f in ("pages.csv", "lift.csv", "engagement.csv"):
+                mlflow.log_artifact(os.path.join(out_dir, f))
+            result["run_id"] = run.info.run_id
+    io.write_json(os.path.join(out_dir, "evaluate.json"), result)
     return result
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """The engagement table as aligned text, raw and calibrated side by side."""
-    t = pd.DataFrame(result["engagement"])
-    lines = [
-        f"split {result['split_ds']}: train {result['train_examples']:,} examples "
-        f"({result['source']}), test {result['test_examples']:,} examples "
-        f"[{result['test_window'][0]}, {result['test_window'][1]})",
-        f"{'objective':<12} {'stage':<11} {'AUC':>7} {'PR-AUC':>7} {'logloss':>8} {'ECE':>7} "
-        f"{'mean p':>7} {'rate':>7}",
-    ]
-    for r in t.itertuples():
-        lines.append(
-            f"{r.objective:<12} {r.stage:<11} {r.auc:7.4f} {r.pr_auc:7.4f} {r.log_loss:8.4f} "
-            f"{r.ece:7.4f} {r.mean_prediction:7.4f} {r.observed_rate:7.4f}"
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """`page.<policy>.<metric>`, `lift.<baseline>.<metric>`, `engagement.*`, `ab.*` as floats."""
+    out: dict[str, float] = {}
+    for policy, metrics in result["pages"].items():
+        for m, v in metrics.items():
+            out[f"page.{policy}.{m}"] = v
+    for r in result["lift"]:
+        out[f"lift.{r['baseline']}.{r['metric']}"] = r["lift"]
+    for r in result["engagement"]:
+        for m in ("auc", "pr_auc", "log_loss", "ece"):
+            out[f"engagement.{r['objective']}.{r['stage']}.{m}"] = r[m]
+    ab = result.get("ab_test")
+    if ab:
+        for m, v in ab["lift"].items():
+            out[f"ab.lift.{m}"] = v["lift"]
+        for arm, vals in ab["arms"].items():
+            for m in ("ctr", "add_to_carts_per_visitor"):
+                out[f"ab.{arm}.{m}"] = vals[m]
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+def _ope(elake: Lake, split_ds: str, end: str, cfg: Config, say: Callable[[str], None]) -> Any:
+    """Off-policy estimates when the test window logs propensities (else None)."""
+    ev = read_events(elake, split_ds, end, ["propensity"])
+    if ev.empty or ev["propensity"].isna().all():
+        return None
+    try:
+        from jobs import ope
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return None
+    say(f"[evaluate {split_ds}] off-policy estimates on the logged propensities")
+    pages = local_path(join(elake.warehouse, "pages", f"ds={split_ds}", "pages.parquet"))
+    return ope.run(
+        elake.root,
+        split_ds,
+        pages_path=pages,
+        test_days=(parse_ds(end) - parse_ds(split_ds)).days,
+        resamples=cfg.eval.resamples,
+        seed=cfg.eval.seed,
+    )
+
+
+def _plots(
+    elake: Lake,
+    split_ds: str,
+    cfg: Config,
+    lifts: pd.DataFrame,
+    ab: dict[str, Any] | None,
+    out_dir: str,
+) -> list[str]:
+    """Lift with intervals, the examination curve, metric vs w (from the train step)."""
+    import glob
+    import shutil
+
+    from models.plots import examination_plot, lift_plot
+
+    paths = [str(lift_plot(lifts, os.path.join(out_dir, "lift.png"), title=f"split {split_ds}"))]
+    if ab:
+        ab_rows = pd.DataFrame(
+            [{"baseline": "A/B vs static", "metric": m, **v} for m, v in ab["lift"].items()]
         )
+        paths.append(str(lift_plot(ab_rows, os.path.join(out_dir, "ab_lift.png"))))
+    exam = local_path(elake.feature("examination", split_ds))
+    if os.path.exists(exam):
+        curve = pd.read_parquet(exam)
+        if len(curve):
+            paths.append(str(examination_plot(curve, os.path.join(out_dir, "examination.png"))))
+    for src in glob.glob(
+        os.path.join(local_path(elake.models(split_ds)), "*", "plots", "*_vs_w.png")
+    ):
+        dst = os.path.join(out_dir, os.path.basename(src))
+        shutil.copyfile(src, dst)
+        paths.append(dst)
+    return paths
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The page metrics per policy, the lifts with intervals and the engagement heads."""
+    pages = pd.DataFrame(result["pages"])
+    lines = [
+        f"split {result['split_ds']}: {result['users']:,} users with "
+        f"{'/'.join(result['relevant_events'])} in [{result['test_window'][0]}, "
+        f"{result['test_window'][1]})",
+        "",
+        f"{'metric':<30}" + "".join(f"{c:>12}" for c in pages.columns),
+    ]
+    for m, row in pages.iterrows():
+        lines.append(
+            f"{m:<30}"
+            + "".join(f"{'—':>12}" if v is None or pd.isna(v) else f"{v:12.4f}" for v in row)
+        )
+    lines += ["", "pipeline vs baseline: relative lift [95% bootstrap interval]"]
+    for r in result["lift"]:
+        if r["lift"] is None:
+            continue
+        lines.append(
+            f"  {r['baseline']:<11} {r['metric']:<15} {r['lift']:+8.1%} "
+            f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]  ({r['a']:.4f} vs {r['b']:.4f}, "
+            f"{r['users']:,} users)"
+        )
+    if result["engagement"]:
+        lines += ["", f"{'objective':<12} {'stage':<11} {'AUC':>7} {'PR-AUC':>7} {'logloss':>8} "
+                  f"{'ECE':>7}"]  # fmt: skip
+        for r in result["engagement"]:
+            lines.append(
+                f"{r['objective']:<12} {r['stage']:<11} {_num(r['auc'])} {_num(r['pr_auc'])} "
+                f"{_num(r['log_loss'], 8)} {_num(r['ece'])}"
+            )
+    ab = result.get("ab_test")
+    if ab:
+        c, t = ab["arms"]["control"], ab["arms"]["treatment"]
+        lines += [
+            "",
+            f"simulated A/B ({ab['days']} days from {ab['start']}): static page (control) vs "
+            "pipeline (treatment)",
+            f"  add-to-carts per visitor {c['add_to_carts_per_visitor']:.4f} -> "
+            f"{t['add_to_carts_per_visitor']:.4f}: "
+            + _lift_str(ab["lift"]["add_to_carts_per_visitor"]),
+            f"  click-through rate       {c['ctr']:.4f} -> {t['ctr']:.4f}: "
+            + _lift_str(ab["lift"]["ctr"]),
+        ]
     return "\n".join(lines)
+
+
+def _lift_str(v: dict[str, float]) -> str:
+    return f"{v['lift']:+.1%} [{_pct(v['ci_low'])}, {_pct(v['ci_high'])}]"
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{v:+.1%}"
+
+
+def _num(v: float | None, width: int = 7) -> str:
+    return f"{'—':>{width}}" if v is None or not np.isfinite(v) else f"{v:{width}.4f}"

@@ -121,3 +121,53 @@ def metric_vs_parameter(
         ax.legend()
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def lift_plot(lifts: pd.DataFrame, path: str | Path, *, title: str | None = None) -> Path:
+    """Relative lift per metric with its interval, one panel row per baseline (columns
+    baseline, metric, lift, ci_low, ci_high); a vertical line at 0 (no change)."""
+    rows = lifts.dropna(subset=["lift"]).reset_index(drop=True)
+    fig = _figure(7.0, 0.9 + 0.32 * max(1, len(rows)))
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    colours = dict(zip(rows["baseline"].unique(), ("tab:blue", "tab:orange", "tab:green",
+                                                     "tab:purple", "tab:red"), strict=False))  # fmt: skip
+    for yi, r in zip(y, rows.itertuples(), strict=True):
+        lo = r.lift - r.ci_low if np.isfinite(r.ci_low) else 0.0
+        hi = r.ci_high - r.lift if np.isfinite(r.ci_high) else 0.0
+        ax.errorbar(
+            100 * r.lift, yi, xerr=[[100 * lo], [100 * hi]], fmt="o", capsize=3,
+            color=colours.get(r.baseline, "tab:grey"),
+        )  # fmt: skip
+    ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(y, [f"{r.baseline}: {r.metric}" for r in rows.itertuples()])
+    ax.set_xlabel("relative lift of the pipeline, % (95% bootstrap interval)")
+    ax.set_title(title or "Pipeline vs baselines")
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def examination_plot(curve: pd.DataFrame, path: str | Path) -> Path:
+    """Estimated examination propensity by slot and by position (relative to the first), with
+    intervals (columns kind, index, propensity, ci_low, ci_high), against 1/log2(1 + k)."""
+    fig = _figure(9.0, 3.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, kind in zip(axes, ("slot", "position"), strict=True):
+        c = curve[curve["kind"] == kind].sort_values("index")
+        if c.empty:
+            ax.set_title(f"{kind}: no randomised traffic")
+            continue
+        k = c["index"].to_numpy(np.float64)
+        p = c["propensity"].to_numpy(np.float64)
+        err = [
+            np.clip(p - c["ci_low"].to_numpy(), 0, None),
+            np.clip(c["ci_high"].to_numpy() - p, 0, None),
+        ]
+        ax.errorbar(k, p, yerr=err, fmt="o-", capsize=3, label="estimated")
+        ax.plot(k, 1.0 / np.log2(1.0 + k), linestyle="--", color="grey", label="1/log2(1+k)")
+        ax.set_xlabel(kind)
+        ax.set_title(f"examination by {kind} (relative to {kind} 1)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("P(examine) / P(examine at 1)")
+    axes[0].legend()
+    return _save(fig, path)
