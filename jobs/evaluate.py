@@ -113,10 +113,17 @@ def read_events(lake: Lake, start: str | None, end: str, columns: list[str]) -> 
     days = [d for d in io.partitions(lake.events) if (start is None or d >= start) and d < end]
     if not days:
         return pd.DataFrame(columns=columns)
-    paths = [local_path(join(lake.events, f"ds={d}")) for d in days]
-    parts = [pads.dataset(p, format="parquet").to_table(columns=columns) for p in paths]
     import pyarrow as pa
 
+    cols = [c for c in columns if c != "ds"]
+    parts = []
+    for d in days:
+        t = pads.dataset(local_path(join(lake.events, f"ds={d}")), format="parquet").to_table(
+            columns=cols
+        )
+        if "ds" in columns:
+            t = t.append_column("ds", pa.array([d] * t.num_rows, pa.string()))
+        parts.append(t)
     return pa.concat_tables(parts, promote_options="permissive").to_pandas()
 
 
@@ -144,7 +151,9 @@ def page_frames(
     bought = before[(before["event_type"] == "purchase") & before["user_id"].isin(users)]
     history = bought[["user_id", "item_id"]].drop_duplicates()
 
-    pipe = pd.read_parquet(local_path(join(elake.warehouse, "pages", f"ds={split_ds}")))
+    pipe = pd.read_parquet(
+        local_path(join(elake.warehouse, "pages", f"ds={split_ds}", "pages.parquet"))
+    )
     keep = pipe["user_id"].isin(users) | (pipe["user_id"] == DEFAULT_PAGE_KEY)
     pipe = pipe[keep].reset_index(drop=True)
     from models.page_eval import pages_for_users
