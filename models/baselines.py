@@ -69,7 +69,9 @@ def static_page(popular: pd.Series, items: pd.DataFrame, slots: int, per_row: in
     cat = items.set_index("item_id")["category_id"].reindex(popular.index)
     frame = pd.DataFrame({"item_id": popular.index, "pop": popular.to_numpy(), "cat": cat.values})
     frame = frame.dropna(subset=["cat"])
-    cat_order = frame.groupby("cat", sort=False)["pop"].sum().sort_values(ascending=False)
+    cat_order = (
+        frame.groupby("cat", sort=False)["pop"].sum().sort_values(ascending=False, kind="stable")
+    )
     rows = []
     for s, c in enumerate(cat_order.index[:slots], start=1):
         top = frame.loc[frame["cat"] == c, "item_id"].to_numpy(object)[:per_row]

@@ -72,7 +72,7 @@ def pages_for_users(pages: pd.DataFrame, users: Sequence[str] | np.ndarray) -> p
         raise ValueError(
             f"{len(missing)} evaluated users have no page and there is no {DEFAULT_PAGE_KEY} page"
         )
-    rep = default.loc[np.tile(default.index.to_numpy(), len(missing))].copy()
+    rep = default.iloc[np.tile(np.arange(len(default)), len(missing))].copy()
     rep["user_id"] = np.repeat(missing.to_numpy(), len(default))
     return pd.concat([own, rep], ignore_index=True)
 
@@ -212,10 +212,11 @@ def page_shape(grid: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
         u = slots["user_id"].to_numpy()
         s = slots["slot"].to_numpy()
         adj = np.zeros(len(slots), dtype=bool)
-        adj[1:] = (u[1:] == u[:-1]) & (s[1:] == s[:-1] + 1) & (fam[1:] == fam[:-1])
-        out["adjacent_family_violations"] = (
-            pd.Series(adj, index=slots.index).groupby(u).sum().reindex(out.index, fill_value=0)
-        )
+        known = pd.notna(fam)
+        adj[1:] = (u[1:] == u[:-1]) & (s[1:] == s[:-1] + 1) & (fam[1:] == fam[:-1]) & known[1:]
+        count = pd.Series(adj, index=slots.index).groupby(u).sum().astype(np.float64)
+        has_family = pd.Series(known).groupby(u).any()
+        out["adjacent_family_violations"] = count.where(has_family).reindex(out.index)
     else:
         out["adjacent_family_violations"] = np.nan
     out.index.name = "user_id"
