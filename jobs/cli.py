@@ -247,6 +247,21 @@ def _cmd_models(a: argparse.Namespace) -> Any:
     return rows
 
 
+def _cmd_ope(a: argparse.Namespace) -> Any:
+    from jobs import ope
+
+    res = ope.run(
+        a.lake,
+        a.split_ds,
+        pages_path=a.pages,
+        test_days=a.test_days,
+        resamples=a.resamples,
+        seed=a.seed,
+    )
+    _print(ope.format_report(res))
+    return res
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> Any:
     from jobs import evaluate
     from jobs.config import load_config
@@ -347,12 +362,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="engagement models on a time split: AUC, PR-AUC, log loss, ECE, raw vs calibrated",
+        help="train before a split, score the pages and baselines after it (and the engagement "
+        "heads, off-policy estimates, a simulated A/B test where the lake allows)",
     )
     common(ev)
     ev.add_argument("--split-ds", required=True, help="first day of the test window (YYYY-MM-DD)")
-    ev.add_argument("--test-days", type=int, help="test window length (default: to the end)")
+    ev.add_argument("--test-days", type=int, help="test window length (default: eval.test_days)")
     ev.set_defaults(fn=_cmd_evaluate)
+
+    op = sub.add_parser(
+        "ope",
+        help="off-policy estimates (IPS, SNIPS, DM, DR) of a page table on logged propensities",
+    )
+    op.add_argument("--lake", required=True)
+    op.add_argument("--split-ds", required=True, help="first day of the logged window")
+    op.add_argument("--test-days", type=int, help="window length (default: to the end)")
+    op.add_argument("--pages", help="pages.parquet (default: warehouse/pages/ds=<split-ds>)")
+    op.add_argument("--resamples", type=int, default=1000)
+    op.add_argument("--seed", type=int, default=0)
+    op.set_defaults(fn=_cmd_ope)
 
     sv = sub.add_parser("serve", help="serve the published export over HTTP")
     common(sv)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -389,7 +390,20 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
         for arm, vals in ab["arms"].items():
             for m in ("ctr", "add_to_carts_per_visitor"):
                 out[f"ab.{arm}.{m}"] = vals[m]
-    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+    if result.get("ope"):
+        _flatten("ope", result["ope"], out)
+    return {  # MLflow metric names take no "@"
+        k.replace("@", "_at_"): float(v) for k, v in out.items() if v is not None and np.isfinite(v)
+    }
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
+    """Numeric leaves of nested dicts as `prefix.key.key...` (estimates, intervals, counts)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{re.sub(r'[^A-Za-z0-9_.:/ -]', '_', str(k))}", v, out)
+    elif isinstance(obj, int | float | np.number) and not isinstance(obj, bool):
+        out[prefix] = obj
 
 
 def _ope(elake: Lake, split_ds: str, end: str, cfg: Config, say: Callable[[str], None]) -> Any:
@@ -397,10 +411,8 @@ def _ope(elake: Lake, split_ds: str, end: str, cfg: Config, say: Callable[[str],
     ev = read_events(elake, split_ds, end, ["propensity"])
     if ev.empty or ev["propensity"].isna().all():
         return None
-    try:
-        from jobs import ope
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return None
+    from jobs import ope
+
     say(f"[evaluate {split_ds}] off-policy estimates on the logged propensities")
     pages = local_path(join(elake.warehouse, "pages", f"ds={split_ds}", "pages.parquet"))
     return ope.run(
@@ -504,6 +516,10 @@ def format_table(result: dict[str, Any]) -> str:
             f"  click-through rate       {c['ctr']:.4f} -> {t['ctr']:.4f}: "
             + _lift_str(ab["lift"]["ctr"]),
         ]
+    if result.get("ope"):
+        from jobs import ope
+
+        lines += ["", ope.format_report(result["ope"])]
     return "\n".join(lines)
 
 
