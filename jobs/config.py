@@ -197,6 +197,7 @@ class PageConfig:
     candidate_items: int = 30  # items kept per carousel candidate before page de-duplication
     min_items: int = 4  # a carousel with fewer items left is dropped from the page
     category_carousels: int = 6  # affinity category carousels per user
+    buy_again_carousels: int = 1  # "buy it again" rows (the k-th starts at item (k-1)*M + 1)
     curated_file: str = (
         ""  # YAML of curated carousels used when the lake has none (default conf/curated.yaml)
     )

@@ -144,6 +144,7 @@ def page_params(cfg: Config) -> Any:
         candidate_items=pc.candidate_items,
         min_items=pc.min_items,
         category_carousels=pc.category_carousels,
+        buy_again_carousels=pc.buy_again_carousels,
         category_pool=pc.category_pool,
         brand_carousels=pc.brand_carousels,
         new_categories=pc.new_categories,
@@ -217,7 +218,9 @@ def load_inputs(
     ui["i"] = ui["i"].astype(np.int64)
     bought = ui[(ui["n_purchase"] > 0) & catalog.in_stock[ui["i"].to_numpy()]]
     bought = bought.sort_values(["user_id", "n_purchase"], ascending=[True, False])
-    buy_again = _lists(bought, "i", pc.candidate_items)
+    buy_again = _lists(
+        bought, "i", pc.candidate_items + (pc.buy_again_carousels - 1) * pc.items_per_carousel
+    )
     top_brands = _top_brands(ui, catalog, pc.brand_carousels)
     recent = _recent_purchases(ui, catalog, items, ds, pc)
     uc = _read(lake.feature("user_category_counts", ds), ["user_id", "category_id", "eta"])

@@ -369,11 +369,14 @@ def generate(
     min_items: int,
     n_category: int,
     n_discover_cats: int = 3,
+    buy_again_carousels: int = 1,
+    per_carousel: int = 10,
 ) -> Candidates:
     """All candidate carousels for a batch of B users.
 
     Per user, in this order: each curated carousel (an immutable one in the operator's order,
-    else by score), buy it again (most bought first, if >= min_items purchases), trending (by
+    else by score), `buy_again_carousels` buy it again rows (most bought first; the k-th from
+    item (k-1)·per_carousel on; each if it has >= min_items items), trending (by
     score), the n_category categories of highest affinity among those with >= min_items
     scored pool items (pool by score), and discover (the best items of the n_discover_cats
     undiscovered categories of highest affinity, interleaved; if >= min_items items). Lists
@@ -415,19 +418,24 @@ def generate(
             (items, True, cc.carousel_id, cc.title, cc.family, "curated", bool(cc.immutable))
         )
 
-    ba_items, ba_len = _buy_again(buy_again, n)
-    # most bought first, re-ranked by engagement in "rerank" mode
-    slots.append(
-        (
-            ba_items,
-            ba_len >= min_items,
-            "buy_again",
-            "Buy it again",
-            "buy_again",
-            "buy_again",
-            False,
+    if buy_again_carousels < 1:
+        raise ValueError(f"buy_again_carousels must be >= 1, got {buy_again_carousels}")
+    step = int(per_carousel)
+    ba_all, ba_len = _buy_again(buy_again, n + (buy_again_carousels - 1) * step)
+    # most bought first, re-ranked by engagement in "rerank" mode; the k-th row's pool starts
+    # at the k-th block of M items, so each row adds the next most-bought items
+    for k in range(buy_again_carousels):
+        slots.append(
+            (
+                ba_all[:, k * step : k * step + n],
+                ba_len - k * step >= min_items,
+                "buy_again" if k == 0 else f"buy_again:{k + 1}",
+                "Buy it again" if k == 0 else "Buy it again: more of your regulars",
+                "buy_again",
+                "buy_again",
+                False,
+            )
         )
-    )
 
     if len(catalog.trending):
         tr_items, tr_count = _shared_list(scores, catalog.trending, col_of, n)

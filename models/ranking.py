@@ -55,6 +55,7 @@ class PageParams:
     candidate_items: int = 30
     min_items: int = 4
     category_carousels: int = 6
+    buy_again_carousels: int = 1  # "buy it again" rows; the k-th starts at item (k-1)*M + 1
     category_pool: int = 100  # most popular in-stock items per category a carousel draws from
     brand_carousels: int = 1  # "your top brands" carousels per user
     brand_pool: int = 30
@@ -384,6 +385,8 @@ def score_batch(
         n_items=width,
         min_items=params.min_items,
         n_category=params.category_carousels,
+        buy_again_carousels=params.buy_again_carousels,
+        per_carousel=params.items_per_carousel,
     )
     extra = [
         brand_carousels(

@@ -441,3 +441,47 @@ def test_item_brand_codes():
     assert none.item_brand.tolist() == [-1] * 9 and len(none.brand_names) == 0
     with pytest.raises(ValueError, match="brands"):
         _catalog(brands=brands[:-1])
+
+
+def test_several_buy_again_rows_take_successive_blocks():
+    catalog = Catalog.build(
+        item_ids=np.array([f"i{i}" for i in range(12)], dtype=object),
+        categories=np.array(["cA"] * 12, dtype=object),
+        cat_names={},
+        in_stock=np.ones(12, dtype=bool),
+        has_image=np.ones(12, dtype=bool),
+        is_new=np.zeros(12, dtype=bool),
+        pop_total=np.arange(12, 0, -1, dtype=float),
+        pop_recent=np.zeros(12),
+        trend=np.zeros(12),
+        trending_n=0,
+    )
+    bought = np.array([5, 3, 9, 1, 0, 7, 2])  # most bought first
+    kwargs = dict(
+        catalog=catalog,
+        item_scores=np.full((2, 1), -np.inf),
+        col_of=np.full(12, -1, dtype=np.int64),
+        cat_affinity=np.zeros((2, 1)),
+        cat_eta=np.ones((2, 1)),
+        buy_again=[bought, bought[:4]],
+        curated=[],
+        n_items=3,
+        min_items=2,
+        n_category=0,
+        n_discover_cats=0,
+        per_carousel=2,
+    )
+    rows = [(r[0], r[1], r[6]) for r in _rows(generate(**kwargs, buy_again_carousels=3), 3)]
+    # row k starts at item k*M (M = 2) and holds the next n_items (3) as its pool;
+    # user 1 has 4 purchases: a third row would start at item 5 and have none (< min_items)
+    assert rows == [
+        (0, "buy_again", [5, 3, 9]),
+        (0, "buy_again:2", [9, 1, 0]),
+        (0, "buy_again:3", [0, 7, 2]),
+        (1, "buy_again", [5, 3, 9]),
+        (1, "buy_again:2", [9, 1]),
+    ]
+    one = [(r[0], r[1]) for r in _rows(generate(**kwargs), 3)]
+    assert one == [(0, "buy_again"), (1, "buy_again")]
+    with pytest.raises(ValueError, match="buy_again_carousels must be >= 1"):
+        generate(**kwargs, buy_again_carousels=0)
