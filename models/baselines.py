@@ -42,7 +42,7 @@ def item_popularity(
 
 
 def _grid(
-    users: np.ndarray, item_lists: list[np.ndarray], per_row: int, carousel: str, family: str
+    users: np.ndarray, item_lists: list[np.ndarray], per_row: int, carousel: str
 ) -> pd.DataFrame:
     n = np.array([len(x) for x in item_lists], dtype=np.int64)
     k = np.concatenate([np.arange(m) for m in n]) if len(n) else np.zeros(0, np.int64)
@@ -53,7 +53,7 @@ def _grid(
             "item_rank": k % per_row + 1,
             "item_id": np.concatenate(item_lists) if len(n) else np.zeros(0, object),
             "carousel_id": [f"{carousel}:{s}" for s in k // per_row + 1],
-            "family": family,
+            "family": None,  # rows of one ranked list, not carousels: no family rule applies
         }
     )
 
@@ -61,7 +61,7 @@ def _grid(
 def popularity_page(popular: pd.Series, slots: int, per_row: int) -> pd.DataFrame:
     """The `__default__` page of the Z·M most popular items (every user gets it)."""
     top = popular.index.to_numpy(object)[: slots * per_row]
-    return _grid(np.array([DEFAULT_PAGE_KEY], object), [top], per_row, "popular", "popular")
+    return _grid(np.array([DEFAULT_PAGE_KEY], object), [top], per_row, "popular")
 
 
 def static_page(popular: pd.Series, items: pd.DataFrame, slots: int, per_row: int) -> pd.DataFrame:
@@ -122,4 +122,4 @@ def top_frequency_pages(
             pad = pop[~np.isin(pop, mine)][: want - len(mine)]
             mine = np.concatenate([mine, pad])
         lists.append(mine)
-    return _grid(users, lists, per_row, "top_freq", "top_freq")
+    return _grid(users, lists, per_row, "top_freq")

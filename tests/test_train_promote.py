@@ -357,13 +357,16 @@ def test_evaluate_on_a_time_split(story: SimpleNamespace) -> None:
     s = story
     last = io.partitions(s.lake.events)[-1]
     split = shift_ds(last, -1)
-    cfg = load_config(None, OVERRIDES)
+    cfg = load_config(None, {**OVERRIDES, "eval.resamples": 200, "eval.ab_days": 1})
     assert cfg.training.label_days == 2
     result = evaluate.run(s.lake, split, cfg)
     assert result["split_ds"] == split
     assert result["train_window"] == [shift_ds(split, -2), split]
     assert result["test_window"] == [split, shift_ds(last, 1)]
     assert result["train_examples"] > 0 and result["test_examples"] > 0
+    # the models were trained in an isolated evaluation lake, not in the story's lake
+    assert result["eval_lake"].startswith(os.path.join(s.lake.root, "_eval", split))
+    assert os.path.islink(os.path.join(result["eval_lake"], "events"))
 
     rows = {(r["objective"], r["stage"]): r for r in result["engagement"]}
     assert {("click", "raw"), ("click", "calibrated")} <= set(rows), sorted(rows)
@@ -375,8 +378,29 @@ def test_evaluate_on_a_time_split(story: SimpleNamespace) -> None:
     assert math.isfinite(click["auc"]) and 0.5 < click["auc"] <= 1, click
     assert 0 < click["pr_auc"] <= 1, click
 
-    png = os.path.join(result["report"], "reliability_click.png")
-    with open(png, "rb") as f:
-        assert f.read(8) == PNG_MAGIC
-    written = _read_json(os.path.join(s.lake.reports(split), "evaluate.json"))
+    # pages: the pipeline and the three baselines on the same users
+    pages = result["pages"]
+    assert set(pages) == {"pipeline", "static", "popularity", "top_freq"}
+    assert len({p["users"] for p in pages.values()}) == 1 and result["users"] > 0
+    pipe = pages["pipeline"]
+    assert pipe["adjacent_family_violations_total"] == 0
+    for m in ("ndcg_2d", "page_recall", "carousel_ndcg", "mrr", "recall@10", "coverage"):
+        assert 0 <= pipe[m] <= 1, (m, pipe[m])
+    assert pages["top_freq"]["items_per_page"] == pipe["items_per_page"]
+    lifts = {(r["baseline"], r["metric"]): r for r in result["lift"]}
+    for b in ("static", "popularity", "top_freq"):
+        r = lifts[(b, "page_recall")]
+        assert r["ci_low"] <= r["lift"] <= r["ci_high"], r
+    ab = result["ab_test"]  # generated lake: a simulated A/B test, static vs pipeline
+    assert ab["arms"]["control"]["visitors"] > 0 and ab["arms"]["treatment"]["visitors"] > 0
+    atc = ab["lift"]["add_to_carts_per_visitor"]
+    assert atc["ci_low"] <= atc["lift"] <= atc["ci_high"], atc
+
+    names = {os.path.basename(p) for p in result["plots"]}
+    assert {"calibration_click.png", "lift.png", "ab_lift.png"} <= names, names
+    for p in result["plots"]:
+        with open(p, "rb") as f:
+            assert f.read(8) == PNG_MAGIC, p
+    written = _read_json(os.path.join(result["report"], "evaluate.json"))
     assert written["run_id"] == result["run_id"]
+    assert "pipeline vs baseline" in evaluate.format_table(result)
