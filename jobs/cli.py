@@ -273,6 +273,30 @@ def _cmd_evaluate(a: argparse.Namespace) -> Any:
     return res
 
 
+def _cmd_experiment(a: argparse.Namespace) -> Any:
+    from jobs import experiment
+    from jobs.lake import Lake
+
+    res = experiment.run(
+        Lake(a.lake),
+        a.split_ds,
+        a.set,
+        name=a.name,
+        config_path=a.config,
+        test_days=a.test_days,
+        rerun=a.rerun,
+        say=_print,
+    )
+    _print(experiment.format_comparison(res))
+    ids = res["mlflow"]
+    _print(
+        f"report: {res['report_dir']} (MLflow experiment {ids['mlflow_experiment']}: run "
+        f"{ids['parent_run_id']}, champion {ids['champion_run_id']}, experiment "
+        f"{ids['experiment_run_id']})"
+    )
+    return res
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jobs.pipeline import STEP_NAMES
 
@@ -381,6 +405,29 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--resamples", type=int, default=1000)
     op.add_argument("--seed", type=int, default=0)
     op.set_defaults(fn=_cmd_ope)
+
+    xp = sub.add_parser(
+        "experiment",
+        help="config overrides (--set) against the champion config on one time split: both "
+        "evaluated, compared with paired intervals, logged to one MLflow experiment",
+        description="The champion is the config file alone (--config, else conf/default.yaml); "
+        "the experiment is the same config plus the --set overrides. Both are trained before "
+        "--split-ds and scored on the test window after it; an up-to-date evaluation of either "
+        "side is reused. Prints the comparison; writes warehouse/reports/ds=<split>/experiments/"
+        "<name>/ and one MLflow parent run with a child run per side.",
+    )
+    common(xp)
+    xp.add_argument("--split-ds", required=True, help="first day of the test window (YYYY-MM-DD)")
+    xp.add_argument(
+        "--name", help="experiment name (default exp-<config hash>); names its lake and report"
+    )
+    xp.add_argument("--test-days", type=int, help="test window length (default eval.test_days)")
+    xp.add_argument(
+        "--rerun",
+        action="store_true",
+        help="evaluate both sides again even when an up-to-date evaluation exists",
+    )
+    xp.set_defaults(fn=_cmd_experiment)
 
     sv = sub.add_parser("serve", help="serve the published export over HTTP")
     common(sv)

@@ -10,6 +10,8 @@ from jobs.cli import build_parser, main
 COMMANDS = [
     "models",
     "evaluate",
+    "ope",
+    "experiment",
     "generate",
     "import",
     "pipeline",

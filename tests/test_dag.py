@@ -52,3 +52,64 @@ def test_dag_file_parses_without_heavy_imports():
     heavy = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     assert heavy == "", f"DAG file imported {heavy}"
     assert time.perf_counter() - t0 < 60
+
+
+def test_experiment_dag_is_manual_with_typed_params(dagbag):
+    dag = dagbag.dags["homepage_experiment"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: triggered only
+    assert dag.catchup is False
+    assert {"homepage", "experiment"} <= set(dag.tags)
+    assert sorted(dag.task_ids) == ["compare", "evaluate_champion", "evaluate_experiment", "plan"]
+    assert dag.get_task("evaluate_champion").upstream_task_ids == {"plan"}
+    assert dag.get_task("evaluate_experiment").upstream_task_ids == {"plan", "evaluate_champion"}
+    for side in ("evaluate_champion", "evaluate_experiment"):
+        assert dag.get_task(side).retries >= 1
+    assert dag.get_task("compare").upstream_task_ids == {
+        "plan",
+        "evaluate_champion",
+        "evaluate_experiment",
+    }
+    assert dag.get_task("plan").retries == 0  # a bad override is not transient
+    assert set(dag.params.keys()) >= {
+        "lake",
+        "split_ds",
+        "name",
+        "test_days",
+        "config",
+        "extra_overrides",
+        "scoring.w",
+        "scoring.choose_w",
+        "mf.factors",
+        "mf.regularization",
+        "engagement.weight_click",
+        "engagement.weight_add_to_cart",
+        "engagement.weight_purchase",
+        "page.beam_width",
+        "page.explore_epsilon",
+        "page.item_lambda",
+        "page.carousel_lambda",
+    }
+    assert dag.params.get_param("split_ds").schema == {
+        "type": "string",
+        "format": "date",
+        "title": "Split date",
+    }
+
+
+def test_experiment_dag_file_parses_without_heavy_imports():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runpy; runpy.run_path(sys.argv[1]);"
+        "heavy = [m for m in ('pyspark', 'pandas', 'mlflow', 'great_expectations', 'xgboost', 'implicit', 'jobs.experiment') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "dags" / "homepage_experiment.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    heavy = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    assert heavy == "", f"DAG file imported {heavy}"

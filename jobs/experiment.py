@@ -1,0 +1,878 @@
+"""Experiment job (`homepage experiment`, DAG `homepage_experiment`): config overrides against
+the champion config, evaluated on the same time split and compared in one MLflow experiment.
+
+1. Plan (`plan`): the champion config is the config file alone (`--config`, else
+   `conf/default.yaml` and `$HOMEPAGE_CONF`); the experiment config is the same plus the
+   overrides. Refused, with the reason, when the overrides are empty, unknown or badly typed
+   (`ConfigError`), change nothing, change only settings that cannot move a metric (`spark.*`,
+   `serve.*`, `export.*`), set `scoring.w` while `scoring.choose_w` is true (the grid search
+   would replace it), or touch `eval.*` / `mlflow.*` (those define how and where both sides are
+   scored and logged: set them in the config file so both sides share them).
+2. Evaluate (`evaluate_side`): each side runs `jobs.evaluate.run` (train before the split,
+   pages as of it, scores on `[split, split + test_days)`) in its own evaluation lake:
+       champion    <lake>/_eval/<split>-<champion hash[:8]>   (shared with `homepage evaluate`
+                                                               and every experiment on it)
+       experiment  <lake>/_experiments/<name>/experiment
+   A side is not re-run when its record (`_experiment_eval.json` in its evaluation lake) says it
+   was evaluated with the same config, split, test window, source-lake input files (paths, sizes,
+   modification times) and code (`rerun=True` / `--rerun` forces it). An exclusive file lock per
+   evaluation lake keeps concurrent runs (CLI and DAG) from writing one lake at once; an
+   experiment lake last evaluated with another config (a reused name) is emptied first. The
+   champion goes first: a new experiment lake starts from copies of its accepted events and
+   feature tables when the overrides leave `ingest.*` and `features.*` alone
+   (`seed_from_champion`), which saves the ingest and the training cutoff's features.
+3. Compare (`compare`): the page metrics are recomputed per user for both sides against the
+   champion side's truth (`jobs.evaluate.page_frames`), so each page metric gets the paired
+   bootstrap lift of experiment over champion (`models.page_eval.lift`). On generated lakes a
+   simulated A/B test puts the champion's pages (control) against the experiment's (treatment).
+   Engagement metrics and off-policy estimates are compared as they are. Written to
+   `warehouse/reports/ds=<split>/experiments/<name>/comparison.{csv,md,json}` and `lift.png`,
+   and logged to the MLflow experiment `<mlflow.experiment>-experiments` of the source lake: a
+   parent run named after the experiment (overrides, config hashes, the comparison table as
+   artifacts and as an MLflow table, differences and lifts as metrics) with two nested runs,
+   `champion` and `experiment` (each side's metrics, params and plots).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from jobs.config import Config, ConfigError, load_config
+from jobs.lake import DEFAULT_PAGE_KEY, Lake, is_local, join, local_path, parse_ds, shift_ds
+
+log = logging.getLogger(__name__)
+
+SIDES = ("champion", "experiment")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RECORD = "_experiment_eval.json"
+# overrides under these sections would make the two sides incomparable or log elsewhere
+REFUSED_SECTIONS = {
+    "eval": "eval.* decides how both sides are scored",
+    "mlflow": "mlflow.* decides where both sides are logged",
+}
+# a new experiment lake starts from copies of the champion lake's ingested events and features
+# (`seed_from_champion`) unless the overrides touch what ingest and the features depend on
+SEED_TABLES = ("events", "quarantine", "items", "quarantine_items", "features")
+SEED_BLOCKERS = ("ingest", "features")
+# settings that cannot change a metric: an experiment changing only these is refused
+NO_EFFECT_SECTIONS = ("spark", "serve", "export")
+CODE_DIRS = ("jobs", "models", "features", "validation")
+# modules no evaluation runs: editing them keeps recorded evaluations valid
+NOT_EVALUATION_CODE = ("cli.py", "experiment.py", "bench.py", "bench_serve.py", "airflow_run.py")
+REPO = Path(__file__).resolve().parent.parent
+COLUMNS = (
+    "metric",
+    "champion",
+    "experiment",
+    "difference",
+    "relative_difference",
+    "lift",
+    "ci_low",
+    "ci_high",
+    "diff_low",
+    "diff_high",
+    "users",
+)
+
+
+# ---------------------------------------------------------------- overrides and the plan
+
+
+def _value_str(value: Any) -> str:
+    """A value as it is written after `key=` (read back by the config loader's YAML parsing)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value)
+
+
+def flat_overrides(overrides: list[str] | tuple[str, ...] | Mapping[str, Any] | None) -> dict:
+    """`["k=v", ...]` or `{"k": v}` -> `{"k": parsed value}` (YAML scalars, as `--set` reads
+    them). A key given twice is an error."""
+    import yaml
+
+    if not overrides:
+        return {}
+    if isinstance(overrides, Mapping):
+        return {str(k).strip(): v for k, v in overrides.items()}
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. mf.factors=64)")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        if key in out:
+            raise ConfigError(f"override {key} is given twice")
+        out[key] = yaml.safe_load(raw) if raw else ""
+    return out
+
+
+def overrides_from_params(
+    params: Mapping[str, Any], known: Collection[str] | None = None
+) -> list[str]:
+    """The override list of a `homepage_experiment` DAG run: every param whose name is a dotted
+    config key and is not null (null = keep the config's value): the typed params
+    (`scoring.w`, `mf.factors`, ...) and any dotted key of the run conf, then the
+    `extra_overrides` strings. A key set both ways is an error, and so is a run-conf key that
+    is neither dotted nor in `known` (the DAG's params): a typo must not go unnoticed."""
+    if known is not None:
+        unknown = sorted(k for k in params if "." not in k and k not in known)
+        if unknown:
+            raise ConfigError(
+                f"unknown param(s) {', '.join(unknown)}: config overrides are dotted keys "
+                "(e.g. mf.factors) or extra_overrides entries"
+            )
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if "." in key and value is not None:
+            out[key] = f"{key}={_value_str(value)}"
+    for item in params.get("extra_overrides") or []:
+        if not isinstance(item, str) or "=" not in item:
+            raise ConfigError(
+                f"extra_overrides entry {item!r} must look like key=value (e.g. mf.iterations=20)"
+            )
+        key = item.split("=", 1)[0].strip()
+        if key in out:
+            raise ConfigError(f"{key} is set twice: as a param and in extra_overrides")
+        out[key] = item.strip()
+    return list(out.values())
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and k != "extra":  # spark.extra is one value
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def changed_keys(champion: Config, experiment: Config) -> dict[str, list[Any]]:
+    """`{dotted key: [champion value, experiment value]}` for every value the two differ in."""
+    a, b = _flatten(champion.to_dict()), _flatten(experiment.to_dict())
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def plan(
+    lake: Lake | str,
+    split_ds: str,
+    overrides: list[str] | tuple[str, ...] | Mapping[str, Any] | None,
+    *,
+    name: str | None = None,
+    config_path: str | None = None,
+    test_days: int | None = None,
+) -> dict[str, Any]:
+    """Check the experiment and fix its configs, test window and paths (a JSON-able dict: the
+    DAG passes it between tasks). Raises ValueError (ConfigError) naming what is wrong."""
+    from jobs.evaluate import test_window
+
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    if not is_local(lake.root):
+        raise ValueError(f"experiments need a lake on local disk, got {lake.root}")
+    parse_ds(split_ds)
+    flat = flat_overrides(overrides)
+    if not flat:
+        raise ValueError(
+            "no overrides: an experiment needs at least one key=value that changes the config "
+            "(e.g. --set page.beam_width=1)"
+        )
+    refused = sorted(k for k in flat if k.split(".", 1)[0] in REFUSED_SECTIONS)
+    if refused:
+        why = "; ".join(sorted({REFUSED_SECTIONS[k.split(".", 1)[0]] for k in refused}))
+        raise ConfigError(
+            f"cannot override {', '.join(refused)} in an experiment ({why}): set them in the "
+            "config file (--config) so the champion and the experiment share them"
+        )
+    champion = load_config(config_path)
+    experiment = load_config(config_path, flat)
+    changed = changed_keys(champion, experiment)
+    if champion.hash() == experiment.hash() or not changed:
+        raise ValueError(
+            "the overrides change nothing: "
+            + ", ".join(f"{k}={_value_str(v)}" for k, v in flat.items())
+            + " already hold in the champion config"
+        )
+    if all(k.split(".", 1)[0] in NO_EFFECT_SECTIONS for k in changed):
+        raise ValueError(
+            f"the overrides change only {', '.join(changed)}, which cannot change any metric "
+            f"({', '.join(s + '.*' for s in NO_EFFECT_SECTIONS)}): nothing to compare"
+        )
+    if "scoring.w" in changed and experiment.scoring.choose_w:
+        raise ValueError(
+            "scoring.w has no effect while scoring.choose_w is true (the grid search picks w): "
+            "also set scoring.choose_w=false"
+        )
+    name = name or f"exp-{experiment.hash()[:8]}"
+    if not NAME_RE.match(name):
+        raise ValueError(
+            f"experiment name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    days = test_days if test_days is not None else champion.eval.test_days
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError(f"test_days must be an integer >= 1, got {test_days!r}")
+    end = test_window(lake, split_ds, days)
+    root = local_path(lake.root)
+    return {
+        "lake": lake.root,
+        "split_ds": split_ds,
+        "test_days": days,
+        "test_end": end,
+        "name": name,
+        "overrides": [f"{k}={_value_str(v)}" for k, v in flat.items()],
+        "changed": changed,
+        "config_path": os.path.abspath(config_path) if config_path else None,
+        "champion_hash": champion.hash(),
+        "experiment_hash": experiment.hash(),
+        "champion_dir": os.path.join(root, "_eval", f"{split_ds}-{champion.hash()[:8]}"),
+        "experiment_dir": os.path.join(root, "_experiments", name, "experiment"),
+        "report_dir": local_path(join(lake.reports(split_ds), "experiments", name)),
+    }
+
+
+def side_config(p: Mapping[str, Any], side: str) -> Config:
+    """The config of one side of a plan (checked against the hash the plan recorded)."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    cfg = load_config(p["config_path"], p["overrides"] if side == "experiment" else None)
+    if cfg.hash() != p[f"{side}_hash"]:
+        raise RuntimeError(
+            f"the {side} config changed since the experiment was planned ({p[f'{side}_hash']} -> "
+            f"{cfg.hash()}): was the config file or $HOMEPAGE_CONF edited? Start it again"
+        )
+    return cfg
+
+
+# ---------------------------------------------------------------- evaluating one side
+
+
+@contextlib.contextmanager
+def _locked(path: str, *, shared: bool = False, say: Callable[[str], None] = log.info) -> Iterator:
+    """An advisory lock on `<path>.lock` (exclusive to write an evaluation lake, shared to
+    read it), so two runs never write one evaluation lake at once."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "a+") as f:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(f, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another run using {path} ...")
+            fcntl.flock(f, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _code_fingerprint() -> str:
+    h = hashlib.sha256()
+    files = [
+        p
+        for d in CODE_DIRS
+        for p in sorted((REPO / d).rglob("*.py"))
+        if not (d == "jobs" and p.name in NOT_EVALUATION_CODE)
+    ]
+    files += sorted((REPO / "conf").glob("*.yaml"))
+    for f in files:
+        h.update(str(f.relative_to(REPO)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _input_fingerprint(lake_root: str) -> str:
+    """Paths, sizes and modification times of the source lake's input files."""
+    from jobs.evaluate import INPUT_TABLES
+
+    h = hashlib.sha256()
+    for table in INPUT_TABLES:
+        top = os.path.join(lake_root, table)
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                st = os.stat(os.path.join(dirpath, fn))
+                rel = os.path.relpath(os.path.join(dirpath, fn), lake_root)
+                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def fingerprint(p: Mapping[str, Any], side: str) -> str:
+    """What an evaluation of one side depends on: config, split, test window, inputs, code."""
+    blob = json.dumps(
+        {
+            "config": p[f"{side}_hash"],
+            "split_ds": p["split_ds"],
+            "test_days": p["test_days"],
+            "test_end": p["test_end"],
+            "inputs": _input_fingerprint(local_path(p["lake"])),
+            "code": _code_fingerprint(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _reusable(record_path: str, fp: str) -> dict[str, Any] | None:
+    if not os.path.exists(record_path):
+        return None
+    try:
+        with open(record_path) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    res = rec.get("result") or {}
+    pages = os.path.join(str(res.get("eval_lake", "")), "warehouse", "pages")
+    if rec.get("fingerprint") != fp or not os.path.isdir(pages):
+        return None
+    return rec
+
+
+def _empty_experiment_lake(work: str, lake_root: str) -> None:
+    """Remove an experiment lake's outputs (keep the links to the source's input tables)."""
+    base = os.path.join(local_path(lake_root), "_experiments") + os.sep
+    if not os.path.abspath(work).startswith(base):  # never anything but an experiment lake
+        raise RuntimeError(f"refusing to empty {work}: not under {base}")
+    for entry in os.listdir(work):
+        path = os.path.join(work, entry)
+        if os.path.islink(path):
+            continue
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def evaluate_side(
+    p: Mapping[str, Any],
+    side: str,
+    *,
+    rerun: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """Evaluate one side of a plan in its evaluation lake (or reuse an up-to-date evaluation).
+    Returns small facts for XCom: the record's path, the evaluation lake, whether reused."""
+    from jobs import evaluate, io
+
+    cfg = side_config(p, side)
+    lake = Lake(p["lake"])
+    work = p[f"{side}_dir"]
+    record_path = os.path.join(work, RECORD)
+    label = (
+        f"champion-{p['champion_hash'][:8]}" if side == "champion" else f"experiment-{p['name']}"
+    )
+    t0 = time.perf_counter()
+    with _locked(work, say=say):
+        fp = fingerprint(p, side)
+        rec = None if rerun else _reusable(record_path, fp)
+        if rec is not None:
+            say(f"[experiment {p['name']}] {side}: reusing the evaluation in {work}")
+            return {"record": record_path, "eval_lake": work, "reused": True, "seeded": []}
+        old = _read_record_hash(record_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(record_path)  # a run that dies half-way leaves no record claiming the lake
+        if side == "experiment" and os.path.isdir(work) and old != p["experiment_hash"]:
+            say(f"[experiment {p['name']}] emptying {work} (last evaluated config: {old})")
+            _empty_experiment_lake(work, lake.root)
+        seeded = seed_from_champion(p, say=say) if side == "experiment" else []
+        if seeded:
+            say(f"[experiment {p['name']}] starting from the champion's {', '.join(seeded)}")
+        say(f"[experiment {p['name']}] evaluating the {side} in {work}")
+        result = evaluate.run(
+            lake,
+            p["split_ds"],
+            cfg,
+            p["test_days"],
+            work_dir=work,
+            label=label,
+            log_mlflow=False,
+            say=say,
+        )
+        seconds = round(time.perf_counter() - t0, 1)
+        io.write_json(
+            record_path,
+            {
+                "fingerprint": fp,
+                "side": side,
+                "config_hash": cfg.hash(),
+                "overrides": p["overrides"] if side == "experiment" else [],
+                "seconds": seconds,
+                "seeded": seeded,
+                "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "result": result,
+            },
+        )
+    say(f"[experiment {p['name']}] {side} evaluated in {seconds:.0f}s")
+    return {
+        "record": record_path,
+        "eval_lake": work,
+        "reused": False,
+        "seeded": seeded,
+        "seconds": seconds,
+    }
+
+
+def seed_from_champion(p: Mapping[str, Any], *, say: Callable[[str], None] = log.info) -> list:
+    """Start a new experiment lake from the champion lake's accepted events and feature tables
+    (copies), when the overrides leave `ingest.*` and `features.*` alone and the champion's
+    evaluation is up to date: what ingest and the features depend on is then the same, so the
+    experiment skips re-ingesting and rebuilding the training cutoff's features. (The evaluation
+    still rebuilds the split's features.) Returns the tables copied."""
+    if any(k.split(".", 1)[0] in SEED_BLOCKERS for k in p["changed"]):
+        return []
+    src = os.path.join(p["champion_dir"], "warehouse")
+    dst = os.path.join(p["experiment_dir"], "warehouse")
+    if os.path.exists(dst):
+        return []  # not a new lake: it keeps its own outputs
+    copied = []
+    with _locked(p["champion_dir"], shared=True, say=say):
+        if _reusable(os.path.join(p["champion_dir"], RECORD), fingerprint(p, "champion")) is None:
+            return []
+        for table in SEED_TABLES:
+            if os.path.isdir(os.path.join(src, table)):
+                shutil.copytree(os.path.join(src, table), os.path.join(dst, table))
+                copied.append(table)
+    return copied
+
+
+def _read_record_hash(record_path: str) -> str | None:
+    try:
+        with open(record_path) as f:
+            return json.load(f).get("config_hash")
+    except (OSError, ValueError):
+        return None
+
+
+def _load_record(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------- comparing
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _row(metric: str, a: Any, b: Any, **interval: Any) -> dict[str, Any]:
+    """One comparison row: champion a, experiment b, their difference and relative difference."""
+    a = float(a) if _finite(a) else None
+    b = float(b) if _finite(b) else None
+    diff = b - a if a is not None and b is not None else None
+    rel = diff / abs(a) if diff is not None and a not in (None, 0.0) else None
+    row = {c: None for c in COLUMNS}
+    row.update(metric=metric, champion=a, experiment=b, difference=diff, relative_difference=rel)
+    for k, v in interval.items():
+        row[k] = float(v) if _finite(v) else None
+    return row
+
+
+def comparison_rows(
+    champion: Mapping[str, Any],
+    experiment: Mapping[str, Any],
+    pages_c: Mapping[str, float],
+    pages_e: Mapping[str, float],
+    page_lifts: Any,
+    ab: Mapping[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Page metrics (per-user ones with the paired lift of experiment over champion and its
+    interval), the simulated A/B test, engagement heads and off-policy estimates."""
+    from jobs.evaluate import flat_metrics
+
+    rows = []
+    lifts = {r["metric"]: r for r in page_lifts.to_dict(orient="records")}
+    order = [m for m in lifts if m in pages_c] + [m for m in pages_c if m not in lifts]
+    for m in order:
+        iv = {}
+        if m in lifts:
+            r = lifts[m]
+            iv = {k: r[k] for k in ("lift", "ci_low", "ci_high", "diff_low", "diff_high", "users")}
+        rows.append(_row(f"page.{m}", pages_c.get(m), pages_e.get(m), **iv))
+    if ab:
+        arms = ab["arms"]
+        for m, v in ab["lift"].items():
+            iv = {"lift": v.get("lift"), "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")}
+            iv["users"] = arms["control"]["visitors"] + arms["treatment"]["visitors"]
+            rows.append(_row(f"ab.{m}", arms["control"][m], arms["treatment"][m], **iv))
+    fc, fe = flat_metrics(dict(champion)), flat_metrics(dict(experiment))
+    for k in sorted(k for k in set(fc) | set(fe) if k.startswith("engagement.")):
+        rows.append(_row(k, fc.get(k), fe.get(k)))
+    oc, oe = _ope_values(champion.get("ope")), _ope_values(experiment.get("ope"))
+    for k in sorted(set(oc) | set(oe)):
+        rows.append(_row(k, oc.get(k), oe.get(k)))
+    return rows
+
+
+def _ope_values(ope: Mapping[str, Any] | None) -> dict[str, float]:
+    """Per-unit off-policy value estimates of a side's pages (`ope.<estimator>.per_unit`;
+    not the logging policy's own value, which both sides share)."""
+    per_unit = ((ope or {}).get("learned_policy") or {}).get("per_unit") or {}
+    return {
+        f"ope.{est}.per_unit": v["estimate"]
+        for est, v in per_unit.items()
+        if est != "logging" and isinstance(v, Mapping) and _finite(v.get("estimate"))
+    }
+
+
+def _read_pages(elake_root: str, split_ds: str, users: Any = None) -> Any:
+    import pandas as pd
+
+    path = os.path.join(elake_root, "warehouse", "pages", f"ds={split_ds}", "pages.parquet")
+    pages = pd.read_parquet(path)
+    if users is None:
+        return pages
+    keep = pages["user_id"].isin(users) | (pages["user_id"] == DEFAULT_PAGE_KEY)
+    return pages[keep].reset_index(drop=True)
+
+
+def compare(
+    p: Mapping[str, Any],
+    champion_record: str,
+    experiment_record: str,
+    *,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """Paired comparison of the two evaluated sides; writes the report and logs the MLflow
+    parent run with its two child runs. Returns the whole comparison (see `run`)."""
+    import pandas as pd
+
+    from jobs import evaluate, io
+    from models.page_eval import USER_METRICS, evaluate_pages, lift
+    from models.plots import lift_plot
+
+    cfg_c = side_config(p, "champion")
+    rec_c, rec_e = _load_record(champion_record), _load_record(experiment_record)
+    res_c, res_e = rec_c["result"], rec_e["result"]
+    for rec, side in ((rec_c, "champion"), (rec_e, "experiment")):
+        if rec.get("config_hash") != p[f"{side}_hash"]:
+            raise RuntimeError(f"{side} record {rec.get('config_hash')} is not this plan's config")
+    if res_c["test_window"] != res_e["test_window"]:
+        raise RuntimeError(
+            f"the sides were scored on different windows: {res_c['test_window']} vs "
+            f"{res_e['test_window']}"
+        )
+    split, end, name = p["split_ds"], p["test_end"], p["name"]
+    ec = cfg_c.eval
+
+    say(f"[experiment {name}] per-user page metrics of both sides against the same truth")
+    with (
+        _locked(p["champion_dir"], shared=True, say=say),
+        _locked(p["experiment_dir"], shared=True, say=say),
+    ):
+        pages, truth, history, items = evaluate.page_frames(
+            Lake(res_c["eval_lake"]), split, end, cfg_c
+        )
+        users = truth["user_id"].unique()
+        pages_e = _read_pages(res_e["eval_lake"], split, users)
+        ab = None
+        if os.path.exists(os.path.join(res_c["eval_lake"], "_truth", "truth.npz")):
+            say(f"[experiment {name}] simulated A/B: champion (control) vs experiment")
+            ab = evaluate.ab_evaluation(
+                Lake(res_c["eval_lake"]),
+                {
+                    "static": _read_pages(res_c["eval_lake"], split),
+                    "pipeline": _read_pages(res_e["eval_lake"], split),
+                },
+                split,
+                cfg_c,
+            )
+    kw = {"split_ds": split, "ks": ec.recall_k, "new_days": ec.new_days}
+    ev_c = evaluate_pages(pages["pipeline"], truth, history, items, **kw)
+    ev_e = evaluate_pages(pages_e, truth, history, items, **kw)
+    metrics = [*USER_METRICS, *(f"recall@{k}" for k in ec.recall_k)]
+    metrics = [m for m in metrics if m in ev_c.per_user.columns]
+    lifts = lift(ev_e.per_user, ev_c.per_user, metrics, resamples=ec.resamples, seed=ec.seed)
+    rows = comparison_rows(res_c, res_e, ev_c.summary, ev_e.summary, lifts, ab)
+
+    out = p["report_dir"]
+    os.makedirs(out, exist_ok=True)
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    for c in COLUMNS[1:]:
+        table[c] = pd.to_numeric(table[c]).astype("float64")  # None -> NaN
+    files = {
+        "csv": os.path.join(out, "comparison.csv"),
+        "md": os.path.join(out, "comparison.md"),
+        "json": os.path.join(out, "comparison.json"),
+    }
+    table.to_csv(files["csv"], index=False)
+    summary = {
+        "name": name,
+        "split_ds": split,
+        "test_window": res_c["test_window"],
+        "users": int(len(users)),
+        "overrides": list(p["overrides"]),
+        "changed": dict(p["changed"]),
+        "config_path": p["config_path"],
+    }
+    with open(files["md"], "w") as f:
+        f.write(markdown(summary, rows))
+    plot_rows = table[table["lift"].notna()].assign(
+        baseline=lambda t: t["metric"].map(lambda m: "A/B" if m.startswith("ab.") else "per user")
+    )
+    plots = []
+    if len(plot_rows):
+        plots.append(
+            str(
+                lift_plot(
+                    plot_rows,
+                    os.path.join(out, "lift.png"),
+                    title=f"experiment {name} vs champion, split {split}",
+                    xlabel="relative lift of the experiment over the champion, % (95% interval)",
+                )
+            )
+        )
+
+    sides = {
+        "champion": {"record": rec_c, "result": res_c},
+        "experiment": {"record": rec_e, "result": res_e},
+    }
+    run_ids = log_mlflow(p, cfg_c, summary, table, sides, files, plots)
+    result: dict[str, Any] = {
+        **summary,
+        "champion": res_c,
+        "experiment": res_e,
+        "comparison": rows,
+        "ab_test": ab,
+        "report_dir": out,
+        "files": files,
+        "plots": plots,
+        "mlflow": run_ids,
+    }
+    io.write_json(
+        files["json"],
+        {
+            **summary,
+            "comparison": rows,
+            "ab_test": ab,
+            "mlflow": run_ids,
+            "champion": {k: res_c.get(k) for k in ("config_hash", "eval_lake", "report")},
+            "experiment": {k: res_e.get(k) for k in ("config_hash", "eval_lake", "report")},
+        },
+    )
+    say(f"[experiment {name}] comparison in {out} (MLflow run {run_ids['parent_run_id']})")
+    return result
+
+
+_METRIC_BAD = re.compile(r"[^\w.\- :/]")
+
+
+def mlflow_key(key: str) -> str:
+    """A metric or param name MLflow accepts (`recall@10` -> `recall_at_10`)."""
+    return _METRIC_BAD.sub("_", key.replace("@", "_at_"))
+
+
+def _clip(v: Any, n: int = 6000) -> str:
+    s = str(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def log_mlflow(
+    p: Mapping[str, Any],
+    cfg: Config,
+    summary: Mapping[str, Any],
+    table: Any,
+    sides: Mapping[str, Mapping[str, Any]],
+    files: Mapping[str, str],
+    plots: list[str],
+) -> dict[str, str]:
+    """The parent run (named after the experiment) with the comparison, and one nested run
+    per side, in the experiment `<mlflow.experiment>-experiments` of the source lake."""
+    import mlflow
+
+    from jobs.evaluate import flat_metrics
+    from jobs.tracking import experiment
+
+    exp_name = f"{cfg.mlflow.experiment}-experiments"
+    exp_id = experiment(Lake(p["lake"]), cfg, name=exp_name)
+    w = summary["test_window"]
+    window = f"{w[0]}..{shift_ds(w[1], -1)}"  # inclusive, as `homepage evaluate` logs it
+    common = {"split_ds": p["split_ds"], "test_window": window, "experiment_name": p["name"]}
+    overrides = {
+        f"override.{o.split('=', 1)[0]}": _clip(o.split("=", 1)[1]) for o in p["overrides"]
+    }
+    ids: dict[str, str] = {"experiment_id": str(exp_id), "mlflow_experiment": exp_name}
+    with mlflow.start_run(experiment_id=exp_id, run_name=p["name"]) as parent:
+        mlflow.set_tags({**common, "step": "experiment", "role": "comparison"})
+        mlflow.log_params(
+            {
+                **common,
+                "overrides": _clip("; ".join(p["overrides"])),
+                "changed": _clip(
+                    "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in p["changed"].items())
+                ),
+                "champion_config_hash": p["champion_hash"],
+                "experiment_config_hash": p["experiment_hash"],
+                "config_path": p["config_path"] or "default",
+                "users": summary["users"],
+                **overrides,
+            }
+        )
+        metrics: dict[str, float] = {}
+        for r in table.to_dict(orient="records"):
+            for col, prefix in (("difference", "diff"), ("lift", "lift")):
+                if _finite(r[col]):
+                    metrics[mlflow_key(f"{prefix}.{r['metric']}")] = float(r[col])
+            for col in ("ci_low", "ci_high"):
+                if _finite(r[col]):
+                    metrics[mlflow_key(f"lift_{col}.{r['metric']}")] = float(r[col])
+        mlflow.log_metrics(metrics)
+        for f in (files["csv"], files["md"], *plots):
+            mlflow.log_artifact(f)
+        mlflow.log_table(data=table, artifact_file="comparison_table.json")
+        ids["parent_run_id"] = parent.info.run_id
+        for side, info in sides.items():
+            res, rec = info["result"], info["record"]
+            with mlflow.start_run(experiment_id=exp_id, run_name=side, nested=True) as child:
+                mlflow.set_tags({**common, "step": "experiment", "role": side})
+                params = {
+                    **common,
+                    "side": side,
+                    "config_hash": rec["config_hash"],
+                    "eval_lake": res["eval_lake"],
+                    "evaluated": rec.get("evaluated", ""),
+                    "overrides": _clip("; ".join(rec.get("overrides") or [])) or "(none)",
+                }
+                if side == "experiment":
+                    params |= overrides
+                mlflow.log_params(params)
+                flat = flat_metrics(res)
+                mlflow.log_metrics({mlflow_key(k): v for k, v in flat.items()})
+                for plot in res.get("plots") or []:
+                    if os.path.exists(plot):
+                        mlflow.log_artifact(plot, artifact_path="plots")
+                for f in ("pages.csv", "lift.csv", "engagement.csv", "evaluate.json"):
+                    path = os.path.join(res.get("report") or "", f)
+                    if os.path.exists(path):
+                        mlflow.log_artifact(path, artifact_path="report")
+                ids[f"{side}_run_id"] = child.info.run_id
+    return ids
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _fmt(v: Any, pct: bool = False, sign: bool = False) -> str:
+    if not _finite(v):
+        return "—"
+    return f"{v:+.1%}" if pct else f"{v:+.4f}" if sign else f"{v:.4f}"
+
+
+def _interval(r: Mapping[str, Any]) -> str:
+    if not _finite(r.get("lift")):
+        return ""
+    return f"{_fmt(r['lift'], True)} [{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]"
+
+
+def markdown(summary: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> str:
+    """The comparison as a Markdown document (the report's comparison.md)."""
+    w = summary["test_window"]
+    lines = [
+        f"# Experiment `{summary['name']}` vs champion",
+        "",
+        f"Split {summary['split_ds']}, test window [{w[0]}, {w[1]}), {summary['users']:,} "
+        "evaluated users.",
+        "",
+        "Overrides: " + ", ".join(f"`{o}`" for o in summary["overrides"]),
+        "",
+        "Changed: " + ", ".join(f"`{k}` {a} → {b}" for k, (a, b) in summary["changed"].items()),
+        "",
+        "Lift = experiment / champion − 1 with a 95% bootstrap interval: page metrics paired per "
+        "user on the same users, `ab.*` a simulated A/B test (champion = control).",
+        "",
+        "| metric | champion | experiment | difference | relative difference | lift [95% CI] |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['metric']} | {_fmt(r['champion'])} | {_fmt(r['experiment'])} "
+            f"| {_fmt(r['difference'], sign=True)} | {_fmt(r['relative_difference'], True)} "
+            f"| {_interval(r)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def format_comparison(result: Mapping[str, Any]) -> str:
+    """The comparison as aligned text (what `homepage experiment` prints)."""
+    w = result["test_window"]
+    rows = result["comparison"]
+    width = max([len("metric"), *(len(r["metric"]) for r in rows)]) + 2
+    lines = [
+        f"experiment {result['name']} vs champion: split {result['split_ds']}, test window "
+        f"[{w[0]}, {w[1]}), {result['users']:,} users",
+        "overrides: " + " ".join(result["overrides"]),
+        "",
+        f"{'metric':<{width}}{'champion':>10}{'experiment':>12}{'difference':>12}"
+        f"{'rel.diff':>10}   lift [95% interval]",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['metric']:<{width}}{_fmt(r['champion']):>10}{_fmt(r['experiment']):>12}"
+            f"{_fmt(r['difference'], sign=True):>12}{_fmt(r['relative_difference'], True):>10}   "
+            f"{_interval(r)}"
+        )
+    lines += [
+        "",
+        "page.* lifts are paired per user (same users, same truth); ab.* is a simulated A/B test "
+        "(champion = control).",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the job
+
+
+def run(
+    lake: Lake | str,
+    split_ds: str,
+    overrides: list[str] | tuple[str, ...] | Mapping[str, Any] | None,
+    *,
+    name: str | None = None,
+    config_path: str | None = None,
+    test_days: int | None = None,
+    rerun: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """Plan, evaluate the champion and the experiment, compare and log (module doc). Returns
+    the comparison: both sides' `jobs.evaluate.run` results (`champion`, `experiment`), the rows
+    (`comparison`), the simulated A/B (`ab_test`), files, plots, MLflow run ids (`mlflow`),
+    whether each side's evaluation was reused (`reused`), the champion tables a new experiment
+    lake started from (`seeded`) and the plan (`plan`)."""
+    p = plan(lake, split_ds, overrides, name=name, config_path=config_path, test_days=test_days)
+    say(
+        f"[experiment {p['name']}] split {split_ds}, test window [{split_ds}, {p['test_end']}), "
+        f"changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in p["changed"].items())
+    )
+    done = {side: evaluate_side(p, side, rerun=rerun, say=say) for side in SIDES}
+    result = compare(p, done["champion"]["record"], done["experiment"]["record"], say=say)
+    result["reused"] = {side: done[side]["reused"] for side in SIDES}
+    result["seeded"] = done["experiment"]["seeded"]
+    result["plan"] = dict(p)
+    return result
+
+
+__all__ = [
+    "changed_keys",
+    "compare",
+    "comparison_rows",
+    "evaluate_side",
+    "flat_overrides",
+    "format_comparison",
+    "markdown",
+    "overrides_from_params",
+    "plan",
+    "run",
+    "side_config",
+]

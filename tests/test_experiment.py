@@ -1,0 +1,520 @@
+"""Experiments (`jobs/experiment.py`, DAG `homepage_experiment`, `homepage experiment`).
+
+Fast: the DAG's typed params accept good values and reject bad ones; DAG params become the
+override list; the plan refuses experiments that cannot be run or compared, naming the reason.
+End to end (one module fixture, ~2-4 minutes on 2 cores): a small generated lake, the champion
+config and `page.beam_width=1` evaluated on one split, compared and logged to MLflow; then the
+same experiment through `dag.test()` and through the CLI, which reuse both evaluations.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from conftest import SMALL_LAKE_OVERRIDES
+
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- DAG params
+
+
+@pytest.fixture(scope="module")
+def exp_dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "homepage_experiment.py"))
+    assert bag.import_errors == {}
+    return bag.dags["homepage_experiment"]
+
+
+def _resolve(dag: Any, **values: Any) -> dict[str, Any]:
+    """The DAG's params with `values` set, validated as a trigger validates them."""
+    params = copy.deepcopy(dag.params)
+    for key, value in values.items():
+        params[key] = value  # ParamsDict validates each value against its Param's schema
+    return params.validate()
+
+
+GOOD = {
+    "split_ds": "2026-01-07",
+    "name": "beam-1.try_2",
+    "test_days": 3,
+    "scoring.w": 0.25,
+    "scoring.choose_w": False,
+    "mf.factors": 64,
+    "mf.regularization": 0.1,
+    "engagement.weight_click": 0,
+    "engagement.weight_add_to_cart": 2.5,
+    "engagement.weight_purchase": 12,
+    "page.beam_width": 1,
+    "page.explore_epsilon": 0.0,
+    "page.item_lambda": 1,
+    "page.carousel_lambda": 0.5,
+    "extra_overrides": ["mf.iterations=20", "page.slots = 8"],
+}
+
+
+def test_params_accept_typed_values(exp_dag: Any) -> None:
+    resolved = _resolve(exp_dag, **GOOD)
+    assert {k: resolved[k] for k in GOOD} == GOOD
+    # every override param defaults to null ("keep the config's value"); the trigger form then
+    # shows typed, optional fields
+    defaults = _resolve(exp_dag, split_ds="2026-01-07")
+    overrides = [k for k in defaults if "." in k]
+    assert len(overrides) == 11
+    assert all(defaults[k] is None for k in overrides)
+    for k in overrides:
+        schema = exp_dag.params.get_param(k).schema
+        assert "null" in schema["type"] and len(schema["type"]) == 2, (k, schema)
+    assert defaults["extra_overrides"] == [] and defaults["name"] is None
+    assert _resolve(exp_dag, split_ds="2026-01-07", name="")["name"] == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("scoring.w", 2),
+        ("scoring.w", -0.1),
+        ("mf.factors", "abc"),
+        ("mf.factors", 0),
+        ("mf.factors", 1.5),
+        ("mf.regularization", 0),
+        ("scoring.choose_w", "yes"),
+        ("engagement.weight_purchase", -1),
+        ("page.beam_width", 0),
+        ("page.explore_epsilon", 1.5),
+        ("page.item_lambda", "high"),
+        ("page.carousel_lambda", 2),
+        ("split_ds", "2026-13-01"),
+        ("split_ds", "07/01/2026"),
+        ("test_days", 0),
+        ("name", "two words"),
+        ("name", "../escape"),
+        ("extra_overrides", ["no-equals-sign"]),
+        ("extra_overrides", "mf.factors=8"),
+        ("lake", ""),
+    ],
+)
+def test_params_reject_bad_values(exp_dag: Any, key: str, value: Any) -> None:
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=key.replace(".", r"\.")):
+        _resolve(exp_dag, **{"split_ds": "2026-01-07", key: value})
+
+
+def test_split_ds_is_required(exp_dag: Any) -> None:
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="split_ds"):
+        _resolve(exp_dag)
+
+
+# ---------------------------------------------------------------- overrides from params
+
+
+def test_overrides_from_params_drop_nulls_and_merge_extras(exp_dag: Any) -> None:
+    from jobs.experiment import flat_overrides, overrides_from_params
+
+    params = _resolve(
+        exp_dag,
+        split_ds="2026-01-07",
+        **{
+            "scoring.w": 0.5,
+            "scoring.choose_w": False,
+            "mf.factors": 64,
+            "page.explore_epsilon": 0,
+            "extra_overrides": ["mf.iterations=20", " page.slots = 8 "],
+        },
+    )
+    out = overrides_from_params(params)
+    assert out == [
+        "scoring.w=0.5",
+        "scoring.choose_w=false",
+        "mf.factors=64",
+        "page.explore_epsilon=0",
+        "mf.iterations=20",
+        "page.slots = 8",
+    ]
+    # null typed params are not overrides; neither are lake, split_ds, name, ...
+    assert not any(o.startswith(("page.beam_width", "lake", "split_ds", "name")) for o in out)
+    assert flat_overrides(out) == {
+        "scoring.w": 0.5,
+        "scoring.choose_w": False,
+        "mf.factors": 64,
+        "page.explore_epsilon": 0,
+        "mf.iterations": 20,
+        "page.slots": 8,
+    }
+    assert overrides_from_params(_resolve(exp_dag, split_ds="2026-01-07")) == []
+
+
+def test_run_conf_keys_are_overrides_or_known_params(exp_dag: Any) -> None:
+    from jobs.config import ConfigError
+    from jobs.experiment import overrides_from_params
+
+    # a trigger's conf joins the params: any dotted key in it is an override too
+    params = _resolve(exp_dag, split_ds="2026-01-07", **{"mf.iterations": 20})
+    assert overrides_from_params(params, known=exp_dag.params) == ["mf.iterations=20"]
+    typo = _resolve(exp_dag, split_ds="2026-01-07", split_date="2026-01-07")
+    with pytest.raises(ConfigError, match="unknown param.*split_date"):
+        overrides_from_params(typo, known=exp_dag.params)
+
+
+def test_a_key_set_twice_is_an_error(exp_dag: Any) -> None:
+    from jobs.config import ConfigError
+    from jobs.experiment import flat_overrides, overrides_from_params
+
+    params = _resolve(
+        exp_dag, split_ds="2026-01-07", **{"mf.factors": 16, "extra_overrides": ["mf.factors=8"]}
+    )
+    with pytest.raises(ConfigError, match="mf.factors is set twice"):
+        overrides_from_params(params)
+    with pytest.raises(ConfigError, match="given twice"):
+        flat_overrides(["page.slots=4", "page.slots=5"])
+    with pytest.raises(ConfigError, match="key=value"):
+        flat_overrides(["page.slots"])
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@pytest.fixture(scope="module")
+def raw_lake(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Input tables only (no pipeline run): enough for the plan's checks."""
+    from jobs.generate import generate_lake
+    from jobs.lake import Lake
+
+    root = str(tmp_path_factory.mktemp("raw-lake"))
+    generate_lake(root, users=60, items=80, days=4, seed=2)
+    return Lake(root)
+
+
+def test_the_plan_names_paths_and_changes(raw_lake: Any) -> None:
+    from jobs.config import load_config
+    from jobs.experiment import plan
+
+    p = plan(raw_lake, "2026-01-03", ["page.beam_width=1", "mf.factors=32"])
+    champion, exp = load_config(), load_config(None, ["page.beam_width=1"])
+    assert p["champion_hash"] == champion.hash() and p["experiment_hash"] == exp.hash()
+    assert p["name"] == f"exp-{exp.hash()[:8]}"
+    # mf.factors=32 is the default already: only beam_width changes
+    assert p["changed"] == {"page.beam_width": [3, 1]}
+    assert p["overrides"] == ["page.beam_width=1", "mf.factors=32"]
+    root = raw_lake.root
+    assert p["champion_dir"] == f"{root}/_eval/2026-01-03-{champion.hash()[:8]}"
+    assert p["experiment_dir"] == f"{root}/_experiments/{p['name']}/experiment"
+    assert p["report_dir"] == f"{root}/warehouse/reports/ds=2026-01-03/experiments/{p['name']}"
+    assert (p["test_days"], p["test_end"]) == (7, "2026-01-05")  # cut at the last event day
+    json.dumps(p)  # travels through XCom
+    named = plan(raw_lake, "2026-01-03", {"scoring.w": 0.5, "scoring.choose_w": False}, name="w05")
+    assert named["name"] == "w05" and named["test_days"] == 7
+    assert named["changed"] == {"scoring.choose_w": [True, False], "scoring.w": [0.7, 0.5]}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kwargs", "error"),
+    [
+        ([], {}, "no overrides"),
+        ({}, {}, "no overrides"),
+        (["page.beam_width=3"], {}, "change nothing"),
+        (["page.beam_widht=1"], {}, r"unknown key\(s\) in page: page.beam_widht"),
+        (["nosection.x=1"], {}, r"unknown key\(s\) in config: nosection"),
+        (["mf.factors=abc"], {}, "mf.factors must be an integer"),
+        (["page.explore_epsilon=2"], {}, r"page.explore_epsilon must be in \[0, 1\]"),
+        (["eval.test_days=3"], {}, "cannot override eval.test_days"),
+        (["mlflow.experiment=x"], {}, "cannot override mlflow.experiment"),
+        (["serve.port=9000", "spark.shuffle_partitions=8"], {}, "cannot change any metric"),
+        (["scoring.w=0.5"], {}, "scoring.choose_w"),
+        (["page.beam_width=1"], {"name": "a/b"}, "experiment name"),
+        (["page.beam_width=1"], {"test_days": 0}, "test_days must be an integer >= 1"),
+        (["page.beam_width=1"], {"split_ds": "2026-01-01"}, "no events before the split"),
+        (["page.beam_width=1"], {"split_ds": "2026-02-01"}, "no events on or after the split"),
+        (["page.beam_width=1"], {"split_ds": "Jan 3"}, "YYYY-MM-DD"),
+    ],
+)
+def test_the_plan_refuses_with_the_reason(
+    raw_lake: Any, overrides: Any, kwargs: dict[str, Any], error: str
+) -> None:
+    from jobs.experiment import plan
+
+    split = kwargs.pop("split_ds", "2026-01-03")
+    with pytest.raises(ValueError, match=error):
+        plan(raw_lake, split, overrides, **kwargs)
+
+
+def test_comparison_rows_and_text() -> None:
+    import pandas as pd
+
+    from jobs.experiment import comparison_rows, format_comparison, markdown, mlflow_key
+
+    head = {"objective": "click", "stage": "raw", "auc": 0.7, "pr_auc": 0.2, "log_loss": 0.3}
+    side = {
+        "pages": {"pipeline": {}},
+        "lift": [],
+        "engagement": [head | {"ece": 0.01}],
+        "ab_test": None,
+        # the logging policy's own value is the same for both sides: not a comparison row
+        "ope": {"learned_policy": {"per_unit": {"dm": {"estimate": 0.04}, "logging": {}}}},
+    }
+    other = copy.deepcopy(side)
+    other["engagement"][0]["auc"] = 0.77
+    other["ope"]["learned_policy"]["per_unit"]["dm"]["estimate"] = 0.05
+    lifts = pd.DataFrame(
+        [
+            {
+                "metric": "ndcg_2d",
+                "users": 10,
+                "a": 0.22,
+                "b": 0.2,
+                "lift": 0.1,
+                "ci_low": -0.05,
+                "ci_high": 0.3,
+                "diff": 0.02,
+                "diff_low": -0.01,
+                "diff_high": 0.06,
+            }
+        ]
+    )
+    ab = {
+        "arms": {
+            "control": {"visitors": 5, "ctr": 0.02},
+            "treatment": {"visitors": 6, "ctr": 0.03},
+        },
+        "lift": {"ctr": {"lift": 0.5, "ci_low": -0.2, "ci_high": 1.5}},
+    }
+    rows = comparison_rows(
+        side,
+        other,
+        {"ndcg_2d": 0.2, "coverage": 0.0},
+        {"ndcg_2d": 0.22, "coverage": 0.1},
+        lifts,
+        ab,
+    )
+    by = {r["metric"]: r for r in rows}
+    assert list(by) == [
+        "page.ndcg_2d",
+        "page.coverage",
+        "ab.ctr",
+        "engagement.click.raw.auc",
+        "engagement.click.raw.ece",
+        "engagement.click.raw.log_loss",
+        "engagement.click.raw.pr_auc",
+        "ope.dm.per_unit",
+    ]
+    nd = by["page.ndcg_2d"]
+    assert nd["difference"] == pytest.approx(0.02) and nd["relative_difference"] == pytest.approx(
+        0.1
+    )
+    assert (nd["lift"], nd["ci_low"], nd["ci_high"], nd["users"]) == (0.1, -0.05, 0.3, 10.0)
+    assert by["page.coverage"]["relative_difference"] is None  # champion 0: undefined
+    assert by["page.coverage"]["lift"] is None
+    assert by["ab.ctr"]["champion"] == 0.02 and by["ab.ctr"]["users"] == 11
+    assert by["engagement.click.raw.auc"]["difference"] == pytest.approx(0.07)
+    result = {
+        "name": "t",
+        "split_ds": "2026-01-03",
+        "test_window": ["2026-01-03", "2026-01-05"],
+        "users": 10,
+        "overrides": ["page.beam_width=1"],
+        "changed": {"page.beam_width": [3, 1]},
+        "comparison": rows,
+    }
+    text = format_comparison(result)
+    assert "page.ndcg_2d" in text and "+10.0% [-5.0%, +30.0%]" in text
+    md = markdown(result, rows)
+    assert "| page.ndcg_2d | 0.2000 | 0.2200 | +0.0200 | +10.0% | +10.0% [-5.0%, +30.0%] |" in md
+    assert mlflow_key("page.recall@10") == "page.recall_at_10"
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def experiment_run(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> SimpleNamespace:
+    import yaml
+
+    from jobs import experiment, io
+    from jobs.config import parse_overrides
+    from jobs.generate import generate_lake
+    from jobs.lake import Lake, shift_ds
+
+    tmp = tmp_path_factory.mktemp("experiment")
+    root = str(tmp / "lake")
+    # the smallest lake the daily steps train on: 6 days, a 2-day label window
+    generate_lake(root, users=600, items=200, days=6, seed=5)
+    lake = Lake(root)
+    config = tmp / "small.yaml"
+    config.write_text(yaml.safe_dump(parse_overrides(SMALL_LAKE_OVERRIDES)))
+    split = shift_ds(io.partitions(lake.raw_events)[-1], -1)
+    t0 = time.perf_counter()
+    res = experiment.run(
+        lake, split, ["page.beam_width=1"], name="beam1", config_path=str(config), say=print
+    )
+    return SimpleNamespace(
+        lake=lake, split=split, config=str(config), res=res, seconds=time.perf_counter() - t0
+    )
+
+
+def _runs(lake: Any, **filters: str) -> Any:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{lake.root}/_mlflow/mlflow.db")
+    where = " and ".join(f"{k} = '{v}'" for k, v in filters.items())
+    return mlflow.search_runs(experiment_names=["homepage-experiments"], filter_string=where)
+
+
+@pytest.mark.e2e
+def test_both_sides_are_evaluated_on_the_same_split(experiment_run: SimpleNamespace) -> None:
+    s = experiment_run
+    res, p = s.res, s.res["plan"]
+    assert res["reused"] == {"champion": False, "experiment": False}
+    # only page.* changed: the experiment lake started from the champion's events and features
+    assert {"events", "features"} <= set(res["seeded"])
+    for side in ("champion", "experiment"):
+        r = res[side]
+        assert r["eval_lake"] == p[f"{side}_dir"]
+        assert r["config_hash"] == p[f"{side}_hash"]
+        assert r["split_ds"] == s.split and r["test_window"] == res["test_window"]
+        pages = os.path.join(r["eval_lake"], "warehouse", "pages", f"ds={s.split}", "pages.parquet")
+        assert os.path.exists(pages), pages
+        assert os.path.exists(os.path.join(r["eval_lake"], "_experiment_eval.json"))
+    assert p["champion_dir"].startswith(f"{s.lake.root}/_eval/{s.split}-")
+    assert p["experiment_dir"] == f"{s.lake.root}/_experiments/beam1/experiment"
+    assert p["changed"] == {"page.beam_width": [3, 1]}
+
+
+@pytest.mark.e2e
+def test_the_comparison_has_paired_intervals(experiment_run: SimpleNamespace) -> None:
+    from jobs.experiment import format_comparison
+
+    res = experiment_run.res
+    rows = {r["metric"]: r for r in res["comparison"]}
+    for m in ("page.ndcg_2d", "page.page_recall", "page.carousel_ndcg", "page.mrr"):
+        r = rows[m]
+        assert r["users"] == res["users"] > 0, r
+        assert r["ci_low"] <= r["lift"] <= r["ci_high"], r
+        assert r["diff_low"] <= r["difference"] <= r["diff_high"], r
+        # recomputed per user against one truth: the same numbers each evaluation reported
+        name = m.split(".", 1)[1]
+        assert r["champion"] == pytest.approx(res["champion"]["pages"]["pipeline"][name])
+        assert r["experiment"] == pytest.approx(res["experiment"]["pages"]["pipeline"][name])
+    # the engagement heads do not depend on page.*: same data, same models, same metrics
+    eng = [r for m, r in rows.items() if m.startswith("engagement.")]
+    assert any(r["metric"].startswith("engagement.click.") for r in eng)
+    assert all(r["difference"] == pytest.approx(0.0, abs=1e-12) for r in eng), eng
+    # a generated lake: a simulated A/B test of champion (control) against experiment
+    assert res["ab_test"] is not None and "ab.ctr" in rows
+    assert math.isfinite(rows["ab.ctr"]["lift"])
+    text = format_comparison(res)
+    assert "page.ndcg_2d" in text and "page.beam_width=1" in text
+
+
+@pytest.mark.e2e
+def test_report_files(experiment_run: SimpleNamespace) -> None:
+    import pandas as pd
+
+    from jobs.experiment import COLUMNS
+
+    s, res = experiment_run, experiment_run.res
+    out = f"{s.lake.root}/warehouse/reports/ds={s.split}/experiments/beam1"
+    assert res["report_dir"] == out
+    table = pd.read_csv(os.path.join(out, "comparison.csv"))
+    assert list(table.columns) == list(COLUMNS)
+    assert {"page.ndcg_2d", "page.page_recall"} <= set(table["metric"])
+    with open(os.path.join(out, "comparison.md")) as f:
+        assert "| page.ndcg_2d |" in f.read()
+    with open(os.path.join(out, "comparison.json")) as f:
+        written = json.load(f)
+    assert written["mlflow"] == res["mlflow"] and len(written["comparison"]) == len(table)
+    with open(os.path.join(out, "lift.png"), "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+
+
+@pytest.mark.e2e
+def test_one_parent_run_with_two_child_runs(experiment_run: SimpleNamespace) -> None:
+    import mlflow
+
+    s, ids = experiment_run, experiment_run.res["mlflow"]
+    assert ids["mlflow_experiment"] == "homepage-experiments"
+    parent = _runs(s.lake, **{"attributes.run_id": ids["parent_run_id"]})
+    assert len(parent) == 1 and parent["tags.mlflow.runName"].iloc[0] == "beam1"
+    assert parent["params.overrides"].iloc[0] == "page.beam_width=1"
+    assert parent["params.override.page.beam_width"].iloc[0] == "1"
+    children = _runs(s.lake, **{"tags.mlflow.parentRunId": ids["parent_run_id"]})
+    assert sorted(children["tags.mlflow.runName"]) == ["champion", "experiment"]
+    by = children.set_index("tags.mlflow.runName")
+    assert by.loc["champion", "run_id"] == ids["champion_run_id"]
+    assert by.loc["experiment", "run_id"] == ids["experiment_run_id"]
+    assert by.loc["experiment", "params.override.page.beam_width"] == "1"
+    assert by.loc["champion", "params.overrides"] == "(none)"
+    for side in ("champion", "experiment"):
+        assert math.isfinite(by.loc[side, "metrics.page.pipeline.ndcg_2d"])
+        assert "metrics.page.pipeline.recall_at_10" in by.columns
+    assert "metrics.lift.page.ndcg_2d" in parent.columns
+    client = mlflow.MlflowClient()
+    arts = {a.path for a in client.list_artifacts(ids["parent_run_id"])}
+    assert {"comparison.csv", "comparison.md", "comparison_table.json", "lift.png"} <= arts
+    plots = {a.path for a in client.list_artifacts(ids["experiment_run_id"], "plots")}
+    assert "plots/lift.png" in plots
+    mlflow.set_experiment("homepage-experiments")
+    table = mlflow.load_table("comparison_table.json", run_ids=[ids["parent_run_id"]])
+    assert "page.ndcg_2d" in set(table["metric"])
+
+
+@pytest.mark.e2e
+def test_the_dag_reuses_both_evaluations(experiment_run: SimpleNamespace) -> None:
+    """The same experiment through Airflow (`dag.test()`): plan, both evaluations (reused: the
+    inputs, configs and code did not change), compare; a second parent run with two children."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils import db
+
+    s = experiment_run
+    db.initdb()  # idempotent; dag.test needs the metadata tables
+    dag = DagBag(dag_folder=str(REPO / "dags" / "homepage_experiment.py")).get_dag(
+        "homepage_experiment"
+    )
+    conf = {
+        "lake": s.lake.root,
+        "split_ds": s.split,
+        "config": s.config,
+        "name": "beam1",
+        "page.beam_width": 1,
+    }
+    run = dag.test(run_conf=conf)
+    assert str(run.state) == "success"
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert set(tis) == {"plan", "evaluate_champion", "evaluate_experiment", "compare"}
+    assert all(str(ti.state) == "success" for ti in tis.values())
+    for side in ("champion", "experiment"):
+        out = tis[f"evaluate_{side}"].xcom_pull(task_ids=f"evaluate_{side}")
+        assert out["reused"] is True and out["eval_lake"] == s.res["plan"][f"{side}_dir"]
+    ids = tis["compare"].xcom_pull(task_ids="compare")
+    assert ids["parent_run_id"] != s.res["mlflow"]["parent_run_id"]
+    children = _runs(s.lake, **{"tags.mlflow.parentRunId": ids["parent_run_id"]})
+    assert sorted(children["tags.mlflow.runName"]) == ["champion", "experiment"]
+
+
+@pytest.mark.e2e
+def test_the_cli_prints_the_comparison(experiment_run: SimpleNamespace, capsys: Any) -> None:
+    from jobs.cli import main
+
+    s = experiment_run
+    argv = ["experiment", "--lake", s.lake.root, "--split-ds", s.split, "--config", s.config]
+    rc = main([*argv, "--set", "page.beam_width=1", "--name", "beam1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "reusing the evaluation" in out and "page.ndcg_2d" in out and "MLflow" in out
+    assert main([*argv, "--set", "page.beam_width=3"]) == 1
+    assert "change nothing" in capsys.readouterr().err
