@@ -35,7 +35,7 @@ import pandas as pd
 
 from jobs import io
 from jobs.config import Config
-from jobs.lake import DEFAULT_PAGE_KEY, Lake, join, local_path, parse_ds, shift_ds
+from jobs.lake import Lake, join, local_path, parse_ds, shift_ds
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,13 @@ def run_pipeline_at(
 
 
 def _eval_config(cfg: Config) -> Config:
-    """The run's config for the evaluation lake: a shared tracking server gets its own model
-    name, so an evaluation never registers versions of the production model."""
+    """The run's config for the evaluation lake: with a shared tracking server each evaluated
+    config registers its own model name, so an evaluation never touches the production model
+    nor another evaluation's champion alias."""
     if not cfg.mlflow.tracking_uri:
         return cfg
-    gate = dataclasses.replace(cfg.gate, model_name=f"{cfg.gate.model_name}-eval")
+    name = f"{cfg.gate.model_name}-eval-{cfg.hash()[:8]}"  # one per config: no shared alias
+    gate = dataclasses.replace(cfg.gate, model_name=name)
     return dataclasses.replace(cfg, gate=gate)
 
 
@@ -152,11 +154,10 @@ def page_frames(
     bought = before[(before["event_type"] == "purchase") & before["user_id"].isin(users)]
     history = bought[["user_id", "item_id"]].drop_duplicates()
 
+    # every user's page: the metrics select the evaluated users, the A/B test serves them all
     pipe = pd.read_parquet(
         local_path(join(elake.warehouse, "pages", f"ds={split_ds}", "pages.parquet"))
     )
-    keep = pipe["user_id"].isin(users) | (pipe["user_id"] == DEFAULT_PAGE_KEY)
-    pipe = pipe[keep].reset_index(drop=True)
     from models.page_eval import pages_for_users
 
     shown = pages_for_users(pipe, users).groupby("user_id").size().reindex(users)

@@ -32,6 +32,7 @@ def write_json(uri: str, obj: Any) -> None:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; reports are meant to be read
         os.replace(tmp, path)
         return
     fs, path = _fs(uri)

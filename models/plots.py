@@ -123,7 +123,13 @@ def metric_vs_parameter(
     return _save(fig, path)
 
 
-def lift_plot(lifts: pd.DataFrame, path: str | Path, *, title: str | None = None) -> Path:
+def lift_plot(
+    lifts: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    xlabel: str = "relative lift of the pipeline, % (95% bootstrap interval)",
+) -> Path:
     """Relative lift per metric with its interval, one panel row per baseline (columns
     baseline, metric, lift, ci_low, ci_high); a vertical line at 0 (no change)."""
     rows = lifts.dropna(subset=["lift"]).reset_index(drop=True)
@@ -141,7 +147,7 @@ def lift_plot(lifts: pd.DataFrame, path: str | Path, *, title: str | None = None
         )  # fmt: skip
     ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
     ax.set_yticks(y, [f"{r.baseline}: {r.metric}" for r in rows.itertuples()])
-    ax.set_xlabel("relative lift of the pipeline, % (95% bootstrap interval)")
+    ax.set_xlabel(xlabel)
     ax.set_title(title or "Pipeline vs baselines")
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
