@@ -23,11 +23,12 @@ in the source lake's tracking store.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,26 @@ def evaluation_lake(lake: Lake, work_dir: str) -> Lake:
         if os.path.exists(src) and not os.path.lexists(dst):
             os.symlink(src, dst)
     return Lake(work_dir)
+
+
+@contextlib.contextmanager
+def locked(path: str, *, shared: bool = False, say: Callable[[str], None] = log.info) -> Iterator:
+    """An advisory lock on `<path>.lock` (exclusive to write an evaluation lake, shared to
+    read it), so two runs (CLI, DAG, experiments) never write one evaluation lake at once."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "a+") as f:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(f, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another run using {path} ...")
+            fcntl.flock(f, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def test_window(lake: Lake, split_ds: str, test_days: int) -> str:
@@ -310,16 +331,34 @@ def run(
     work_dir: str | None = None,
     label: str = "pipeline",
     log_mlflow: bool = True,
+    lock: bool = True,
     say: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
-    """Train before the split, build pages, score them and the baselines after it (module doc)."""
+    """Train before the split, build pages, score them and the baselines after it (module doc).
+
+    The evaluation lake is locked while this runs (`lock=False`: the caller holds the lock)."""
+    end = test_window(lake, split_ds, test_days or cfg.eval.test_days)
+    work = work_dir or os.path.join(local_path(lake.root), "_eval", f"{split_ds}-{cfg.hash()[:8]}")
+    work = os.path.abspath(work)
+    with locked(work, say=say) if lock else contextlib.nullcontext():
+        return _run(lake, split_ds, end, cfg, work, label, log_mlflow, say)
+
+
+def _run(
+    lake: Lake,
+    split_ds: str,
+    end: str,
+    cfg: Config,
+    work: str,
+    label: str,
+    log_mlflow: bool,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
     import mlflow
 
     from jobs.tracking import experiment
 
-    end = test_window(lake, split_ds, test_days or cfg.eval.test_days)
-    work = work_dir or os.path.join(local_path(lake.root), "_eval", f"{split_ds}-{cfg.hash()[:8]}")
-    elake = evaluation_lake(lake, os.path.abspath(work))
+    elake = evaluation_lake(lake, work)
     ecfg = _eval_config(cfg)
     steps = run_pipeline_at(elake, split_ds, end, ecfg, say)
     out_dir = local_path(join(lake.reports(split_ds), "evaluate", label))

@@ -44,7 +44,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -258,26 +258,6 @@ def side_config(p: Mapping[str, Any], side: str) -> Config:
 # ---------------------------------------------------------------- evaluating one side
 
 
-@contextlib.contextmanager
-def _locked(path: str, *, shared: bool = False, say: Callable[[str], None] = log.info) -> Iterator:
-    """An advisory lock on `<path>.lock` (exclusive to write an evaluation lake, shared to
-    read it), so two runs never write one evaluation lake at once."""
-    import fcntl
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "a+") as f:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        try:
-            fcntl.flock(f, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for another run using {path} ...")
-            fcntl.flock(f, mode)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _code_fingerprint() -> str:
     h = hashlib.sha256()
     files = [
@@ -374,7 +354,7 @@ def evaluate_side(
         f"champion-{p['champion_hash'][:8]}" if side == "champion" else f"experiment-{p['name']}"
     )
     t0 = time.perf_counter()
-    with _locked(work, say=say):
+    with evaluate.locked(work, say=say):
         fp = fingerprint(p, side)
         rec = None if rerun else _reusable(record_path, fp)
         if rec is not None:
@@ -398,6 +378,7 @@ def evaluate_side(
             work_dir=work,
             label=label,
             log_mlflow=False,
+            lock=False,  # this side holds the lake's lock already
             say=say,
         )
         seconds = round(time.perf_counter() - t0, 1)
@@ -430,6 +411,8 @@ def seed_from_champion(p: Mapping[str, Any], *, say: Callable[[str], None] = log
     evaluation is up to date: what ingest and the features depend on is then the same, so the
     experiment skips re-ingesting and rebuilding the training cutoff's features. (The evaluation
     still rebuilds the split's features.) Returns the tables copied."""
+    from jobs import evaluate
+
     if any(k.split(".", 1)[0] in SEED_BLOCKERS for k in p["changed"]):
         return []
     src = os.path.join(p["champion_dir"], "warehouse")
@@ -437,7 +420,7 @@ def seed_from_champion(p: Mapping[str, Any], *, say: Callable[[str], None] = log
     if os.path.exists(dst):
         return []  # not a new lake: it keeps its own outputs
     copied = []
-    with _locked(p["champion_dir"], shared=True, say=say):
+    with evaluate.locked(p["champion_dir"], shared=True, say=say):
         if _reusable(os.path.join(p["champion_dir"], RECORD), fingerprint(p, "champion")) is None:
             return []
         for table in SEED_TABLES:
@@ -569,8 +552,8 @@ def compare(
 
     say(f"[experiment {name}] per-user page metrics of both sides against the same truth")
     with (
-        _locked(p["champion_dir"], shared=True, say=say),
-        _locked(p["experiment_dir"], shared=True, say=say),
+        evaluate.locked(p["champion_dir"], shared=True, say=say),
+        evaluate.locked(p["experiment_dir"], shared=True, say=say),
     ):
         pages, truth, history, items = evaluate.page_frames(
             Lake(res_c["eval_lake"]), split, end, cfg_c
