@@ -81,7 +81,7 @@ def locked(path: str, *, shared: bool = False, say: Callable[[str], None] = log.
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def test_window(lake: Lake, split_ds: str, test_days: int) -> str:
+def window_end(lake: Lake, split_ds: str, test_days: int) -> str:
     """The exclusive end of `[split, split + test_days)`, cut at the day after the last events."""
     parse_ds(split_ds)
     days = io.partitions(lake.raw_events)
@@ -337,7 +337,7 @@ def run(
     """Train before the split, build pages, score them and the baselines after it (module doc).
 
     The evaluation lake is locked while this runs (`lock=False`: the caller holds the lock)."""
-    end = test_window(lake, split_ds, test_days or cfg.eval.test_days)
+    end = window_end(lake, split_ds, test_days or cfg.eval.test_days)
     work = work_dir or os.path.join(local_path(lake.root), "_eval", f"{split_ds}-{cfg.hash()[:8]}")
     work = os.path.abspath(work)
     with locked(work, say=say) if lock else contextlib.nullcontext():

@@ -176,7 +176,7 @@ def plan(
 ) -> dict[str, Any]:
     """Check the experiment and fix its configs, test window and paths (a JSON-able dict: the
     DAG passes it between tasks). Raises ValueError (ConfigError) naming what is wrong."""
-    from jobs.evaluate import test_window
+    from jobs.evaluate import window_end
 
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     if not is_local(lake.root):
@@ -223,7 +223,7 @@ def plan(
     days = test_days if test_days is not None else champion.eval.test_days
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise ValueError(f"test_days must be an integer >= 1, got {test_days!r}")
-    end = test_window(lake, split_ds, days)
+    end = window_end(lake, split_ds, days)
     root = local_path(lake.root)
     return {
         "lake": lake.root,

@@ -15,7 +15,14 @@ from jobs.lake import is_local, local_path
 def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
     if is_local(uri):
         return pafs.LocalFileSystem(), local_path(uri)
-    return pafs.FileSystem.from_uri(uri)
+    return pafs.FileSystem.from_uri(pyarrow_uri(uri))
+
+
+def pyarrow_uri(uri: str) -> str:
+    """The URI pyarrow.fs understands: Hadoop's `s3a://` and `s3n://` are its `s3://` (the
+    endpoint and credentials come from the AWS_* environment, as for boto)."""
+    scheme, sep, rest = uri.partition("://")
+    return f"s3://{rest}" if sep and scheme.lower() in ("s3a", "s3n") else uri
 
 
 def exists(uri: str) -> bool:
