@@ -111,16 +111,18 @@ class ScoringConfig:
     w: float = 0.7  # phi = w * alpha + (1 - w) * gamma; replaced by the grid search's choice
     choose_w: bool = True  # grid-search w on the validation split (false: keep scoring.w)
     w_grid_steps: int = 11  # w in linspace(0, 1, steps)
-    item_mode: str = "rerank"  # rerank: items by combined engagement score | fixed: source order
+    # rerank: items by combined engagement score | fixed: source order | auto: whichever of the
+    # two gives the better validation page NDCG_2D (chosen with w, by the same grid search)
+    item_mode: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.w <= 1.0:
             raise ConfigError(f"scoring.w must be in [0, 1], got {self.w}")
         if self.w_grid_steps < 2:
             raise ConfigError(f"scoring.w_grid_steps must be >= 2, got {self.w_grid_steps}")
-        if self.item_mode not in ("rerank", "fixed"):
+        if self.item_mode not in ("rerank", "fixed", "auto"):
             raise ConfigError(
-                f"scoring.item_mode must be 'rerank' or 'fixed', got {self.item_mode!r}"
+                f"scoring.item_mode must be 'rerank', 'fixed' or 'auto', got {self.item_mode!r}"
             )
 
 
@@ -411,16 +413,21 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
 ) -> Config:
-    """Defaults <- conf/default.yaml (or `path`) <- HOMEPAGE_CONF file <- overrides."""
+    """Defaults <- conf/default.yaml <- `path` (else the HOMEPAGE_CONF file) <- overrides.
+
+    A config file is an overlay: it holds only what differs from conf/default.yaml (e.g.
+    conf/cluster.yaml). `path` must exist; HOMEPAGE_CONF is skipped when `path` is given."""
     data: dict[str, Any] = {}
-    files = [Path(path)] if path else [CONF_DIR / "default.yaml"]
+    files = [CONF_DIR / "default.yaml"]
     env_file = os.environ.get("HOMEPAGE_CONF")
-    if env_file and not path:
+    if path:
+        if not Path(path).exists():
+            raise ConfigError(f"config file {path} does not exist")
+        files.append(Path(path))
+    elif env_file:
         files.append(Path(env_file))
     for f in files:
         if not f.exists():
-            if path:
-                raise ConfigError(f"config file {f} does not exist")
             continue
         loaded = yaml.safe_load(f.read_text()) or {}
         if not isinstance(loaded, dict):

@@ -36,3 +36,55 @@ def test_bad_overrides_name_the_problem(override, message):
 
 def test_parse_overrides_nests_keys():
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+def test_item_mode_auto_picks_the_better_validation_mode():
+    import pandas as pd
+
+    from jobs.train import choose_item_mode
+
+    grid = pd.DataFrame(
+        {
+            "mode": ["fixed", "fixed", "rerank", "rerank"],
+            "w": [0.5, 1.0, 0.5, 1.0],
+            "page_ndcg": [0.30, 0.40, 0.45, 0.35],
+        }
+    )
+    assert choose_item_mode(grid, "auto", True, 0.7) == "rerank"  # 0.45 > 0.40
+    assert choose_item_mode(grid, "auto", False, 1.0) == "fixed"  # at w = 1: 0.40 > 0.35
+    assert choose_item_mode(grid, "fixed", True, 0.7) == "fixed"
+    assert choose_item_mode(grid, "rerank", True, 0.7) == "rerank"
+    tie = grid.assign(page_ndcg=0.4)
+    assert choose_item_mode(tie, "auto", True, 0.7) == "fixed"  # a tie: the cheaper mode
+    assert choose_item_mode(grid.iloc[:0], "auto", True, 0.7) == "fixed"
+    assert choose_item_mode(grid[grid["mode"] == "rerank"], "auto", True, 0.7) == "rerank"
+    with pytest.raises(ConfigError, match="'rerank', 'fixed' or 'auto'"):
+        load_config(None, ["scoring.item_mode=best"])
+
+
+def test_a_config_file_is_an_overlay_on_default_yaml(tmp_path, monkeypatch):
+    base = load_config()
+    f = tmp_path / "small.yaml"
+    f.write_text("mf:\n  factors: 8\n")
+    cfg = load_config(str(f))
+    assert cfg.mf.factors == 8
+    # everything else comes from conf/default.yaml, not the dataclass defaults
+    assert cfg.page == base.page and cfg.scoring == base.scoring and cfg.mf.alpha == base.mf.alpha
+    # HOMEPAGE_CONF is the overlay when no file is given, and ignored when one is
+    env = tmp_path / "env.yaml"
+    env.write_text("mf:\n  factors: 16\n")
+    monkeypatch.setenv("HOMEPAGE_CONF", str(env))
+    assert load_config().mf.factors == 16
+    assert load_config(str(f)).mf.factors == 8
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_cluster_yaml_overlays_default_yaml():
+    from jobs.config import CONF_DIR
+
+    cfg = load_config(str(CONF_DIR / "cluster.yaml"))
+    base = load_config()
+    assert cfg.spark.master.startswith("spark://")
+    assert cfg.mf.backend == "spark" and cfg.engagement.backend == "xgboost_spark"
+    assert cfg.page == base.page and cfg.features == base.features
