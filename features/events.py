@@ -15,6 +15,11 @@ _SPARK_TYPES: dict[str, T.DataType] = {
     "double": T.DoubleType(),
 }
 
+# The contract as a Spark schema (without the `ds` partition column)
+EVENT_STRUCT = T.StructType(
+    [T.StructField(f.name, _SPARK_TYPES[str(f.type)], True) for f in EVENT_SCHEMA]
+)
+
 REJECT_REASON = "reject_reason"
 
 
@@ -28,8 +33,11 @@ def require_columns(df: DataFrame, columns: tuple[str, ...] | list[str], table: 
 def conform_events(raw: DataFrame) -> DataFrame:
     """Cast raw events to the contract's types; add absent optional columns as nulls.
 
-    A value that cannot be cast becomes null and its original is kept in `_bad_<col>`, so the
-    quarantine can name the column and value instead of silently losing the row's meaning.
+    A value that cannot be cast exactly becomes null and its original is kept in `_bad_<col>`,
+    so the quarantine can name the column and value (`bad type for slot: 1.5`) instead of
+    silently losing the row's meaning. Casts never raise (ANSI mode, Spark's default, would fail
+    the whole job on one malformed value): a number that does not fit an int column (too large,
+    or not whole) counts as not castable rather than being wrapped or truncated.
     Unknown extra columns are kept as they are.
     """
     require_columns(raw, REQUIRED_EVENT_COLUMNS, "events")
@@ -42,18 +50,15 @@ def conform_events(raw: DataFrame) -> DataFrame:
         source_type = raw.schema[field.name].dataType
         if source_type == target:
             continue
-        casted = (
-            F.col(field.name).cast(target)
-            if not isinstance(target, T.TimestampType)
-            else F.to_timestamp(F.col(field.name))
-        )
-        out = out.withColumn(
-            f"_bad_{field.name}",
-            F.when(
-                F.col(field.name).isNotNull() & casted.isNull(), F.col(field.name).cast("string")
-            ),
-        )
-        out = out.withColumn(field.name, casted)
+        original = F.col(field.name)
+        casted = original.try_cast(target)
+        lost = original.isNotNull() & casted.isNull()
+        if isinstance(target, T.IntegralType) and isinstance(source_type, T.NumericType):
+            # try_cast truncates 1.5 to 1: a value is kept only when it survives the round trip
+            lost = lost | (casted.cast(source_type) != original)
+        lost = F.coalesce(lost, F.lit(False))
+        out = out.withColumn(f"_bad_{field.name}", F.when(lost, original.cast("string")))
+        out = out.withColumn(field.name, F.when(~lost, casted))
     return out
 
 
@@ -67,6 +72,8 @@ def _reasons(df: DataFrame, *, now_limit: Column, item_ids: DataFrame | None) ->
             )
     for c in REQUIRED_EVENT_COLUMNS:
         checks.append((F.col(c).isNull(), F.lit(f"null {c}")))
+    for c in ("event_id", "user_id"):  # a blank id would merge unrelated events or users
+        checks.append((F.trim(F.col(c)) == "", F.lit(f"empty {c}")))
     checks.append(
         (
             ~F.col("event_type").isin(*EVENT_TYPES),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +60,80 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set HOMEPAGE_SHARED_DATA)")
     return SHARED_DATA
+
+
+# ---- tiny raw lakes for the ingest tests (test_ingest.py, test_bad_input.py) ----------------
+
+DAY = "2026-01-05"  # the raw partition they write
+RUN_DS = "2026-01-06"  # ingest runs as of the next day
+NOW = dt.datetime(2026, 1, 6, 12, tzinfo=dt.UTC)
+RAW_COLUMNS = ("event_id", "ts", "user_id", "event_type", "item_id", "price")
+ITEM_COLUMNS = ("item_id", "title", "category_id", "price")
+
+
+def at(hour: int, day: int = 5) -> dt.datetime:
+    return dt.datetime(2026, 1, day, hour, tzinfo=dt.UTC)
+
+
+def events_table(
+    rows: Sequence[Sequence[Any]],
+    columns: Sequence[str] = RAW_COLUMNS,
+    types: dict[str, Any] | None = None,
+) -> Any:
+    """Rows as a pyarrow table with the contract's schema (absent columns are null), or with
+    the column types in `types` instead of the contract's."""
+    import pyarrow as pa
+
+    from jobs.lake import EVENT_SCHEMA
+
+    types = types or {}
+    schema = pa.schema([(f.name, types.get(f.name, f.type)) for f in EVENT_SCHEMA])
+    given = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
+    data = {f.name: given.get(f.name, [None] * len(rows)) for f in EVENT_SCHEMA}
+    return pa.Table.from_pydict(data, schema=schema)
+
+
+def items_table(
+    rows: Sequence[Sequence[Any]] = (("a", "A", "c", 1.0), ("b", "B", "c", 2.0)),
+) -> Any:
+    """Catalogue rows (item_id, title, category_id, price) as a contract-typed pyarrow table."""
+    import pyarrow as pa
+
+    from jobs.lake import ITEM_SCHEMA
+
+    n = len(rows)
+    given = {c: [r[i] for r in rows] for i, c in enumerate(ITEM_COLUMNS)}
+    fill = {
+        "category_path": ["x/c"] * n,
+        "brand": ["z"] * n,
+        "in_stock": [True] * n,
+        "has_image": [True] * n,
+        "first_seen": [dt.date(2025, 1, 1)] * n,
+    }
+    return pa.Table.from_pydict(
+        {f.name: {**fill, **given}[f.name] for f in ITEM_SCHEMA}, ITEM_SCHEMA
+    )
+
+
+def write_parquet(table: Any, directory: str, name: str = "part-0.parquet") -> str:
+    import pyarrow.parquet as pq
+
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    pq.write_table(table, path)
+    return path
+
+
+def write_lake(
+    root: Any, rows: Sequence[Sequence[Any]], *, drop: Sequence[str] = (), items: Any = None
+) -> Any:
+    """A lake with a two-item catalogue (or `items`) and `rows` as raw partition `DAY`."""
+    from jobs.lake import Lake
+
+    lake = Lake(str(root))
+    write_parquet(items_table() if items is None else items, lake.items)
+    table = events_table(rows)
+    if drop:
+        table = table.drop_columns(list(drop))
+    write_parquet(table, lake.raw_events_ds(DAY))
+    return lake

@@ -1,55 +1,12 @@
 import datetime as dt
 import os
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from conftest import DAY, NOW, write_lake
+from conftest import at as t
 
 from jobs.config import load_config
-from jobs.ingest import IngestError, run
-from jobs.lake import EVENT_SCHEMA, ITEM_SCHEMA, Lake
-
-DAY = "2026-01-05"
-NOW = dt.datetime(2026, 1, 6, 12, tzinfo=dt.UTC)
-
-
-def t(h: int, day: int = 5) -> dt.datetime:
-    return dt.datetime(2026, 1, day, h, tzinfo=dt.UTC)
-
-
-def write_lake(root, rows, *, extra_cols=None, drop=()):
-    lake = Lake(str(root))
-    items = pd.DataFrame(
-        {
-            "item_id": ["a", "b"],
-            "title": ["A", "B"],
-            "category_id": ["c", "c"],
-            "category_path": ["x/c"] * 2,
-            "brand": ["z", "z"],
-            "price": [1.0, 2.0],
-            "in_stock": [True, True],
-            "has_image": [True, True],
-            "first_seen": [dt.date(2025, 1, 1)] * 2,
-        }
-    )
-    os.makedirs(lake.items, exist_ok=True)
-    pq.write_table(
-        pa.Table.from_pandas(items, schema=ITEM_SCHEMA, preserve_index=False),
-        os.path.join(lake.items, "part-0.parquet"),
-    )
-    df = pd.DataFrame(rows, columns=["event_id", "ts", "user_id", "event_type", "item_id", "price"])
-    full = {
-        f.name: df[f.name] if f.name in df else pd.Series([None] * len(df)) for f in EVENT_SCHEMA
-    }
-    table = pa.Table.from_pydict({k: list(v) for k, v in full.items()}, schema=EVENT_SCHEMA)
-    for c in drop:
-        table = table.drop_columns([c])
-    path = lake.raw_events_ds(DAY)
-    os.makedirs(path, exist_ok=True)
-    pq.write_table(table, os.path.join(path, "part-0.parquet"))
-    return lake
-
+from jobs.ingest import IngestError, SchemaError, run
 
 GOOD = [
     ("e1", t(1), "u1", "click", "a", None),
@@ -94,6 +51,13 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark, tmp_p
     assert forced["ingested"][DAY]["accepted"] == 3
     assert spark.read.parquet(lake.events).count() == 3
 
+    # a fixed file replaces the partition's quarantine too: no rows of the old version are left
+    write_lake(tmp_path, GOOD + [("e9", t(9), "u3", "view", "b", None)])
+    fixed = run(lake, "2026-01-06", cfg, now=NOW)
+    assert fixed["ingested"][DAY] == {"raw": 4, "accepted": 4, "quarantined": 0, "reasons": {}}
+    assert spark.read.parquet(lake.events).count() == 4
+    assert not os.path.exists(os.path.join(lake.quarantine, f"ds={DAY}"))
+
 
 def test_future_events_are_rejected(spark, tmp_path):
     lake = write_lake(tmp_path, GOOD)
@@ -105,7 +69,8 @@ def test_future_events_are_rejected(spark, tmp_path):
 def test_too_many_bad_rows_fail_the_run_but_keep_the_quarantine(spark, tmp_path):
     lake = write_lake(tmp_path, GOOD + BAD)
     with pytest.raises(
-        IngestError, match=r"6 of 9 rows \(66.7%\) were rejected, above ingest.max_bad_share=5.0%"
+        IngestError,
+        match=r"^ds=2026-01-05: 6 of 9 rows \(66.7%\) were rejected, above ingest.max_bad_share=5.0%",
     ):
         run(lake, "2026-01-06", load_config(), now=NOW)
     assert spark.read.parquet(lake.quarantine).count() == 6
@@ -113,7 +78,11 @@ def test_too_many_bad_rows_fail_the_run_but_keep_the_quarantine(spark, tmp_path)
 
 def test_missing_required_column_is_named(spark, tmp_path):
     lake = write_lake(tmp_path, GOOD, drop=("user_id",))
-    with pytest.raises(ValueError, match="events is missing required column\\(s\\): user_id"):
+    with pytest.raises(
+        SchemaError,
+        match=r"events partition ds=2026-01-05, file part-0.parquet: missing required column\(s\): "
+        r"user_id$",
+    ):
         run(lake, "2026-01-06", load_config(), now=NOW)
 
 
