@@ -58,12 +58,10 @@ test: venv ## the test suite (what CI runs)
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-BENCH_USERS ?= 100000 1000000
-BENCH_SET ?= spark.driver_memory=14g spark.shuffle_partitions=16
-bench: venv ## scale benchmarks (not part of make test): features, then page construction, at 100k and 1M users; then the lookup server
-	$(BIN)/homepage bench features --users $(BENCH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
-	$(BIN)/homepage bench rank --item-mode fixed --users $(BENCH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
-	$(BIN)/homepage bench rank --users $(BENCH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
+BENCH_USERS ?= 10000 100000 1000000
+BENCH_SET ?= spark.driver_memory=12g spark.shuffle_partitions=16
+bench: venv ## scale benchmarks (not part of make test): the whole daily run at 10k, 100k and 1M users, then the lookup server
+	$(BIN)/homepage bench pipeline --users $(BENCH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
 	$(BIN)/homepage bench serve --users 100000 --workers 2
 
 clean:

@@ -1,0 +1,225 @@
+"""`homepage bench pipeline`: the whole daily run, stage by stage, at several lake sizes.
+
+For each size a generated lake is made once (`var/bench/u<N>-i<M>-d<D>-s<S>`), then the
+benchmark works in `<lake>/_bench_pipeline`, whose input tables are symlinks to the lake's.
+
+Steady state, not a first run: a daily schedule has already ingested every day before
+yesterday and has the feature store as of the training label window's start (the run of three
+days ago wrote it). The set-up makes exactly that state once (timed, reported apart) and keeps
+it. The measured run is then the DAG's seven tasks for `ds` (the day after the latest event),
+each in its own process as an Airflow task runs it (`homepage step <task>`), on a state reset to
+the set-up (yesterday's accepted events, every `ds=<ds>` output and the MLflow store removed, so
+promote makes the first champion of the store).
+
+Per stage it reports wall time and the peak memory of the step's process tree (the Python
+process, its Spark JVM and Python workers), sampled every 0.5 s as the sum of proportional set
+sizes (PSS), so pages shared between the processes are counted once. Between consecutive sizes it reports the scaling exponent
+b in time ∝ users^b (1 = linear).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jobs.lake import Lake, shift_ds
+
+STAGES = ("ingest", "build_features", "train", "promote", "rank", "export", "publish")
+WORK_DIR = "_bench_pipeline"
+
+
+def _tree_memory(pid: int) -> int:
+    """Proportional set size (PSS) of a process and its descendants, in bytes: shared pages (a
+    forked Python worker's copy-on-write heap, shared libraries) are split between the processes
+    that map them, so the sum is what the tree costs the machine. RSS where PSS is unreadable."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            try:
+                total += p.memory_full_info().pss
+            except (AttributeError, psutil.AccessDenied):
+                total += p.memory_info().rss
+    return total
+
+
+def run_measured(cmd: list[str], log_path: str, interval_s: float = 0.5) -> dict[str, Any]:
+    """Run `cmd` (output to `log_path`); wall seconds, peak process-tree PSS (GiB), exit code."""
+    peak = 0
+    with open(log_path, "ab") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _tree_memory(proc.pid))
+                done.wait(interval_s)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        code = proc.wait()
+        wall = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+    return {"s": round(wall, 1), "peak_gb": round(peak / 1024**3, 2), "exit": code}
+
+
+def _step_cmd(step: str, root: str, ds: str, overrides: list[str], config: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "jobs.cli", "step", step, "--lake", root, "--ds", ds]
+    if config:
+        cmd += ["--config", config]
+    for kv in overrides:
+        cmd += ["--set", kv]
+    return cmd
+
+
+def _reset_measured_outputs(work: Lake, ds: str) -> None:
+    """Back to the set-up state: remove what the measured run writes."""
+    yesterday = shift_ds(ds, -1)
+    wh = work.warehouse
+    if os.path.isdir(wh):
+        for table in os.listdir(wh):
+            for part in (
+                (f"ds={ds}", f"ds={yesterday}")
+                if table.startswith(("events", "quarantine"))
+                else (f"ds={ds}",)
+            ):
+                shutil.rmtree(os.path.join(wh, table, part), ignore_errors=True)
+    shutil.rmtree(os.path.join(work.root, "exports"), ignore_errors=True)
+    shutil.rmtree(os.path.join(work.root, "_mlflow"), ignore_errors=True)
+
+
+def bench_pipeline(
+    *,
+    users: int,
+    items: int,
+    days: int,
+    seed: int,
+    root: str,
+    overrides: list[str],
+    config: str | None = None,
+    setup_only: bool = False,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Generate (once), set up the steady state (once), then time the seven daily tasks
+    (unless `setup_only`)."""
+    from jobs.bench import ensure_lake
+    from jobs.config import load_config
+    from jobs.evaluate import evaluation_lake
+    from jobs.pipeline import default_ds
+    from jobs.training_data import cutoff_for
+
+    gen = ensure_lake(root, users=users, items=items, days=days, seed=seed, say=say)
+    lake = Lake(root)
+    work = evaluation_lake(lake, os.path.join(lake.root, WORK_DIR))
+    ds = default_ds(lake)
+    cfg = load_config(config, overrides)
+    cutoff = cutoff_for(ds, cfg)
+    log_path = os.path.join(work.root, f"bench-{ds}.log")
+    label = f"[{users:,} users]"
+
+    setup_path = os.path.join(work.root, "_setup.json")
+    setup: dict[str, Any] = {}
+    if os.path.exists(setup_path):
+        with open(setup_path) as f:
+            setup = json.load(f)
+    # yesterday's run ingested up to the day before yesterday; the run of `cutoff` built features
+    for step, at in (("ingest", shift_ds(ds, -1)), ("build_features", cutoff)):
+        key = f"{step}@{at}"
+        if key in setup:
+            continue
+        _reset_measured_outputs(work, ds)
+        say(f"{label} set-up: {step} as of {at} ...")
+        res = run_measured(_step_cmd(step, work.root, at, overrides, config), log_path)
+        if res["exit"] != 0:
+            raise RuntimeError(f"set-up step {step} as of {at} failed; see {log_path}")
+        setup[key] = res
+        with open(setup_path, "w") as f:
+            json.dump(setup, f)
+
+    if setup_only:
+        return {"users": users, "items": items, "ds": ds, "setup": setup}
+    _reset_measured_outputs(work, ds)
+    stages: dict[str, dict[str, Any]] = {}
+    for step in STAGES:
+        say(f"{label} {step} ...")
+        res = run_measured(_step_cmd(step, work.root, ds, overrides, config), log_path)
+        stages[step] = res
+        say(f"{label} {step}: {res['s']} s, peak {res['peak_gb']} GiB")
+        if res["exit"] != 0:
+            raise RuntimeError(f"{step} for {ds} failed (exit {res['exit']}); see {log_path}")
+    report = _read_json(os.path.join(work.reports(ds), "rank.json"))
+    return {
+        "users": users,
+        "items": items,
+        "days": days,
+        "events": gen["events"],
+        "ds": ds,
+        "overrides": overrides,
+        "setup": setup,
+        "stages": stages,
+        "total_s": round(sum(s["s"] for s in stages.values()), 1),
+        "peak_gb": max(s["peak_gb"] for s in stages.values()),
+        "rank": {k: report.get(k) for k in ("warm_users", "rows", "item_mode")} if report else {},
+        "log": log_path,
+    }
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def exponent(t_small: float, t_large: float, n_small: int, n_large: int) -> float | None:
+    """b in t ∝ n^b between two sizes (1 = linear); None when a time is not positive."""
+    if t_small <= 0 or t_large <= 0 or n_small == n_large:
+        return None
+    return round(math.log(t_large / t_small) / math.log(n_large / n_small), 2)
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: one row per stage, wall s and peak GiB per size, exponents between sizes."""
+    results = sorted(results, key=lambda r: r["users"])
+    head = ["stage"]
+    for r in results:
+        head += [f"{r['users']:,} users s", "peak GiB"]
+    pairs = list(zip(results, results[1:], strict=False))
+    head += [f"b {a['users']:,}→{b['users']:,}" for a, b in pairs]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(name: str, get: Callable[[dict[str, Any]], tuple[float, float]]) -> str:
+        cells = [name]
+        for r in results:
+            s, gb = get(r)
+            cells += [f"{s:,.1f}", f"{gb:.2f}"]
+        for a, b in pairs:
+            e = exponent(get(a)[0], get(b)[0], a["users"], b["users"])
+            cells.append("" if e is None else f"{e:.2f}")
+        return "| " + " | ".join(cells) + " |"
+
+    for stage in STAGES:
+        lines.append(
+            row(stage, lambda r, s=stage: (r["stages"][s]["s"], r["stages"][s]["peak_gb"]))
+        )
+    lines.append(row("**daily run**", lambda r: (r["total_s"], r["peak_gb"])))
+    return "\n".join(lines)
