@@ -112,6 +112,35 @@ def _cmd_serve(a: argparse.Namespace) -> Any:
     )
 
 
+def _bench_pipeline(a: argparse.Namespace) -> list[dict[str, Any]]:
+    from jobs.bench_pipeline import bench_pipeline, format_table
+
+    results = []
+    for users in a.users:
+        items = a.items or 100_000
+        res = bench_pipeline(
+            users=users,
+            items=items,
+            days=a.days,
+            seed=a.seed,
+            root=os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}"),
+            overrides=a.set,
+            config=a.config,
+            setup_only=a.setup_only,
+            say=_print,
+        )
+        _print(json.dumps(res, indent=2))
+        if a.setup_only:
+            continue
+        results.append(res)
+        with open(os.path.join(a.root, f"pipeline-u{users}-i{items}.json"), "w") as f:
+            json.dump(res, f, indent=2)
+    if results:
+        _print("")
+        _print(format_table(results))
+    return results
+
+
 def _cmd_bench(a: argparse.Namespace) -> Any:
     from jobs.bench import bench_features, bench_rank, scaling_exponent
 
@@ -139,8 +168,12 @@ def _cmd_bench(a: argparse.Namespace) -> Any:
         _print("")
         _print(format_report(res))
         return res
+    if a.what == "pipeline":
+        return _bench_pipeline(a)
     if a.what not in ("features", "rank"):
-        raise ValueError(f"unknown benchmark {a.what!r}; available: features, rank, serve")
+        raise ValueError(
+            f"unknown benchmark {a.what!r}; available: pipeline, features, rank, serve"
+        )
     extra = {"item_mode": a.item_mode} if a.what == "rank" else {}
     bench = bench_rank if a.what == "rank" else bench_features
     results = []
@@ -437,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=_cmd_serve)
 
     bn = sub.add_parser("bench", help="benchmarks on generated lakes (not part of make test)")
-    bn.add_argument("what", choices=["features", "rank", "serve"])
+    bn.add_argument("what", choices=["pipeline", "features", "rank", "serve"])
     bn.add_argument(
         "--users",
         type=int,
@@ -446,7 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="lake sizes (serve: pages in the synthetic export, the first value; default 100,000)",
     )
     bn.add_argument(
-        "--items", type=int, help="default: users / 10 (at least 1,000); serve: catalogue size"
+        "--items",
+        type=int,
+        help="pipeline: default 100,000; features, rank: default users / 10 (at least 1,000); "
+        "serve: catalogue size",
     )
     bn.add_argument("--days", type=int, default=30)
     bn.add_argument("--seed", type=int, default=11)
@@ -457,6 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--item-mode",
         choices=["fixed", "rerank"],
         help="rank: fixed = the policy layer without the engagement model's predictions",
+    )
+    bn.add_argument(
+        "--setup-only",
+        action="store_true",
+        help="pipeline: make the steady state (ingested history, features as of the label "
+        "window's start) and stop",
     )
     bs = bn.add_argument_group("serve (a loopback load test of the lookup server)")
     bs.add_argument(

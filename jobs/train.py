@@ -294,6 +294,24 @@ def w_grid_search(
     return grid, calibrations
 
 
+def choose_item_mode(grid: pd.DataFrame, configured: str, choose_w: bool, w: float) -> str:
+    """The item mode to serve: the configured one, or for "auto" the mode whose validation page
+    NDCG_2D is higher (at its best w when w is searched, else at the configured w). Ties and an
+    empty grid give "fixed", the cheaper mode (no engagement predictions at rank time)."""
+    if configured != "auto":
+        return configured
+    best: dict[str, float] = {}
+    for mode in ("fixed", "rerank"):
+        rows = grid[grid["mode"] == mode].dropna(subset=["page_ndcg"]) if len(grid) else grid
+        if not choose_w and len(rows):
+            rows = rows[np.isclose(rows["w"].astype(float), w)]
+        if len(rows):
+            best[mode] = float(rows["page_ndcg"].max())
+    if "rerank" in best and best["rerank"] > best.get("fixed", -np.inf):
+        return "rerank"
+    return "fixed"
+
+
 def _plots(model: Any, holdout: pd.DataFrame, grid: pd.DataFrame, out: str) -> list[str]:
     from models.plots import feature_importance_plot, metric_vs_parameter, reliability_diagram
 
@@ -399,7 +417,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         inputs, val_users, engaged, cfg, ("fixed", "rerank"), exam=exam
     )
     timings["w_grid_s"] = time.perf_counter() - t0
-    mode = cfg.scoring.item_mode
+    mode = choose_item_mode(grid, cfg.scoring.item_mode, cfg.scoring.choose_w, cfg.scoring.w)
     chosen = grid[grid["mode"] == mode].dropna(subset=["page_ndcg"])
     if cfg.scoring.choose_w and len(chosen):
         best = chosen.loc[chosen["page_ndcg"].idxmax()]
