@@ -16,7 +16,7 @@ export GX_ANALYTICS_ENABLED := false
 export AIRFLOW_HOME := $(CURDIR)/$(VAR)/airflow
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run pipeline demo-lake serve test lint bench lock clean
+.PHONY: venv run pipeline demo-lake serve test test-slow lint bench lock clean
 
 # uv from PATH if present, else from a private bootstrap venv (a clean machine has only python)
 UV := $(shell command -v uv 2>/dev/null)
@@ -54,6 +54,9 @@ run: pipeline serve ## the whole thing: demo lake -> DAG -> HTTP server
 
 test: venv ## the test suite (what CI runs)
 	$(BIN)/pytest -q
+
+test-slow: venv ## the slow tests, not in make test: the 7-day Airflow backfill against seven single runs (~25 min)
+	$(BIN)/pytest -q -m slow
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,7 +1,8 @@
 """Feature job: every feature table for `ds`, from accepted events strictly before `ds`.
 
-Each table is written to `warehouse/features/<table>/ds=<ds>` (overwriting that partition, so a
-retry or backfill gives the same result), then validated by its Great Expectations suite, with
+Each table is written to `warehouse/features/<table>/ds=<ds>` (replacing that partition whole:
+written aside, then swapped in, so a run killed half-way leaves each table's previous partition
+and a retry or backfill gives the same result), then validated by its Great Expectations suite, with
 the row count bounded by the previous day's partition. A failed suite fails the task and lists
 the failed expectations.
 
@@ -197,7 +198,7 @@ def _examination(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     run_suite("examination", checked, suites.examination, engine="pandas")
     path = lake.feature("examination", ds)
     spark = events.sparkSession
-    spark.createDataFrame(table).coalesce(1).write.mode("overwrite").parquet(path)
+    io.write_spark_parquet(spark.createDataFrame(table).coalesce(1), path)
     return {"path": path, "rows": len(table)}
 
 
@@ -213,7 +214,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     for name, df in tables.items():
         t0 = time.perf_counter()
         path = lake.feature(name, ds)
-        df.write.mode("overwrite").parquet(path)
+        io.write_spark_parquet(df, path)  # whole or not at all: a killed run leaves the old one
         t_write = time.perf_counter() - t0
         written = spark.read.parquet(path)
         rows = written.count()

@@ -80,3 +80,53 @@ def load_bundle(lake: Lake, cfg: Config, alias: str = "champion") -> Bundle:
             "registered by the train step"
         )
     return read_bundle(path, registry_version=str(version.version))
+
+
+def load_version(lake: Lake, cfg: Config, version: str) -> Bundle:
+    """The bundle of registered version `version` (e.g. the champion of a past day)."""
+    from jobs.registry import get_version
+
+    mv = get_version(lake, cfg, version)
+    path = (mv.tags or {}).get("bundle")
+    if not path:
+        raise NoChampion(
+            f"{cfg.gate.model_name} version {mv.version} has no 'bundle' tag: it was not "
+            "registered by the train step"
+        )
+    return read_bundle(path, registry_version=str(mv.version))
+
+
+# MODEL.json fields that differ between two trainings of the same bundle: ids, durations, and
+# whether the cutoff's feature tables were built by this run or found (same tables either way)
+PER_RUN_FIELDS = ("run_id", "registry_version", "timings", "mf_fit_seconds", "cutoff_features")
+
+
+def fingerprint(path: str) -> str:
+    """sha256 of a bundle's content: its files' bytes, MODEL.json without its per-run fields.
+
+    Training is deterministic (seeded, fixed thread counts), so re-training a day with the
+    same data and config gives the same fingerprint: the train step then re-uses the version
+    registered the first time instead of registering a copy (see jobs/train.py).
+    """
+    import hashlib
+    import json
+
+    root = local_path(path)
+    h = hashlib.sha256()
+    for d, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(d, name)
+            rel = os.path.relpath(full, root)
+            if rel == "MODEL.json":
+                info = io.read_json(full)
+                data = json.dumps(
+                    {k: v for k, v in info.items() if k not in PER_RUN_FIELDS},
+                    sort_keys=True,
+                    default=str,
+                ).encode()
+            else:
+                with open(full, "rb") as f:
+                    data = f.read()
+            h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()

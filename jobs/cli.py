@@ -256,6 +256,35 @@ def _cmd_airflow(a: argparse.Namespace) -> Any:
     return state
 
 
+def _cmd_backfill(a: argparse.Namespace) -> Any:
+    from jobs.airflow_run import run_backfill
+
+    runs = run_backfill(
+        a.lake,
+        getattr(a, "from"),
+        a.to,
+        overrides=a.set,
+        config=a.config,
+        executor=a.executor,
+        reprocess=a.reprocess,
+        timeout_s=a.timeout,
+        progress=_print,
+    )
+    for r in runs:
+        tasks = [f"{t}={s}" for t, s in r["tasks"].items() if s != "success"]
+        detail = f" ({', '.join(tasks)})" if tasks and r["state"] != "success" else ""
+        _print(
+            f"ds={r['ds']}  logical_date={r['logical_date']}  {r['run_id'] or '-'}: "
+            f"{r['state']}{detail}"
+        )
+    bad = [r["ds"] for r in runs if r["state"] != "success" and "skipped" not in r["state"]]
+    if bad:
+        raise RuntimeError(
+            f"{len(bad)} of {len(runs)} backfill runs did not succeed: {', '.join(bad)}"
+        )
+    return runs
+
+
 def _cmd_models(a: argparse.Namespace) -> Any:
     from jobs import registry
     from jobs.config import load_config
@@ -537,6 +566,38 @@ def build_parser() -> argparse.ArgumentParser:
     common(af)
     af.add_argument("--ds")
     af.set_defaults(fn=_cmd_airflow)
+
+    bf = sub.add_parser(
+        "backfill",
+        help="backfill homepage_daily through Airflow for a range of ds (airflow backfill create)",
+        description="Create an Airflow backfill of homepage_daily (one run per ds, one at a "
+        "time, the lake and overrides in the run conf) on the embedded SQLite metadata DB "
+        "($AIRFLOW_HOME, default var/airflow) and run it to the end. The run for ds D has "
+        "logical date D - 1 day (its data interval [D-1, D)) and publishes exports/ds=D.",
+    )
+    common(bf)
+    bf.add_argument("--from", required=True, metavar="YYYY-MM-DD", help="first ds (inclusive)")
+    bf.add_argument("--to", required=True, metavar="YYYY-MM-DD", help="last ds (inclusive)")
+    bf.add_argument(
+        "--executor",
+        choices=["scheduler", "inline"],
+        default="scheduler",
+        help="scheduler: `airflow scheduler` (LocalExecutor) + the execution API server, "
+        "started for the backfill and stopped after it (default); inline: the backfill's runs "
+        "one after the other in this process, as dag.test() runs a DAG (faster: no process "
+        "and Spark start per task)",
+    )
+    bf.add_argument(
+        "--reprocess",
+        choices=["none", "completed", "failed"],
+        default="none",
+        help="when a run for a date exists: none = skip it (Airflow's default), completed = run "
+        "every date again, failed = run only failed dates again",
+    )
+    bf.add_argument(
+        "--timeout", type=float, help="scheduler: give up after this many seconds (default: none)"
+    )
+    bf.set_defaults(fn=_cmd_backfill)
     return p
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import Any
 
 import pandas as pd
@@ -17,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    """Write `exports/ds=<ds>/` completely, or not at all (built aside, then renamed in)."""
+    """Write `exports/ds=<ds>/` completely, or not at all (built aside, then swapped in)."""
     from serving_export.writer import verify_export, write_export
     from validation.export import validate_pages
 
@@ -54,37 +53,31 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     ranked = io.read_json(join(lake.reports(ds), "rank.json"))  # the champion that ranked
 
     final = local_path(lake.export(ds))
-    staging = local_path(join(lake.exports, f".staging-ds={ds}-{os.getpid()}"))
-    shutil.rmtree(staging, ignore_errors=True)
     default = pages[pages["user_id"] == DEFAULT_PAGE_KEY]
     user_pages = pages[pages["user_id"] != DEFAULT_PAGE_KEY]
-    manifest = write_export(
-        staging,
-        user_pages,
-        default,
-        items,
-        ds=ds,
-        model_versions={
-            k: str(v)
-            for k, v in {
-                "model": ranked["model_version"],
-                "registry_version": ranked.get("registry_version"),
-                "mlflow_run_id": ranked.get("run_id"),
-            }.items()
-            if v is not None
-        },
-        config_hash=cfg.hash(),
-        map_size_gb=cfg.export.map_size_gb,
-    )
-    verify_export(staging)
-    # swap the finished export in; a reader holding the old files keeps them open until it closes
-    if os.path.exists(final):
-        trash = final + f".old-{os.getpid()}"
-        os.replace(final, trash)
-        os.replace(staging, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, final)
+    # Built aside (`.staging-ds=<ds>-<pid>/`), verified, then swapped in whole: a run killed
+    # half-way leaves the previous `ds=<ds>` (and CURRENT) as they were, and its retry first
+    # deletes the leftovers (jobs.io.recover_dir). A reader holding the old files keeps them.
+    with io.atomic_dir(final) as staging:
+        manifest = write_export(
+            staging,
+            user_pages,
+            default,
+            items,
+            ds=ds,
+            model_versions={
+                k: str(v)
+                for k, v in {
+                    "model": ranked["model_version"],
+                    "registry_version": ranked.get("registry_version"),
+                    "mlflow_run_id": ranked.get("run_id"),
+                }.items()
+                if v is not None
+            },
+            config_hash=cfg.hash(),
+            map_size_gb=cfg.export.map_size_gb,
+        )
+        verify_export(staging)
     log.info(
         "export for %s: %d users, %d rows, %.0f bytes/user (lmdb), %.0f bytes/user (parquet)",
         ds,
@@ -110,3 +103,24 @@ def publish(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
 
     current = do_publish(lake, ds, keep_last=cfg.export.keep_last)
     return {"ds": ds, "current": current}
+
+
+def publish_newest(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
+    """The pipeline's publish step: `publish`, unless `exports/CURRENT` names a newer day.
+
+    A re-run or a backfill of a past day rewrites that day's export (verified here, so an
+    invalid one still fails the step) and leaves the served one alone; `homepage publish --ds`
+    (`publish` above) still points CURRENT at an older export on purpose, as a rollback.
+    """
+    from serving_export.publish import current_ds
+    from serving_export.writer import verify_export
+
+    try:
+        current = current_ds(lake)
+    except ValueError:  # a garbled CURRENT: publishing repairs it
+        current = None
+    if current is not None and current > ds:
+        verify_export(local_path(lake.export(ds)))
+        log.info("exports/CURRENT names %s, newer than %s: not published", current, ds)
+        return {"ds": ds, "current": lake.export(current), "published": False}
+    return {**publish(lake, ds, cfg), "published": True}

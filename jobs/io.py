@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import json
+import logging
 import os
+import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.fs as pafs
 
 from jobs.lake import is_local, local_path
+
+log = logging.getLogger(__name__)
+
+# Sibling directories of an output being replaced (hidden: no reader lists names starting "."):
+# `.staging-<name>-<pid>/<name>` is the new version being written, `.old-<name>-<pid>` the
+# previous one for the instant between two renames where the exchange is not supported.
+STAGING_PREFIX = ".staging-"
+OLD_PREFIX = ".old-"
 
 
 def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -77,3 +92,153 @@ def partitions(uri: str) -> list[str]:
         if info.type == pafs.FileType.Directory and info.base_name.startswith("ds="):
             out.append(info.base_name[3:])
     return sorted(out)
+
+
+# --- directories replaced whole (local disk) -------------------------------------------------
+#
+# A step that writes a directory (a feature partition, a model bundle, an export) writes it
+# aside and swaps it in complete, so a reader, or a step killed half-way and retried, sees the
+# previous version or the new one, never a mix or a partial one:
+#
+#     recover_dir(final)          a retry first cleans up what a killed attempt left
+#     staging = staging_dir(final)
+#     ... write everything into staging ...
+#     replace_dir(staging, final)
+#
+# `atomic_dir` does the three in a `with` block. Remote lakes (s3://, hdfs://) have no atomic
+# directory rename; Spark writes them in place and its `_SUCCESS` marker flags a complete write.
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False when the
+    platform or the filesystem cannot, and the caller falls back to two renames."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # glibc < 2.28
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), a, None, b)
+
+
+def recover_dir(final: str) -> list[str]:
+    """Clean up after a killed writer of the local directory `final`; returns what it did.
+
+    A `.staging-<name>-<pid>` of a process that is gone (or of this one) is deleted: it never
+    became visible. An `.old-<name>-<pid>` (a writer killed between its two renames) is moved
+    back to `final` when `final` is missing, else deleted. Directories of live processes are
+    left alone.
+    """
+    parent, name = os.path.split(final.rstrip("/"))
+    try:
+        entries = sorted(os.listdir(parent))
+    except FileNotFoundError:
+        return []
+    done = []
+    for entry in entries:
+        for prefix in (STAGING_PREFIX, OLD_PREFIX):
+            head = f"{prefix}{name}-"
+            pid = entry[len(head) :]
+            if not entry.startswith(head) or not pid.isdigit():
+                continue
+            if int(pid) != os.getpid() and _pid_alive(int(pid)):
+                continue
+            path = os.path.join(parent, entry)
+            if prefix == OLD_PREFIX and not os.path.exists(final):
+                os.rename(path, final)
+                done.append(f"restored {final} from {entry}")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed {path}")
+    if done:
+        log.warning("recovered from an interrupted write of %s: %s", final, "; ".join(done))
+    return done
+
+
+def staging_dir(final: str) -> str:
+    """A new, empty `<parent>/.staging-<name>-<pid>/<name>` to write `final`'s next version in
+    (the same base name as `final`, for writers that record it). Cleans up first."""
+    parent, name = os.path.split(final.rstrip("/"))
+    os.makedirs(parent, exist_ok=True)
+    recover_dir(final)
+    wrapper = os.path.join(parent, f"{STAGING_PREFIX}{name}-{os.getpid()}")
+    shutil.rmtree(wrapper, ignore_errors=True)
+    staging = os.path.join(wrapper, name)
+    os.makedirs(staging)
+    return staging
+
+
+def discard_staging(staging: str) -> None:
+    shutil.rmtree(os.path.dirname(staging), ignore_errors=True)
+
+
+def replace_dir(staging: str, final: str) -> None:
+    """Make the complete directory `staging` (from `staging_dir`) the new `final`, atomically.
+
+    A missing `final` is renamed into place; an existing one is exchanged with `staging` in one
+    step where the kernel can (readers see the old tree or the new, never neither), else moved
+    aside to `.old-<name>-<pid>` first (a kill between the two renames is undone by
+    `recover_dir`). Files a reader has open stay readable until it closes them.
+    """
+    final = final.rstrip("/")
+    parent, name = os.path.split(final)
+    wrapper = os.path.dirname(staging)
+    if not os.path.exists(final):
+        os.rename(staging, final)
+    elif _exchange(staging, final):
+        pass  # `staging` now holds the previous version, deleted with its wrapper below
+    else:
+        old = os.path.join(parent, f"{OLD_PREFIX}{name}-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+        os.rename(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(parent)
+    shutil.rmtree(wrapper, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str) -> Iterator[str]:
+    """`with atomic_dir(final) as tmp:` write into `tmp`; on success it replaces `final`
+    (see `replace_dir`), on an exception it is deleted and `final` is left as it was."""
+    staging = staging_dir(final)
+    try:
+        yield staging
+    except BaseException:
+        discard_staging(staging)
+        raise
+    replace_dir(staging, final)
+
+
+def write_spark_parquet(df: Any, uri: str) -> None:
+    """Overwrite the Parquet directory `uri` with `df`: whole or not at all on local disk
+    (written aside, then swapped in); Spark's own overwrite (and `_SUCCESS`) elsewhere."""
+    if not is_local(uri):
+        df.write.mode("overwrite").parquet(uri)
+        return
+    with atomic_dir(local_path(uri)) as staging:
+        df.write.mode("overwrite").parquet(staging)

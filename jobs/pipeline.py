@@ -23,7 +23,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("promote", "jobs.promote:run"),
     ("rank", "jobs.rank:run"),
     ("export", "jobs.export:run"),
-    ("publish", "jobs.export:publish"),
+    ("publish", "jobs.export:publish_newest"),  # never moves CURRENT back to a past day
 )
 STEP_NAMES = tuple(name for name, _ in STEPS)
 

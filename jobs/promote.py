@@ -5,30 +5,60 @@ user-hash split is the same every day for a given seed), so the comparison is on
 rows. The challenger becomes `champion` only if it is not worse beyond the configured
 tolerances on AUC, NDCG and calibration error, and its training data passed its checks.
 Every decision is appended to the promotion log; a rejection fails the task with each failed
-criterion, and the rank step keeps using the champion.
+criterion, and the rank step keeps using the champion. Re-running a day (same data and config:
+the train step re-uses its registered version) logs nothing twice; re-running a day older than
+the newest decided one decides it against the champion of its time and changes neither the
+live champion nor the log (`jobs.registry.past_day`). A rejection is final (the same models on
+the same rows decide the same way again), so inside an Airflow task it fails the task without
+its retries; an unreachable MLflow store (TrackingUnavailable) is transient and is retried.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from jobs.config import Config
 from jobs.lake import Lake, local_path
 
+if TYPE_CHECKING:
+    from validation.gate import GateRejected
+
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def _final_rejection() -> type[GateRejected]:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from validation.gate import GateRejected
+
+    class FinalGateRejected(GateRejected, AirflowFailException):
+        """A GateRejected that Airflow fails without retrying (AirflowFailException)."""
+
+    return FinalGateRejected
+
+
+def final(exc: GateRejected) -> GateRejected:
+    """`exc`, made an AirflowFailException when running inside an Airflow task (its SDK is
+    loaded): a retry would reach the same decision and log the rejection once more."""
+    if "airflow.sdk" not in sys.modules:
+        return exc
+    return _final_rejection()(exc.decision, exc.challenger_version, exc.champion_version)
+
+
 def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    from jobs.bundle import NoChampion, load_bundle
-    from jobs.registry import append_decision, set_champion
+    from jobs.bundle import NoChampion, load_bundle, load_version
+    from jobs.registry import append_decision, past_day, same_decision, set_champion
     from jobs.tracking import experiment
     from models.holdout import holdout_metrics
-    from validation.gate import Tolerances, decide, enforce
+    from validation.gate import GateRejected, Tolerances, decide, enforce
 
     experiment(lake, cfg)  # points MLflow at this lake's store (or fails with a clear error)
     challenger = load_bundle(lake, cfg, alias="challenger")
@@ -40,10 +70,17 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     holdout = pd.read_parquet(os.path.join(local_path(challenger.path), "holdout.parquet"))
     objectives = challenger.info["objectives"]
     mine = holdout_metrics(challenger.engagement, holdout, objectives=objectives)
-    try:
-        champion = load_bundle(lake, cfg, alias="champion")
-    except NoChampion:
-        champion = None
+    # A day older than the newest decided one (a re-run, a backfill reaching back) is decided
+    # again against the champion of its time, and changes neither the live champion nor the log
+    past = past_day(lake, ds)
+    if past is not None:
+        then = past["champion_before"]
+        champion = load_version(lake, cfg, then) if then is not None else None
+    else:
+        try:
+            champion = load_bundle(lake, cfg, alias="champion")
+        except NoChampion:
+            champion = None
     theirs = None
     if champion is not None:
         theirs = holdout_metrics(champion.engagement, holdout, objectives=objectives)
@@ -72,15 +109,21 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         "criteria": decision.to_dict()["criteria"],
         "reason": decision.reason,
     }
-    if promoted:
+    logged = past is None and (promoted or not decision.promote)
+    if logged and same_decision(lake, record):
+        logged = False  # this day's decision, already logged (a re-run of a rejected day)
+    if promoted and past is None:
         set_champion(lake, cfg, challenger.registry_version)
-    if promoted or not decision.promote:
+    if logged:
         append_decision(lake, record)
     log.info("promotion gate for %s: %s", ds, record)
-    enforce(decision, challenger.registry_version, before)
+    try:
+        enforce(decision, challenger.registry_version, before)
+    except GateRejected as exc:
+        raise final(exc) from None
     return {
         "ds": ds,
-        "action": record["action"] if promoted or not decision.promote else "unchanged",
+        "action": record["action"] if logged else "unchanged",
         "challenger": challenger.registry_version,
         "champion": after,
         **{f"challenger_{k}": v for k, v in mine.items()},

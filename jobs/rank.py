@@ -448,11 +448,18 @@ def run(
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from jobs.bundle import load_bundle
+    from jobs.bundle import load_bundle, load_version
+    from jobs.registry import past_day
     from models.ranking import build_pages, score_batch
 
     t0 = time.perf_counter()
-    bundle = load_bundle(lake, cfg, alias="champion")
+    past = past_day(lake, ds)
+    if past is not None and past["champion_after"] is not None:
+        # a day older than the newest decided one (a re-run, a backfill reaching back) is
+        # ranked by the version that served it, not by a champion trained on later data
+        bundle = load_version(lake, cfg, past["champion_after"])
+    else:
+        bundle = load_bundle(lake, cfg, alias="champion")
     mode = item_mode or bundle.item_mode
     if bundle.engagement is None:
         mode = "fixed"

@@ -159,6 +159,49 @@ def set_champion(lake: Lake, cfg: Any, version: str) -> None:
         client.set_registered_model_alias(name, CHAMPION, str(version))
 
 
+def get_version(lake: Lake, cfg: Any, version: str) -> ModelVersion:
+    """Version `version` of the registered model (a clear 4xx error if it does not exist)."""
+    client, uri = _client(lake, cfg)
+    name = model_name(cfg)
+    with _store_errors(f"reading version {version} of {name}", uri):
+        return client.get_model_version(name, str(version))
+
+
+def find_version(lake: Lake, cfg: Any, tags: Mapping[str, str]) -> str | None:
+    """The newest version whose tags include all of `tags`; None if there is none."""
+    from mlflow.exceptions import MlflowException
+
+    client, uri = _client(lake, cfg)
+    name = model_name(cfg)
+    found: list[int] = []
+    with _store_errors(f"searching versions of {name}", uri):
+        token = None
+        while True:
+            try:
+                page = client.search_model_versions(f"name='{name}'", page_token=token)
+            except MlflowException as exc:
+                if _is_missing(exc):
+                    return None
+                raise
+            for mv in page:
+                have = mv.tags or {}
+                if all(have.get(k) == str(v) for k, v in tags.items()):
+                    found.append(int(mv.version))
+            token = page.token
+            if not token:
+                break
+    return str(max(found)) if found else None
+
+
+def set_challenger(lake: Lake, cfg: Any, version: str) -> None:
+    """Point `challenger` at an existing `version` (a re-trained, identical bundle)."""
+    client, uri = _client(lake, cfg)
+    name = model_name(cfg)
+    with _store_errors(f"setting {CHALLENGER} of {name} to version {version}", uri):
+        client.get_model_version(name, str(version))
+        client.set_registered_model_alias(name, CHALLENGER, str(version))
+
+
 def history(lake: Lake, cfg: Any) -> list[dict[str, Any]]:
     """Every version of the registered model, newest first, with aliases, run id and ds."""
     from mlflow.exceptions import MlflowException
@@ -311,6 +354,54 @@ def champion_stack(records: list[dict[str, Any]]) -> list[str]:
                     f" but the replayed history says {stack[-1] if stack else 'nothing'}"
                 )
     return stack
+
+
+def past_day(lake: Lake, ds: str) -> dict[str, Any] | None:
+    """The champions of day `ds` when a later day has been decided since; else None.
+
+    The live `champion` alias (and `exports/CURRENT`) belong to the newest day decided. A run
+    for an older day (a re-run, or a backfill reaching back) recomputes that day as it was,
+    from the promotion log, and changes neither: its gate compares the challenger with
+    `champion_before` (the champion when the day was decided) and its pages are ranked by
+    `champion_after` (the version that served the day). A day never decided before is taken as
+    of the newest earlier decision (its challenger was never champion). Returns
+    {"champion_before", "champion_after", "decided"} (versions as strings, or None).
+    """
+    try:
+        records = read_log(lake)
+    except RegistryError:  # no promotion log off local disk: the live aliases apply
+        return None
+    decisions = [r for r in records if r["action"] in ("promote", "reject") and r.get("ds")]
+    if not any(str(r["ds"]) > ds for r in decisions):
+        return None
+    mine = [r for r in decisions if str(r["ds"]) == ds]
+    if mine:
+        before, after, decided = mine[-1]["champion_before"], mine[-1]["champion_after"], True
+    else:
+        earlier = sorted((r for r in decisions if str(r["ds"]) < ds), key=lambda r: str(r["ds"]))
+        before = after = earlier[-1]["champion_after"] if earlier else None
+        decided = False
+    return {
+        "champion_before": None if before is None else str(before),
+        "champion_after": None if after is None else str(after),
+        "decided": decided,
+    }
+
+
+def same_decision(lake: Lake, record: Mapping[str, Any]) -> bool:
+    """Whether the latest decision logged for `record`'s ds is `record` again (a re-run of the
+    day with the same challenger and champion): it is not logged twice."""
+    keys = ("action", "challenger", "champion_before", "champion_after")
+    mine = [
+        r
+        for r in read_log(lake)
+        if r["action"] in ("promote", "reject") and r.get("ds") == record["ds"]
+    ]
+    return bool(mine) and all(
+        (None if mine[-1][k] is None else str(mine[-1][k]))
+        == (None if record[k] is None else str(record[k]))
+        for k in keys
+    )
 
 
 @contextlib.contextmanager

@@ -42,4 +42,7 @@ def experiment(lake: Lake, cfg: Config, name: str | None = None) -> Any:
             location = "file://" + os.path.join(lake.mlflow_dir, "artifacts")
         return mlflow.create_experiment(exp_name, artifact_location=location)
     except Exception as exc:  # the store itself is down: say so plainly
-        raise TrackingUnavailable(f"MLflow tracking store {uri} is unavailable: {exc}") from exc
+        raise TrackingUnavailable(
+            f"MLflow tracking store {uri} is unavailable (unreachable or failing: check "
+            f"mlflow.tracking_uri and that the store is up): {type(exc).__name__}: {exc}"
+        ) from exc

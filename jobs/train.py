@@ -357,6 +357,8 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     from validation.gx import run_suite
     from validation.suites import training_examples
 
+    # the tracking store first: when it is down the task fails in seconds, not after training
+    exp_id = experiment(lake, cfg)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     cutoff = td.cutoff_for(ds, cfg)
@@ -436,15 +438,16 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     # the version that serves; the same config for the same ds reproduces the same bundle
     version = f"{ds}.{cfg.hash()[:8]}"
     bundle = join(lake.models(ds), cfg.hash()[:8])
-    out_dir = local_path(bundle)
-    os.makedirs(out_dir, exist_ok=True)
+    final_dir = local_path(bundle)
+    # written aside and swapped in whole once the MLflow run has logged it (jobs/io.py): a train
+    # killed half-way leaves no partial bundle and never touches the one being served
+    out_dir = io.staging_dir(final_dir)
     mf_item.save(os.path.join(out_dir, "mf_item.npz"))
     mf_cat.save(os.path.join(out_dir, "mf_category.npz"))
     model.save(os.path.join(out_dir, "engagement"))
     holdout.to_parquet(os.path.join(out_dir, "holdout.parquet"), index=False)
     grid.to_csv(os.path.join(out_dir, "w_grid.csv"), index=False)
 
-    exp_id = experiment(lake, cfg)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{ds}") as run:
         run_id = run.info.run_id
         info = {
@@ -469,7 +472,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "mf_fit_seconds": mf_seconds,
         }
-        io.write_json(join(bundle, "MODEL.json"), info)
+        io.write_json(os.path.join(out_dir, "MODEL.json"), info)
         mlflow.set_tags(
             {
                 "ds": ds,
@@ -508,15 +511,26 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         from jobs.ranker_model import log_ranker
 
         model_uri = log_ranker(out_dir, PIP_REQUIREMENTS)
-    from jobs.registry import register
+    io.replace_dir(out_dir, final_dir)
+    from jobs.bundle import fingerprint
+    from jobs.registry import find_version, register, set_challenger
 
-    registry_version = register(
-        lake,
-        cfg,
-        run_id=run_id,
-        model_uri=model_uri,
-        tags={"bundle": bundle, "ds": ds, "model_version": version},
-    )
+    # Re-training a day (a retry, a re-run, a backfill over it) with the same data and config
+    # gives the same bundle: re-use its version (now the challenger again) instead of
+    # registering a copy, so the gate, the promotion log and the export's manifest see the same
+    # version as the first time. A different bundle at the same path is a new version.
+    content = fingerprint(bundle)
+    registry_version = find_version(lake, cfg, {"bundle": bundle, "bundle_sha256": content})
+    if registry_version is not None:
+        set_challenger(lake, cfg, registry_version)
+    else:
+        registry_version = register(
+            lake,
+            cfg,
+            run_id=run_id,
+            model_uri=model_uri,
+            tags={"bundle": bundle, "ds": ds, "model_version": version, "bundle_sha256": content},
+        )
     info["registry_version"] = registry_version
     io.write_json(join(bundle, "MODEL.json"), info)
     timings["total_s"] = time.perf_counter() - t_all

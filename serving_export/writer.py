@@ -391,7 +391,9 @@ def write_export(
         sync=False,  # one explicit sync at the end instead of one per commit
         metasync=False,
         readahead=False,
-        meminit=False,
+        # zero new pages before use: with meminit=False their unused bytes are whatever malloc
+        # returned, so the same export written twice had different bytes (and sha256)
+        meminit=True,
     )
     try:
         pages_db = env.open_db(PAGES_DB)

@@ -326,6 +326,80 @@ def test_publish_is_atomic_and_refuses_bad_exports(lake):
     assert current_ds(lake) == DS
 
 
+def _flip_byte(path: str) -> None:
+    data = bytearray(Path(path).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+
+
+def _edit_manifest(export_dir: str, edit) -> None:
+    path = os.path.join(export_dir, MANIFEST_FILE)
+    manifest = json.loads(Path(path).read_text())
+    edit(manifest)
+    Path(path).write_text(json.dumps(manifest))
+
+
+def _garbage_lmdb_with_matching_manifest(export_dir: str) -> None:
+    """Not an LMDB file, but the manifest's size and sha256 agree: the LMDB open must catch it."""
+    path = os.path.join(export_dir, LMDB_FILE)
+    Path(path).write_bytes(b"\0" * 8192)
+    digest = hashlib.sha256(b"\0" * 8192).hexdigest()
+    _edit_manifest(
+        export_dir, lambda m: m["files"].update({LMDB_FILE: {"bytes": 8192, "sha256": digest}})
+    )
+
+
+# Ways an export on disk goes bad -> the reason verify_export must name. Used by
+# test_publish_refuses_each_corruption_and_keeps_current here and by tests/test_server.py.
+CORRUPTIONS = {
+    "lmdb byte flipped": (
+        lambda d: _flip_byte(os.path.join(d, LMDB_FILE)),
+        f"{LMDB_FILE} sha256 differs from the manifest",
+    ),
+    "lmdb truncated": (
+        lambda d: os.truncate(os.path.join(d, LMDB_FILE), 4096),
+        f"{LMDB_FILE} has 4096 bytes, manifest says",
+    ),
+    "lmdb missing": (lambda d: os.remove(os.path.join(d, LMDB_FILE)), f"{LMDB_FILE} is missing"),
+    "lmdb not an lmdb file": (
+        _garbage_lmdb_with_matching_manifest,
+        f"{LMDB_FILE} does not open: .*not an LMDB file",
+    ),
+    "manifest not json": (
+        lambda d: Path(d, MANIFEST_FILE).write_text('{"ds": "2024-03-0'),
+        f"{MANIFEST_FILE} is not valid JSON",
+    ),
+    "manifest wrong checksum": (
+        lambda d: _edit_manifest(d, lambda m: m["files"][PARQUET_FILE].update(sha256="0" * 64)),
+        f"{PARQUET_FILE} sha256 differs from the manifest",
+    ),
+    "manifest missing": (
+        lambda d: os.remove(os.path.join(d, MANIFEST_FILE)),
+        f"{MANIFEST_FILE} is missing",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(CORRUPTIONS))
+def test_publish_refuses_each_corruption_and_keeps_current(lake, kind):
+    write(lake, DS)
+    publish(lake, DS)
+    mtime = os.stat(lake.current).st_mtime_ns
+    bad = "2024-03-02"
+    write(lake, bad)
+    corrupt, reason = CORRUPTIONS[kind]
+    corrupt(lake.export(bad))
+    for attempt in (
+        lambda: publish(lake, bad),
+        lambda: export_job.publish(lake, bad, _job_cfg(slots=2)),  # the DAG's publish step
+    ):
+        with pytest.raises(ExportInvalid, match=reason):
+            attempt()
+        assert current_ds(lake) == DS and os.stat(lake.current).st_mtime_ns == mtime
+    verify_export(lake.export(DS))
+    assert [n for n in os.listdir(lake.exports) if "tmp" in n] == []
+
+
 def test_keep_last_pruning_and_rollback(lake):
     days = [f"2024-03-{d:02d}" for d in range(1, 7)]
     for ds in days:

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pandas as pd
 import pytest
+from test_export import CORRUPTIONS
 
 from jobs.lake import DEFAULT_PAGE_KEY, Lake
 from serving_export.publish import publish
@@ -231,6 +232,27 @@ def test_hot_swap_under_load_and_refusal(lake, server):
     )
     assert served_ds(port) == DS2
     assert get(port, "/v1/users/u1/homepage")[2] == v2[b"u1"]
+
+
+@pytest.mark.parametrize("kind", list(CORRUPTIONS))
+def test_server_refuses_each_corruption_and_keeps_serving(lake, server, kind):
+    """CURRENT names a corrupt export (a publish bypassed, or the disk went bad after it): the
+    server refuses it, counts the refusal, and keeps serving the export it had."""
+    port = server
+    v1 = write(lake, DS1)
+    publish(lake, DS1)
+    wait_for(lambda: served_ds(port) == DS1)
+    write(lake, DS2)
+    corrupt, _ = CORRUPTIONS[kind]
+    corrupt(lake.export(DS2))
+    with open(lake.current, "w") as f:
+        f.write(DS2 + "\n")
+    wait_for(
+        lambda: 'homepage_reloads_total{result="refused"} 1' in get(port, "/metrics")[2].decode()
+    )
+    assert served_ds(port) == DS1
+    assert get(port, "/v1/users/u1/homepage")[2] == v1[b"u1"]
+    assert get(port, "/v1/users/nobody/homepage")[2] == v1[DEFAULT_PAGE_KEY.encode()]
 
 
 def test_slow_and_idle_connections_are_closed(lake, monkeypatch):
