@@ -113,7 +113,7 @@ class ScoringConfig:
     w_grid_steps: int = 11  # w in linspace(0, 1, steps)
     # rerank: items by combined engagement score | fixed: source order | auto: whichever of the
     # two gives the better validation page NDCG_2D (chosen with w, by the same grid search)
-    item_mode: str = "rerank"
+    item_mode: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.w <= 1.0:

@@ -56,6 +56,39 @@ def spark():
 
 
 @pytest.fixture(scope="session")
+def story_lake(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> str:
+    """The generated lake of the train/promote and fault tests (1,500 users, 300 items, 8 days,
+    seed 5), ingested, with the feature store as of its default ds and as of that ds's label
+    window start (what train needs), under SMALL_LAKE_OVERRIDES. Made once per session (its
+    Spark jobs are most of those modules' set-up); each module works on its own `copy_lake`."""
+    from jobs import training_data as td
+    from jobs.config import load_config
+    from jobs.generate import generate_lake
+    from jobs.lake import Lake
+    from jobs.pipeline import default_ds, run_step
+
+    root = str(tmp_path_factory.mktemp("story") / "lake")
+    # days=8, not 6: with days=6 (seed 5) none of the 13 held-out users of the 2-day label window
+    # has history before the cutoff, and train fails in w_grid_search (pd.concat of no pages)
+    generate_lake(root, users=1500, items=300, days=8, seed=5)
+    lake = Lake(root)
+    ds = default_ds(lake)
+    for step in ("ingest", "build_features"):
+        run_step(step, root, ds, SMALL_LAKE_OVERRIDES)
+    cfg = load_config(None, SMALL_LAKE_OVERRIDES)
+    td.ensure_cutoff_features(lake, td.cutoff_for(ds, cfg), cfg)
+    return root
+
+
+def copy_lake(src: str, dst: str) -> str:
+    """A private copy of a prepared lake (no MLflow store in it yet: nothing holds its path)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set HOMEPAGE_SHARED_DATA)")

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMALL_LAKE_OVERRIDES
+from conftest import SMALL_LAKE_OVERRIDES, copy_lake
 from test_server import get, wait_for
 
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
@@ -295,26 +295,23 @@ def _aliases(fx: SimpleNamespace) -> dict[str, str | None]:
 
 
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Any:
+def fx(tmp_path_factory: pytest.TempPathFactory, spark: Any, story_lake: str) -> Any:
     """A lake with features, a champion (v1), ranked pages for ds, a published export of the
     day before (`prev_ds`, the ranked pages re-exported under that date) being served, and an
     unpublished export of ds; snapshots of every output the fault tests compare against."""
     from jobs.config import load_config
-    from jobs.generate import generate_lake
     from jobs.lake import Lake, shift_ds
     from jobs.pipeline import default_ds, run_step
     from serving_export.server import start_in_thread
 
     tmp = str(tmp_path_factory.mktemp("faults"))
-    root = os.path.join(tmp, "lake")
-    # the story lake of tests/test_train_promote.py (the smallest known to train and promote)
-    generate_lake(root, users=1500, items=300, days=8, seed=5)
+    # the story lake of tests/test_train_promote.py (the smallest known to train and promote),
+    # ingested, with its features as of ds and the label window's start (conftest)
+    root = copy_lake(story_lake, os.path.join(tmp, "lake"))
     lake = Lake(root)
     ds = default_ds(lake)
     prev = shift_ds(ds, -1)
     cfg = load_config(None, OVERRIDES)
-    for step in ("ingest", "build_features"):
-        run_step(step, root, ds, OVERRIDES)
     features = _feature_frames(lake, ds)
     trained = run_step("train", root, ds, OVERRIDES)
     run_step("promote", root, ds, OVERRIDES)
