@@ -6,6 +6,10 @@ data before `ds`), `engagement/` (calibrated XGBoost heads, see models/engagemen
 `MODEL.json` (versions, the chosen w and item mode, metrics). The MLflow registry points at
 bundles: each registered version carries the bundle's path in its `bundle` tag, and the rank
 step loads whichever version holds the `champion` alias.
+
+On a remote lake (s3a://…) the train step builds the bundle locally and uploads it with a
+`_COMPLETE` marker last (jobs/io.py); `read_bundle` refuses a bundle without it and loads the
+files it needs from a temporary local copy.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class Bundle:
 
 
 def read_bundle(path: str, registry_version: str | None = None) -> Bundle:
+    if io.is_remote(path):
+        return _read_remote_bundle(path, registry_version)
     from models.engagement import EngagementModel
     from models.mf import MFModel
 
@@ -61,6 +67,37 @@ def read_bundle(path: str, registry_version: str | None = None) -> Bundle:
         engagement=engagement,
         registry_version=registry_version,
     )
+
+
+def _read_remote_bundle(path: str, registry_version: str | None) -> Bundle:
+    """A bundle on an object store: complete (its `_COMPLETE` marker and every file it lists),
+    its models loaded from a temporary local copy (they load fully into memory)."""
+    import shutil
+
+    from models.engagement import EngagementModel
+    from models.mf import MFModel
+
+    files = io.check_complete(path, "model bundle")
+    info = io.read_json(join(path, "MODEL.json"))
+    has_engagement = any(n.startswith("engagement/") for n in files)
+    tmp = io.scratch_dir("bundle")
+    try:
+        io.download(
+            path,
+            tmp,
+            ["mf_item.npz", "mf_category.npz", *(["engagement"] if has_engagement else [])],
+        )
+        eng_dir = os.path.join(tmp, "engagement")
+        return Bundle(
+            path=path,
+            info=info,
+            mf_item=MFModel.load(os.path.join(tmp, "mf_item.npz")),
+            mf_cat=MFModel.load(os.path.join(tmp, "mf_category.npz")),
+            engagement=EngagementModel.load(eng_dir) if has_engagement else None,
+            registry_version=registry_version,
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_bundle(lake: Lake, cfg: Config, alias: str = "champion") -> Bundle:

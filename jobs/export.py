@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
 import pandas as pd
@@ -20,25 +21,26 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     from serving_export.writer import verify_export, write_export
     from validation.export import validate_pages
 
-    pages_dir = local_path(join(lake.warehouse, "pages", f"ds={ds}"))
-    pages = pd.read_parquet(os.path.join(pages_dir, "pages.parquet"))
+    pages_uri = join(lake.warehouse, "pages", f"ds={ds}")
+    if io.is_remote(pages_uri):
+        io.check_complete(pages_uri, "ranked pages")  # uploaded whole by the rank step
+    pages = io.read_parquet(join(pages_uri, "pages.parquet"))
     # One row per page key (user_id, slots, exhausted); page dirs from before it existed lack it,
     # and then the "Z slots unless the policy ran out of candidates" rule is skipped.
-    stats_path = os.path.join(pages_dir, "page_stats.parquet")
-    page_stats = pd.read_parquet(stats_path) if os.path.exists(stats_path) else None
+    stats_path = join(pages_uri, "page_stats.parquet")
+    page_stats = io.read_parquet(stats_path) if io.exists(stats_path) else None
     if page_stats is None:
         log.warning("export for %s: no %s; skipping the page-length rule", ds, stats_path)
-    items = pd.read_parquet(
-        local_path(join(lake.warehouse, "items", f"ds={ds}")),
-        columns=["item_id", "title", "category_id", "brand", "price", "in_stock"],
+    items = io.read_parquet(
+        join(lake.warehouse, "items", f"ds={ds}"),
+        ["item_id", "title", "category_id", "brand", "price", "in_stock"],
+        marker="_SUCCESS",
     )
-    known = pd.read_parquet(local_path(lake.feature("user_activity", ds)), columns=["user_id"])[
+    known = io.read_parquet(lake.feature("user_activity", ds), ["user_id"], marker="_SUCCESS")[
         "user_id"
     ]
     if io.list_files(lake.users):
-        known = pd.concat(
-            [known, pd.read_parquet(local_path(lake.users), columns=["user_id"])["user_id"]]
-        )
+        known = pd.concat([known, io.read_parquet(lake.users, ["user_id"])["user_id"]])
     known = known.astype(str).unique()
     # Context default pages ("__default__:<context>") are not known users: they are exported
     # like any page (among the regular pages) but nothing requires them to exist.
@@ -52,7 +54,11 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     )
     ranked = io.read_json(join(lake.reports(ds), "rank.json"))  # the champion that ranked
 
-    final = local_path(lake.export(ds))
+    remote = io.is_remote(lake.export(ds))
+    # on a remote lake: built and verified the same way in a local scratch directory, then
+    # uploaded with MANIFEST.json last (jobs/io.upload_dir): readers refuse it until then
+    scratch = io.scratch_dir("export") if remote else None
+    final = os.path.join(scratch, f"ds={ds}") if scratch else local_path(lake.export(ds))
     default = pages[pages["user_id"] == DEFAULT_PAGE_KEY]
     user_pages = pages[pages["user_id"] != DEFAULT_PAGE_KEY]
     # Built aside (`.staging-ds=<ds>-<pid>/`), verified, then swapped in whole: a run killed
@@ -78,6 +84,12 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             map_size_gb=cfg.export.map_size_gb,
         )
         verify_export(staging)
+    if scratch:
+        from serving_export.writer import MANIFEST_FILE
+
+        io.upload_dir(final, lake.export(ds), last=MANIFEST_FILE)
+        shutil.rmtree(scratch, ignore_errors=True)
+        final = lake.export(ds)
     log.info(
         "export for %s: %d users, %d rows, %.0f bytes/user (lmdb), %.0f bytes/user (parquet)",
         ds,
@@ -112,15 +124,14 @@ def publish_newest(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     invalid one still fails the step) and leaves the served one alone; `homepage publish --ds`
     (`publish` above) still points CURRENT at an older export on purpose, as a rollback.
     """
-    from serving_export.publish import current_ds
-    from serving_export.writer import verify_export
+    from serving_export.publish import current_ds, verify_export_uri
 
     try:
         current = current_ds(lake)
     except ValueError:  # a garbled CURRENT: publishing repairs it
         current = None
     if current is not None and current > ds:
-        verify_export(local_path(lake.export(ds)))
+        verify_export_uri(lake.export(ds))
         log.info("exports/CURRENT names %s, newer than %s: not published", current, ds)
         return {"ds": ds, "current": lake.export(current), "published": False}
     return {**publish(lake, ds, cfg), "published": True}

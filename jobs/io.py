@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from jobs.lake import is_local, local_path
+from jobs.lake import is_local, join, local_path
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,35 @@ OLD_PREFIX = ".old-"
 def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
     if is_local(uri):
         return pafs.LocalFileSystem(), local_path(uri)
-    return pafs.FileSystem.from_uri(pyarrow_uri(uri))
+    return _remote_fs(pyarrow_uri(uri))
+
+
+# S3 filesystems by (process, bucket, AWS environment): `from_uri` resolves the bucket's region
+# with a request each time, and a step makes hundreds of calls
+_S3_CACHE: dict[tuple[Any, ...], pafs.FileSystem] = {}
+_S3_ENV = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
+
+
+def _remote_fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    scheme, _, rest = uri.partition("://")
+    if scheme != "s3" or any(c in rest for c in "?@%"):  # options, credentials, escapes
+        return pafs.FileSystem.from_uri(uri)
+    path = rest.rstrip("/")
+    key = (os.getpid(), path.split("/", 1)[0], tuple(os.environ.get(k) for k in _S3_ENV))
+    fs = _S3_CACHE.get(key)
+    if fs is None:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        _S3_CACHE[key] = fs
+    return fs, path
 
 
 def pyarrow_uri(uri: str) -> str:
@@ -242,3 +270,239 @@ def write_spark_parquet(df: Any, uri: str) -> None:
         return
     with atomic_dir(local_path(uri)) as staging:
         df.write.mode("overwrite").parquet(staging)
+
+
+# --- remote lakes (s3://, s3a://, …) ---------------------------------------------------------
+#
+# An object store has no directory rename, so a step that writes a directory to a remote lake
+# (a model bundle, ranked pages, an export) builds it in a local scratch directory exactly as it
+# would on local disk, then `upload_dir`s it: the previous completion marker is deleted first,
+# every file is uploaded, and the marker is written last (one PUT each; an object appears whole
+# or not at all). The marker is `_COMPLETE` (the uploaded files, as JSON), or for an export its
+# `MANIFEST.json`. Readers call `check_complete` (or verify the manifest) and refuse a directory
+# without its marker: an upload killed half-way is never read. Spark's outputs carry Spark's own
+# `_SUCCESS` marker, which `read_parquet(..., marker="_SUCCESS")` requires on a remote lake.
+#
+# The S3 endpoint and credentials come from the environment, as for the AWS SDK and boto3:
+# AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION, and for MinIO or another
+# S3-compatible store AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (e.g. http://minio:9000), which
+# pyarrow's S3FileSystem honours (path-style addressing).
+
+COMPLETE_MARKER = "_COMPLETE"
+
+
+class IncompleteOutput(RuntimeError):
+    """A remote directory lacks its completion marker or a file its marker lists: the upload
+    that writes it did not finish (re-run the step that writes it)."""
+
+
+def is_remote(uri: str) -> bool:
+    return not is_local(uri)
+
+
+def scratch_dir(what: str) -> str:
+    """A new local directory `homepage-<what>-<pid>-*` to build a remote output in, under
+    $HOMEPAGE_SCRATCH if set, else the system's temp dir. The caller deletes it when done; the
+    ones a killed process left behind are deleted by the next call for the same `what`."""
+    base = os.environ.get("HOMEPAGE_SCRATCH") or tempfile.gettempdir()
+    os.makedirs(base, exist_ok=True)
+    head = f"homepage-{what}-"
+    for entry in os.listdir(base):
+        pid = entry[len(head) :].split("-", 1)[0]
+        if entry.startswith(head) and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{head}{os.getpid()}-", dir=base)
+
+
+def read_bytes(uri: str) -> bytes:
+    """The content of one file; FileNotFoundError (naming `uri`) when it does not exist."""
+    fs, path = _fs(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(f"{uri} does not exist")
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write one file whole: temp file + rename on local disk, one object PUT on a store (an
+    object is replaced atomically: a reader gets the old content or the new)."""
+    if is_local(uri):
+        path = local_path(uri)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return
+    fs, path = _fs(uri)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def mtime_ns(uri: str) -> int:
+    """Modification time of a file (an object's Last-Modified on a store); FileNotFoundError
+    when it does not exist."""
+    fs, path = _fs(uri)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{uri} does not exist")
+    return int(info.mtime_ns or 0)
+
+
+def read_parquet(uri: str, columns: list[str] | None = None, *, marker: str | None = None) -> Any:
+    """A Parquet file or directory as a pandas DataFrame.
+
+    Local paths are read exactly as `pd.read_parquet(path)`. Remote ones go through pyarrow.fs
+    (files starting with "_" or "." are skipped, as Spark's `_SUCCESS` and `.crc`); with
+    `marker` (e.g. "_SUCCESS" for a Spark output) the directory must hold that file.
+    """
+    import pandas as pd
+
+    if is_local(uri):
+        return pd.read_parquet(local_path(uri), columns=columns)
+    fs, path = _fs(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{uri} does not exist")
+    if marker and not exists(join(uri, marker)):
+        raise IncompleteOutput(
+            f"{uri} has no {marker} marker: the job that writes it did not finish"
+        )
+    return pd.read_parquet(path, columns=columns, filesystem=fs)
+
+
+def _local_files(local_dir: str) -> list[str]:
+    out = []
+    for d, dirs, files in os.walk(local_dir):
+        dirs.sort()
+        for name in sorted(files):
+            out.append(os.path.relpath(os.path.join(d, name), local_dir).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def upload_dir(local_dir: str, uri: str, *, last: str | None = None) -> list[str]:
+    """Replace the remote directory `uri` with the local directory `local_dir`, completion
+    marker last; returns the uploaded relative names.
+
+    `last` names a file of `local_dir` that is the completion marker (an export's
+    MANIFEST.json); without it a `_COMPLETE` marker listing the files is written. The old marker
+    goes first and the old files next, so from the first write until the marker lands a reader
+    sees an incomplete directory (and refuses it), never a mix of two versions.
+    """
+    if not is_remote(uri):
+        raise ValueError(f"upload_dir needs a remote URI, got {uri!r}")
+    fs, base = _fs(uri)
+    local_fs = pafs.LocalFileSystem()
+    marker = last or COMPLETE_MARKER
+    names = _local_files(local_dir)
+    if last is not None and last not in names:
+        raise FileNotFoundError(f"{os.path.join(local_dir, last)} does not exist")
+    if fs.get_file_info(join(base, marker)).type != pafs.FileType.NotFound:
+        fs.delete_file(join(base, marker))
+    if fs.get_file_info(base).type != pafs.FileType.NotFound:
+        fs.delete_dir_contents(base, missing_dir_ok=True)
+    body = [n for n in names if n != marker]
+    for name in body:
+        pafs.copy_files(
+            os.path.join(local_dir, name),
+            join(base, name),
+            source_filesystem=local_fs,
+            destination_filesystem=fs,
+        )
+    if last is not None:
+        pafs.copy_files(
+            os.path.join(local_dir, last),
+            join(base, last),
+            source_filesystem=local_fs,
+            destination_filesystem=fs,
+        )
+    else:
+        listing = {n: os.path.getsize(os.path.join(local_dir, n)) for n in body}
+        with fs.open_output_stream(join(base, COMPLETE_MARKER)) as f:
+            f.write(json.dumps({"files": listing}, indent=1, sort_keys=True).encode())
+    log.info("uploaded %d files to %s (%s last)", len(names), uri, marker)
+    return names
+
+
+def check_complete(uri: str, what: str = "directory") -> dict[str, int]:
+    """The files of an uploaded remote directory (name -> size, from its `_COMPLETE` marker);
+    IncompleteOutput, naming the URI and what is missing, when the marker or a file is absent."""
+    fs, base = _fs(uri)
+    try:
+        listing = json.loads(read_bytes(join(uri, COMPLETE_MARKER)))["files"]
+    except FileNotFoundError:
+        raise IncompleteOutput(
+            f"{what} {uri} is incomplete: it has no {COMPLETE_MARKER} marker (its upload did "
+            "not finish, or it was never written); re-run the step that writes it"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IncompleteOutput(
+            f"{what} {uri}: unreadable {COMPLETE_MARKER} marker: {exc}"
+        ) from None
+    infos = fs.get_file_info([join(base, n) for n in listing])
+    missing = [n for n, info in zip(listing, infos, strict=True) if info.type != pafs.FileType.File]
+    if missing:
+        raise IncompleteOutput(
+            f"{what} {uri} is incomplete: {', '.join(sorted(missing))} missing (listed in its "
+            f"{COMPLETE_MARKER} marker); re-run the step that writes it"
+        )
+    return dict(listing)
+
+
+def download(uri: str, local_dir: str, names: list[str] | None = None) -> None:
+    """Copy a remote directory (or only `names` in it: files or sub-directories) into
+    `local_dir`."""
+    fs, base = _fs(uri)
+    local_fs = pafs.LocalFileSystem()
+    os.makedirs(local_dir, exist_ok=True)
+    for name in names if names is not None else [""]:
+        src = join(base, name) if name else base
+        dst = os.path.join(local_dir, name) if name else local_dir
+        info = fs.get_file_info(src)
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"{join(uri, name) if name else uri} does not exist")
+        if info.type == pafs.FileType.File:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+        else:
+            os.makedirs(dst, exist_ok=True)
+        pafs.copy_files(src, dst, source_filesystem=fs, destination_filesystem=local_fs)
+
+
+def delete_file(uri: str) -> None:
+    """Delete one file (no error if it is absent)."""
+    fs, path = _fs(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def delete_dir(uri: str) -> None:
+    """Delete a remote directory and everything under it (no error if it is absent)."""
+    fs, base = _fs(uri)
+    if fs.get_file_info(base).type != pafs.FileType.NotFound:
+        fs.delete_dir(base)
+
+
+def sha256_uri(uri: str, bufsize: int = 1 << 22) -> str:
+    """sha256 of one (local or remote) file, streamed."""
+    import hashlib
+
+    fs, path = _fs(uri)
+    h = hashlib.sha256()
+    with fs.open_input_stream(path) as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sizes(uri: str) -> dict[str, int | None]:
+    """name -> size of the entries directly under a (local or remote) directory; None for a
+    sub-directory; {} when it is absent."""
+    fs, base = _fs(uri)
+    if fs.get_file_info(base).type == pafs.FileType.NotFound:
+        return {}
+    return {
+        info.base_name: (info.size if info.type == pafs.FileType.File else None)
+        for info in fs.get_file_info(pafs.FileSelector(base))
+    }

@@ -18,14 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
+from jobs import io
 from jobs.config import Config
-from jobs.lake import Lake, local_path
+from jobs.lake import Lake, is_local, join
 
 if TYPE_CHECKING:
     from validation.gate import GateRejected
@@ -67,7 +65,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             f"the challenger was trained for ds={challenger.info['ds']}, not {ds}: "
             "run the train step for this ds first"
         )
-    holdout = pd.read_parquet(os.path.join(local_path(challenger.path), "holdout.parquet"))
+    holdout = io.read_parquet(join(challenger.path, "holdout.parquet"))
     objectives = challenger.info["objectives"]
     mine = holdout_metrics(challenger.engagement, holdout, objectives=objectives)
     # A day older than the newest decided one (a re-run, a backfill reaching back) is decided
@@ -110,12 +108,17 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         "reason": decision.reason,
     }
     logged = past is None and (promoted or not decision.promote)
-    if logged and same_decision(lake, record):
+    # the promotion log lives beside the SQLite store, on local disk (jobs/registry.py): a remote
+    # lake keeps the decision in the registry's aliases and in this task's log only
+    has_log = is_local(lake.root)
+    if logged and has_log and same_decision(lake, record):
         logged = False  # this day's decision, already logged (a re-run of a rejected day)
     if promoted and past is None:
         set_champion(lake, cfg, challenger.registry_version)
-    if logged:
+    if logged and has_log:
         append_decision(lake, record)
+    elif logged:
+        log.warning("no promotion log for remote lake %s; decision not appended", lake.root)
     log.info("promotion gate for %s: %s", ds, record)
     try:
         enforce(decision, challenger.registry_version, before)

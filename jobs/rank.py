@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,12 @@ log = logging.getLogger(__name__)
 BATCH = 1024
 
 
-def _read(path: str, columns: list[str] | None = None) -> pd.DataFrame:
-    return pd.read_parquet(local_path(path), columns=columns)
+def _read(
+    path: str, columns: list[str] | None = None, marker: str | None = "_SUCCESS"
+) -> pd.DataFrame:
+    """A table of the lake; on a remote lake a Spark output must hold its `_SUCCESS` marker
+    (pass marker=None for input tables, which have none)."""
+    return io.read_parquet(path, columns, marker=marker)
 
 
 def load_catalog(lake: Lake, ds: str, cfg: Config) -> tuple[Any, pd.DataFrame]:
@@ -87,7 +92,7 @@ def load_curated(lake: Lake, catalog: Any, items: pd.DataFrame, cfg: Config) -> 
 
     n = cfg.page.candidate_items
     if io.list_files(lake.carousels):
-        rows = _read(lake.carousels).to_dict("records")
+        rows = _read(lake.carousels, marker=None).to_dict("records")
     else:
         path = cfg.page.curated_file or str(CONF_DIR / "curated.yaml")
         rows = []
@@ -312,7 +317,9 @@ def _recent_purchases(
 def known_users(lake: Lake, ds: str) -> np.ndarray:
     users = _read(lake.feature("user_activity", ds), ["user_id"])["user_id"].astype(str)
     if io.list_files(lake.users):
-        users = pd.concat([users, _read(lake.users, ["user_id"])["user_id"].astype(str)])
+        users = pd.concat(
+            [users, _read(lake.users, ["user_id"], marker=None)["user_id"].astype(str)]
+        )
     return np.sort(users.unique().astype(object))
 
 
@@ -390,7 +397,7 @@ def context_segments(lake: Lake, ds: str, users: np.ndarray) -> pd.DataFrame:
         ]
         seg = seg.merge(ctx.rename(columns={"main_device": "device"}), on="user_id", how="left")
     if io.list_files(lake.users):
-        prof = _read(lake.users)
+        prof = _read(lake.users, marker=None)
         keep = [c for c in ("user_id", "device", "region") if c in prof.columns]
         prof = prof[keep].drop_duplicates("user_id")
         prof["user_id"] = prof["user_id"].astype(str)
@@ -472,8 +479,13 @@ def run(
     calibration = carousel_calibration(bundle.info)
     seed = zlib.crc32(f"{ds}:{cfg.page.seed}".encode())
     t_load = time.perf_counter() - t0
-    out_dir = local_path(join(lake.warehouse, "pages", f"ds={ds}"))
-    cand_dir = local_path(lake.candidates(ds))
+    pages_uri, cand_uri = join(lake.warehouse, "pages", f"ds={ds}"), lake.candidates(ds)
+    # on a remote lake both directories are written locally, then uploaded (marker last)
+    scratch = io.scratch_dir("rank") if io.is_remote(pages_uri) else None
+    if scratch:
+        out_dir, cand_dir = os.path.join(scratch, "pages"), os.path.join(scratch, "candidates")
+    else:
+        out_dir, cand_dir = local_path(pages_uri), local_path(cand_uri)
     os.makedirs(out_dir, exist_ok=True)
     os.makedirs(cand_dir, exist_ok=True)
     # pages and candidates are streamed to Parquet batch by batch: memory stays bounded at 1M+
@@ -592,6 +604,10 @@ def run(
     page_sink.close()
     cand_sink.close()
     stats_df.to_parquet(os.path.join(out_dir, "page_stats.parquet"), index=False)
+    if scratch:
+        io.upload_dir(cand_dir, cand_uri)
+        io.upload_dir(out_dir, pages_uri)
+        shutil.rmtree(scratch, ignore_errors=True)
     stats = {
         "ds": ds,
         "users": int(len(users)),

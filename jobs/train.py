@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from typing import Any
 
@@ -82,7 +83,7 @@ def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict
         ("item", "user_item_counts", "item_id"),
         ("category", "user_category_counts", "category_id"),
     ):
-        df = pd.read_parquet(local_path(lake.feature(table, ds)), columns=["user_id", key, "eta"])
+        df = io.read_parquet(lake.feature(table, ds), ["user_id", key, "eta"], marker="_SUCCESS")
         df = df[df["eta"] > 0]
         t0 = time.perf_counter()
         models.append(
@@ -438,7 +439,10 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     # the version that serves; the same config for the same ds reproduces the same bundle
     version = f"{ds}.{cfg.hash()[:8]}"
     bundle = join(lake.models(ds), cfg.hash()[:8])
-    final_dir = local_path(bundle)
+    # on a remote lake the bundle is built and swapped in the same way in a local scratch
+    # directory, then uploaded with its completion marker last (jobs/io.upload_dir)
+    scratch = io.scratch_dir("bundle") if io.is_remote(bundle) else None
+    final_dir = os.path.join(scratch, cfg.hash()[:8]) if scratch else local_path(bundle)
     # written aside and swapped in whole once the MLflow run has logged it (jobs/io.py): a train
     # killed half-way leaves no partial bundle and never touches the one being served
     out_dir = io.staging_dir(final_dir)
@@ -515,11 +519,17 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     from jobs.bundle import fingerprint
     from jobs.registry import find_version, register, set_challenger
 
+    if scratch:
+        content = fingerprint(final_dir)
+        io.upload_dir(final_dir, bundle)  # complete on the store before it is registered
+        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        content = fingerprint(bundle)
+
     # Re-training a day (a retry, a re-run, a backfill over it) with the same data and config
     # gives the same bundle: re-use its version (now the challenger again) instead of
     # registering a copy, so the gate, the promotion log and the export's manifest see the same
     # version as the first time. A different bundle at the same path is a new version.
-    content = fingerprint(bundle)
     registry_version = find_version(lake, cfg, {"bundle": bundle, "bundle_sha256": content})
     if registry_version is not None:
         set_challenger(lake, cfg, registry_version)

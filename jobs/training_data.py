@@ -233,9 +233,7 @@ def examination_propensity(lake: Lake, cutoff: str, frame: pd.DataFrame) -> np.n
             f"engagement.inverse_propensity needs examination propensities, but {path} does not "
             "exist (the lake has no randomised traffic before the label window)"
         )
-    from jobs.lake import local_path
-
-    table = pd.read_parquet(local_path(path))
+    table = io.read_parquet(path, marker="_SUCCESS")
     theta = np.ones(len(frame))
     for kind in ("slot", "position"):
         curve = table[table["kind"] == kind].set_index("index")["propensity"]

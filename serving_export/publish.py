@@ -3,18 +3,168 @@
 A reader of CURRENT sees the old ds or the new one, never a partial write: the new content goes
 to `CURRENT.tmp-<pid>`, is fsynced, then `os.replace`d over CURRENT. An export that fails
 `verify_export` is never published. Publishing an older ds that still exists is a rollback.
+
+On a remote lake (s3a://…) CURRENT is one small object replaced by a single PUT (atomic on S3:
+a reader gets the old or the new content). The export is checked where it lies
+(`verify_remote_export`: the manifest, which the export step uploads last, and every file's
+size and sha256, streamed); `fetch_export` copies it into a local cache for the lookup server,
+which then runs the full `verify_export` (LMDB included) on the copy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from typing import Any
 
-from jobs.lake import Lake, list_partitions, local_path, parse_ds
-from serving_export.writer import ExportInvalid, fsync_path, verify_export
+from jobs import io
+from jobs.lake import Lake, join, list_partitions, local_path, parse_ds
+from serving_export.writer import (
+    MANIFEST_FILE,
+    ExportInvalid,
+    fsync_path,
+    parse_manifest,
+    verify_export,
+)
 
 log = logging.getLogger(__name__)
+
+SERVE_CACHE_ENV = "HOMEPAGE_SERVE_CACHE"
+CACHED_EXPORTS = 3  # exports of a remote lake kept in the server's local cache
+
+
+def verify_remote_export(uri: str, *, checksums: bool = True) -> dict[str, Any]:
+    """Check an export on an object store against its manifest, without copying it: the
+    manifest parses and lists each file, which exists with the listed size and (when
+    `checksums`) sha256. Returns the manifest or raises ExportInvalid(reason naming `uri`).
+
+    The LMDB-level checks of `verify_export` ran on these very bytes before the upload (the
+    export step verifies its local build), and the lookup server runs them again on its copy.
+    """
+    mf_uri = join(uri, MANIFEST_FILE)
+    try:
+        raw = io.read_bytes(mf_uri)
+    except FileNotFoundError:
+        raise ExportInvalid(f"{mf_uri} is missing (export incomplete?)") from None
+    manifest = parse_manifest(raw, mf_uri)
+    sizes = io.file_sizes(uri)
+    for name, meta in manifest["files"].items():
+        if name not in sizes or sizes[name] is None:
+            raise ExportInvalid(f"{name} is missing from {uri}")
+        if sizes[name] != meta.get("bytes"):
+            raise ExportInvalid(
+                f"{name} in {uri} has {sizes[name]} bytes, manifest says {meta.get('bytes')}"
+            )
+        if checksums and io.sha256_uri(join(uri, name)) != meta.get("sha256"):
+            raise ExportInvalid(f"{name} in {uri}: sha256 differs from the manifest (corrupt file)")
+    return manifest
+
+
+def verify_export_uri(uri: str, *, checksums: bool = True) -> dict[str, Any]:
+    """`verify_export` for a local export directory, `verify_remote_export` for a remote one."""
+    if io.is_remote(uri):
+        return verify_remote_export(uri, checksums=checksums)
+    return verify_export(local_path(uri), checksums=checksums)
+
+
+def default_cache_dir() -> str:
+    """Where a lookup server keeps its copies of a remote lake's exports: $HOMEPAGE_SERVE_CACHE,
+    else `homepage-serve-cache` in the system's temp dir."""
+    import tempfile
+
+    return os.environ.get(SERVE_CACHE_ENV) or os.path.join(
+        tempfile.gettempdir(), "homepage-serve-cache"
+    )
+
+
+@contextlib.contextmanager
+def _flock(path: str) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def fetch_export(
+    lake: Lake, ds: str, cache_dir: str | None = None, *, checksums: bool = True
+) -> tuple[str, dict[str, Any]]:
+    """A verified local copy of the remote export `exports/ds=<ds>`: (its directory, manifest).
+
+    The copy lives in `<cache_dir>/<hash of the lake root>/ds=<ds>`: the manifest's files are
+    downloaded aside, then the manifest, `verify_export` checks the whole (LMDB included; sha256
+    when `checksums`), and only then is it swapped in (jobs/io.atomic_dir), so the cache never
+    holds a copy that failed. A copy whose manifest is the remote one byte for byte is reused
+    (verified again). Worker processes of one server share the cache (a lock per ds); the newest
+    CACHED_EXPORTS copies are kept. Raises ExportInvalid, naming the remote export, when it has
+    no manifest (an unfinished upload), lacks a file or fails verification.
+    """
+    uri = lake.export(ds)
+    mf_uri = join(uri, MANIFEST_FILE)
+    try:
+        raw = io.read_bytes(mf_uri)
+    except FileNotFoundError:
+        raise ExportInvalid(f"{mf_uri} is missing (export incomplete?)") from None
+    manifest = parse_manifest(raw, mf_uri)
+    root = os.path.join(
+        cache_dir or default_cache_dir(), hashlib.sha256(lake.root.encode()).hexdigest()[:16]
+    )
+    os.makedirs(root, exist_ok=True)
+    local = os.path.join(root, f"ds={ds}")
+    with _flock(os.path.join(root, f".lock-ds={ds}")):
+        try:
+            with open(os.path.join(local, MANIFEST_FILE), "rb") as f:
+                cached = f.read() == raw
+        except FileNotFoundError:
+            cached = False
+        verified = None
+        if cached:
+            try:
+                verified = verify_export(local, checksums=checksums)
+            except ExportInvalid as exc:
+                log.warning(
+                    "cached copy %s of %s is damaged (%s): downloading again", local, uri, exc
+                )
+        if verified is None:
+            log.info("downloading export %s to %s", uri, local)
+            with io.atomic_dir(local) as staging:
+                try:
+                    io.download(uri, staging, sorted(manifest["files"]))
+                except FileNotFoundError as exc:
+                    raise ExportInvalid(f"{exc} (listed in {mf_uri})") from None
+                with open(os.path.join(staging, MANIFEST_FILE), "wb") as f:
+                    f.write(raw)
+                try:
+                    verified = verify_export(staging, checksums=checksums)
+                except ExportInvalid as exc:
+                    raise ExportInvalid(f"{uri}: {exc}") from None
+    _prune_cache(root, keep={ds})
+    return local, verified
+
+
+def _prune_cache(root: str, keep: set[str]) -> None:
+    """Delete cached exports beyond the newest CACHED_EXPORTS (never one in `keep`, nor one
+    another process holds the lock of)."""
+    import fcntl
+
+    days = sorted(d for d in list_partitions(root) if d not in keep)
+    for ds in days[: max(0, len(days) - (CACHED_EXPORTS - len(keep)))]:
+        with open(os.path.join(root, f".lock-ds={ds}"), "a") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # being fetched right now
+            try:
+                shutil.rmtree(os.path.join(root, f"ds={ds}"), ignore_errors=True)
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _read_current(path: str) -> str | None:
@@ -32,6 +182,13 @@ def current_ds(lake: Lake) -> str | None:
 
     Raises ValueError when CURRENT exists but does not hold a YYYY-MM-DD date.
     """
+    if io.is_remote(lake.current):
+        try:
+            value = io.read_bytes(lake.current).decode().strip()
+        except FileNotFoundError:
+            return None
+        parse_ds(value)
+        return value
     return _read_current(local_path(lake.current))
 
 
@@ -54,6 +211,8 @@ def prune_exports(lake: Lake, current: str, keep_last: int) -> list[str]:
     """
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    if io.is_remote(lake.exports):
+        return _prune_remote(lake, current, keep_last)
     exports_dir = local_path(lake.exports)
     older_or_current = [d for d in list_partitions(exports_dir) if d <= current]
     doomed = older_or_current[:-keep_last] if len(older_or_current) > keep_last else []
@@ -75,6 +234,23 @@ def prune_exports(lake: Lake, current: str, keep_last: int) -> list[str]:
     return deleted
 
 
+def _prune_remote(lake: Lake, current: str, keep_last: int) -> list[str]:
+    older_or_current = [d for d in io.partitions(lake.exports) if d <= current]
+    doomed = older_or_current[:-keep_last] if len(older_or_current) > keep_last else []
+    deleted = []
+    for ds in doomed:
+        if ds == current:
+            continue
+        uri = lake.export(ds)
+        # the manifest first: a half-deleted export is an incomplete one, which readers refuse
+        io.delete_file(join(uri, MANIFEST_FILE))
+        io.delete_dir(uri)
+        deleted.append(ds)
+    if deleted:
+        log.info("pruned exports: %s", ", ".join(deleted))
+    return deleted
+
+
 def publish(lake: Lake, ds: str, *, keep_last: int = 7) -> str:
     """Verify `exports/ds=<ds>`, point `exports/CURRENT` at it atomically, prune old exports.
 
@@ -84,6 +260,8 @@ def publish(lake: Lake, ds: str, *, keep_last: int = 7) -> str:
     parse_ds(ds)
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    if io.is_remote(lake.root):
+        return _publish_remote(lake, ds, keep_last)
     export_dir = local_path(lake.export(ds))
     manifest = verify_export(export_dir)
     if manifest["ds"] != ds:
@@ -97,3 +275,18 @@ def publish(lake: Lake, ds: str, *, keep_last: int = 7) -> str:
     log.info("published ds=%s (was %s): %d users", ds, previous, manifest["users"])
     prune_exports(lake, ds, keep_last)
     return export_dir
+
+
+def _publish_remote(lake: Lake, ds: str, keep_last: int) -> str:
+    uri = lake.export(ds)
+    manifest = verify_remote_export(uri)
+    if manifest["ds"] != ds:
+        raise ExportInvalid(f"{uri} holds ds={manifest['ds']}, not {ds}")
+    try:
+        previous = current_ds(lake)
+    except ValueError:
+        previous = "<garbled>"  # publishing repairs it
+    io.write_bytes(lake.current, (ds + "\n").encode())  # one PUT: atomic on the store
+    log.info("published ds=%s (was %s): %d users", ds, previous, manifest["users"])
+    prune_exports(lake, ds, keep_last)
+    return uri

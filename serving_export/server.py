@@ -14,6 +14,11 @@ reference is swapped on the event loop, and the old environment is closed after 
 so requests never see a half-loaded export. A bad export is refused and the old one keeps serving.
 `workers > 1` forks processes that each bind the port with SO_REUSEPORT (the kernel balances
 connections) and share the page cache of the same mapped file.
+
+With a remote lake (s3a://…, see jobs/io.py for the endpoint and credentials) the server polls
+the `exports/CURRENT` object, copies the export it names into a local cache directory
+(`cache_dir`, default $HOMEPAGE_SERVE_CACHE or a temp dir; workers share it), verifies the copy
+against its manifest with `verify_export` and serves it, with the same hot swap and refusals.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from urllib.parse import unquote_to_bytes
 import lmdb
 import orjson
 
+from jobs import io
 from jobs.lake import DEFAULT_PAGE_KEY, Lake, local_path
-from serving_export.publish import current_ds
+from serving_export.publish import current_ds, fetch_export
 from serving_export.writer import ITEMS_DB, PAGES_DB, open_lmdb_readonly, verify_export
 
 log = logging.getLogger(__name__)
@@ -237,10 +243,13 @@ class App:
         reload_interval_s: float,
         verify_checksums: bool,
         max_connections: int = MAX_CONNECTIONS,
+        cache_dir: str | None = None,
     ) -> None:
         self.lake = lake
         self.max_connections = max_connections
-        self.current_path = local_path(lake.current)
+        self.remote = io.is_remote(lake.root)
+        self.cache_dir = cache_dir  # local copies of a remote lake's exports
+        self.current_path = lake.current if self.remote else local_path(lake.current)
         self.reload_interval_s = reload_interval_s
         self.verify_checksums = verify_checksums
         self.reader: ExportReader | None = None
@@ -331,8 +340,13 @@ class App:
     # ------------------------------------------------------------ hot swap
 
     def _load(self, ds: str) -> ExportReader:
-        export_dir = local_path(self.lake.export(ds))
-        manifest = verify_export(export_dir, checksums=self.verify_checksums)
+        if self.remote:  # a local copy, verified before it is cached
+            export_dir, manifest = fetch_export(
+                self.lake, ds, self.cache_dir, checksums=self.verify_checksums
+            )
+        else:
+            export_dir = local_path(self.lake.export(ds))
+            manifest = verify_export(export_dir, checksums=self.verify_checksums)
         if manifest["ds"] != ds:
             raise ValueError(f"{export_dir} holds ds={manifest['ds']}")
         return ExportReader(export_dir, manifest)
@@ -340,8 +354,12 @@ class App:
     async def check_current(self) -> None:
         """Load the export CURRENT names if it is new; refuse (and keep serving) a bad one."""
         try:
-            mtime = os.stat(self.current_path).st_mtime_ns
-            ds = current_ds(self.lake)
+            if self.remote:  # network calls: off the event loop
+                loop = asyncio.get_running_loop()
+                mtime, ds = await loop.run_in_executor(None, self._remote_current)
+            else:
+                mtime = os.stat(self.current_path).st_mtime_ns
+                ds = current_ds(self.lake)
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
@@ -374,6 +392,13 @@ class App:
         log.info("serving export ds=%s (%d users)", new.ds, new.users)
         if old is not None:
             self.retiring[old.ds] = (old, loop.call_later(CLOSE_GRACE_S, self._retire, old.ds))
+
+    def _remote_current(self) -> tuple[int, str | None]:
+        mtime = io.mtime_ns(self.current_path)
+        ds = current_ds(self.lake)
+        if ds is None:
+            raise FileNotFoundError(self.current_path)
+        return mtime, ds
 
     def _retire(self, ds: str) -> None:
         entry = self.retiring.pop(ds, None)
@@ -512,6 +537,7 @@ def serve(
     ready_event: Any = None,
     verify_checksums: bool = True,
     max_connections: int = MAX_CONNECTIONS,
+    cache_dir: str | None = None,
 ) -> None:
     """Serve `lake`'s published export on http://host:port until SIGINT/SIGTERM (blocking).
 
@@ -520,7 +546,8 @@ def serve(
     (with workers, once they are forked). `verify_checksums=False` skips the sha256 pass on
     reload (publish already did it), which matters for multi-GB exports times many workers.
     Each worker holds at most `max_connections` open connections; a connection beyond that gets
-    503 and is closed, so a flood cannot exhaust file descriptors or memory.
+    503 and is closed, so a flood cannot exhaust file descriptors or memory. `cache_dir` is where
+    the exports of a remote lake are copied to (see serving_export.publish.fetch_export).
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, got {workers}")
@@ -534,7 +561,7 @@ def serve(
                 ready_event.set()
 
     if workers == 1:
-        app = App(lake, reload_interval_s, verify_checksums, max_connections)
+        app = App(lake, reload_interval_s, verify_checksums, max_connections, cache_dir)
         asyncio.run(_run(app, host, port, ready))
         return
     # Reserve the port (this resolves port 0) with a bound but non-listening socket: the kernel
@@ -555,7 +582,7 @@ def serve(
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             holder.close()
             try:
-                app = App(lake, reload_interval_s, verify_checksums, max_connections)
+                app = App(lake, reload_interval_s, verify_checksums, max_connections, cache_dir)
                 asyncio.run(_run(app, host, port, ready, reuse_port=True))
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
@@ -601,6 +628,7 @@ def start_in_thread(
     reload_interval_s: float = 2.0,
     verify_checksums: bool = True,
     max_connections: int = MAX_CONNECTIONS,
+    cache_dir: str | None = None,
 ) -> tuple[threading.Thread, int, Callable[[], None]]:
     """Run one server in a daemon thread (for tests); returns (thread, bound port, stop_fn)."""
     box: dict[str, Any] = {}
@@ -612,7 +640,7 @@ def start_in_thread(
 
     def run() -> None:
         try:
-            app = App(lake, reload_interval_s, verify_checksums, max_connections)
+            app = App(lake, reload_interval_s, verify_checksums, max_connections, cache_dir)
             asyncio.run(_run(app, host, port, ready, install_signals=False))
         except BaseException as exc:
             box["error"] = exc

@@ -482,19 +482,12 @@ def open_lmdb_readonly(export_dir: str) -> lmdb.Environment:
     )
 
 
-def verify_export(export_dir: str, *, checksums: bool = True) -> dict[str, Any]:
-    """Check an export against its manifest; return the manifest or raise ExportInvalid(reason).
-
-    Checks: MANIFEST.json parses and has every required key; each listed file exists with the
-    listed size and (when `checksums`) sha256; the LMDB opens read-only, its "pages" DB holds
-    exactly users + 1 keys, and "__default__" is a fallback page of the same ds.
-    """
-    mf_path = os.path.join(export_dir, MANIFEST_FILE)
+def parse_manifest(raw: bytes, mf_path: str) -> dict[str, Any]:
+    """The manifest in `raw` (read from `mf_path`), checked: a JSON object with every required
+    key, a supported format, and a `files` list naming the Parquet and LMDB files by base name;
+    raises ExportInvalid(reason) otherwise."""
     try:
-        with open(mf_path, "rb") as f:
-            manifest = json.loads(f.read())
-    except FileNotFoundError:
-        raise ExportInvalid(f"{mf_path} is missing (export incomplete?)") from None
+        manifest = json.loads(raw)
     except ValueError as exc:
         raise ExportInvalid(f"{mf_path} is not valid JSON: {exc}") from None
     if not isinstance(manifest, dict):
@@ -507,9 +500,27 @@ def verify_export(export_dir: str, *, checksums: bool = True) -> dict[str, Any]:
     files = manifest["files"]
     if not isinstance(files, dict) or LMDB_FILE not in files or PARQUET_FILE not in files:
         raise ExportInvalid(f"manifest files must list {PARQUET_FILE} and {LMDB_FILE}")
-    for name, meta in files.items():
+    for name in files:
         if os.path.basename(name) != name or name in ("", ".", ".."):
             raise ExportInvalid(f"manifest lists a file outside the export: {name!r}")
+    return manifest
+
+
+def verify_export(export_dir: str, *, checksums: bool = True) -> dict[str, Any]:
+    """Check an export against its manifest; return the manifest or raise ExportInvalid(reason).
+
+    Checks: MANIFEST.json parses and has every required key; each listed file exists with the
+    listed size and (when `checksums`) sha256; the LMDB opens read-only, its "pages" DB holds
+    exactly users + 1 keys, and "__default__" is a fallback page of the same ds.
+    """
+    mf_path = os.path.join(export_dir, MANIFEST_FILE)
+    try:
+        with open(mf_path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ExportInvalid(f"{mf_path} is missing (export incomplete?)") from None
+    manifest = parse_manifest(raw, mf_path)
+    for name, meta in manifest["files"].items():
         path = os.path.join(export_dir, name)
         if not os.path.isfile(path):
             raise ExportInvalid(f"{name} is missing")
