@@ -199,7 +199,10 @@ class PageConfig:
     candidate_items: int = 30  # items kept per carousel candidate before page de-duplication
     min_items: int = 4  # a carousel with fewer items left is dropped from the page
     category_carousels: int = 6  # affinity category carousels per user
-    buy_again_carousels: int = 1  # "buy it again" rows (the k-th starts at item (k-1)*M + 1)
+    buy_again_carousels: int = (
+        5  # "buy it again" candidate rows (the k-th starts at item (k-1)*M + 1)
+    )
+    best_seller_carousels: int = 2  # "best sellers" candidate rows (30-day engagement, same blocks)
     curated_file: str = (
         ""  # YAML of curated carousels used when the lake has none (default conf/curated.yaml)
     )
@@ -247,6 +250,11 @@ class PageConfig:
             raise ConfigError("page.candidate_items must be >= page.items_per_carousel")
         if not 1 <= self.min_items <= self.items_per_carousel:
             raise ConfigError("page.min_items must be in [1, page.items_per_carousel]")
+        if self.buy_again_carousels < 1 or self.best_seller_carousels < 0:
+            raise ConfigError(
+                "page.buy_again_carousels must be >= 1 and page.best_seller_carousels >= 0, got "
+                f"{self.buy_again_carousels} and {self.best_seller_carousels}"
+            )
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,13 @@ def load_catalog(lake: Lake, ds: str, cfg: Config) -> tuple[Any, pd.DataFrame]:
         trending_n=cfg.page.candidate_items,
         category_pool=cfg.page.category_pool,
         brands=items["brand"].to_numpy(object) if "brand" in items else None,
+        pop_window=items["pop_30d"].fillna(0.0).to_numpy(float) if "pop_30d" in items else None,
+        best_sellers_n=(
+            cfg.page.candidate_items
+            + max(cfg.page.best_seller_carousels - 1, 0) * cfg.page.items_per_carousel
+            if cfg.page.best_seller_carousels
+            else 0
+        ),
     )
     return catalog, items
 
@@ -150,6 +157,7 @@ def page_params(cfg: Config) -> Any:
         min_items=pc.min_items,
         category_carousels=pc.category_carousels,
         buy_again_carousels=pc.buy_again_carousels,
+        best_seller_carousels=pc.best_seller_carousels,
         category_pool=pc.category_pool,
         brand_carousels=pc.brand_carousels,
         new_categories=pc.new_categories,

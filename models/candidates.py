@@ -44,6 +44,9 @@ class Catalog:
     item_brand: np.ndarray = field(
         default_factory=lambda: np.empty(0, dtype=np.int64)
     )  # int64 (n_items,) index into brand_names, -1 = no brand
+    best_sellers: np.ndarray = field(
+        default_factory=lambda: np.empty(0, dtype=np.int64)
+    )  # int item indices, in stock, by recent engagement (the "Best sellers" rows)
     brand_names: np.ndarray = field(
         default_factory=lambda: np.empty(0, dtype=object)
     )  # object (n_brands,) sorted
@@ -75,9 +78,13 @@ class Catalog:
         trending_n: int,
         category_pool: int | None = None,
         brands: np.ndarray | None = None,
+        pop_window: np.ndarray | None = None,
+        best_sellers_n: int = 0,
     ) -> Catalog:
         """`category_pool`: keep only each category's first `category_pool` in-stock items by
-        popularity. `brands`: brand name per item (None, NaN or blank = no brand)."""
+        popularity. `brands`: brand name per item (None, NaN or blank = no brand).
+        `best_sellers_n`: the in-stock items of most engagement in `pop_window` (e.g. the last
+        30 days; popularity breaks ties), best first, that "Best sellers" rows draw from."""
         if category_pool is not None and category_pool < 0:
             raise ValueError(f"category_pool must be >= 0 or None, got {category_pool}")
         cat_ids, item_cat = np.unique(np.asarray(categories, dtype=object), return_inverse=True)
@@ -102,6 +109,11 @@ class Catalog:
                     hi = min(hi, bounds[c] + category_pool)
                 cat_items[c] = by_pop[order_c[bounds[c] : hi]].astype(np.int64)
         item_brand, brand_names = _brand_codes(brands, len(item_cat))
+        best = np.empty(0, dtype=np.int64)
+        if best_sellers_n > 0 and pop_window is not None:
+            recent = np.asarray(pop_window, dtype=np.float64)
+            best = np.lexsort((-popularity, -recent))
+            best = best[in_stock[best] & (recent[best] > 0)][:best_sellers_n]
         return cls(
             item_ids=np.asarray(item_ids, dtype=object),
             item_cat=item_cat.astype(np.int64),
@@ -115,6 +127,7 @@ class Catalog:
             cat_items=cat_items,
             item_brand=item_brand,
             brand_names=brand_names,
+            best_sellers=best.astype(np.int64),
         )
 
     def pool_matrix(self) -> np.ndarray:
@@ -371,13 +384,14 @@ def generate(
     n_discover_cats: int = 3,
     buy_again_carousels: int = 1,
     per_carousel: int = 10,
+    best_seller_carousels: int = 0,
 ) -> Candidates:
     """All candidate carousels for a batch of B users.
 
     Per user, in this order: each curated carousel (an immutable one in the operator's order,
     else by score), `buy_again_carousels` buy it again rows (most bought first; the k-th from
-    item (k-1)·per_carousel on; each if it has >= min_items items), trending (by
-    score), the n_category categories of highest affinity among those with >= min_items
+    item (k-1)·per_carousel on; each if it has >= min_items items), `best_seller_carousels`
+    best sellers rows (the same blocks over `catalog.best_sellers`), trending (by score), the n_category categories of highest affinity among those with >= min_items
     scored pool items (pool by score), and discover (the best items of the n_discover_cats
     undiscovered categories of highest affinity, interleaved; if >= min_items items). Lists
     ranked by score hold no item without a column or scored -inf; trending is left out when
@@ -433,6 +447,26 @@ def generate(
                 "Buy it again" if k == 0 else "Buy it again: more of your regulars",
                 "buy_again",
                 "buy_again",
+                False,
+            )
+        )
+
+    if best_seller_carousels < 0:
+        raise ValueError(f"best_seller_carousels must be >= 0, got {best_seller_carousels}")
+    best = np.asarray(catalog.best_sellers, dtype=np.int64)
+    for k in range(best_seller_carousels):
+        # every user's row k is the k-th block of the shared list, in its own order
+        block = np.full(n, PAD, dtype=np.int64)
+        part = best[k * step : k * step + n]
+        block[: len(part)] = part
+        slots.append(
+            (
+                np.broadcast_to(block, (b, n)),
+                len(part) >= min_items,
+                "best_sellers" if k == 0 else f"best_sellers:{k + 1}",
+                "Best sellers" if k == 0 else "More best sellers",
+                "best_sellers",
+                "best_sellers",
                 False,
             )
         )

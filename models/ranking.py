@@ -55,7 +55,8 @@ class PageParams:
     candidate_items: int = 30
     min_items: int = 4
     category_carousels: int = 6
-    buy_again_carousels: int = 1  # "buy it again" rows; the k-th starts at item (k-1)*M + 1
+    buy_again_carousels: int = 5  # "buy it again" rows; the k-th from item (k-1)*M + 1
+    best_seller_carousels: int = 2  # "best sellers" candidate rows (the same blocks)
     category_pool: int = 100  # most popular in-stock items per category a carousel draws from
     brand_carousels: int = 1  # "your top brands" carousels per user
     brand_pool: int = 30
@@ -387,6 +388,7 @@ def score_batch(
         n_category=params.category_carousels,
         buy_again_carousels=params.buy_again_carousels,
         per_carousel=params.items_per_carousel,
+        best_seller_carousels=params.best_seller_carousels,
     )
     extra = [
         brand_carousels(

@@ -485,3 +485,50 @@ def test_several_buy_again_rows_take_successive_blocks():
     assert one == [(0, "buy_again"), (1, "buy_again")]
     with pytest.raises(ValueError, match="buy_again_carousels must be >= 1"):
         generate(**kwargs, buy_again_carousels=0)
+
+
+def test_best_seller_rows_take_successive_blocks_of_recent_engagement():
+    in_stock = np.ones(8, dtype=bool)
+    in_stock[2] = False  # never a best seller, however popular
+    recent = np.array([0.0, 5.0, 9.0, 5.0, 7.0, 1.0, 0.0, 3.0])
+    catalog = Catalog.build(
+        item_ids=np.array([f"i{i}" for i in range(8)], dtype=object),
+        categories=np.array(["cA"] * 8, dtype=object),
+        cat_names={},
+        in_stock=in_stock,
+        has_image=np.ones(8, dtype=bool),
+        is_new=np.zeros(8, dtype=bool),
+        pop_total=np.array([9.0, 1.0, 9.0, 2.0, 0.0, 0.0, 0.0, 0.0]),
+        pop_recent=np.zeros(8),
+        trend=np.zeros(8),
+        trending_n=0,
+        pop_window=recent,
+        best_sellers_n=4,
+    )
+    # by 30-day engagement, ties (1 and 3) by all-time popularity; zero-engagement items out
+    assert catalog.best_sellers.tolist() == [4, 3, 1, 7]
+    kwargs = dict(
+        catalog=catalog,
+        item_scores=np.full((2, 1), -np.inf),
+        col_of=np.full(8, -1, dtype=np.int64),
+        cat_affinity=np.zeros((2, 1)),
+        cat_eta=np.ones((2, 1)),
+        buy_again=[np.empty(0, dtype=np.int64)] * 2,
+        curated=[],
+        n_items=3,
+        min_items=2,
+        n_category=0,
+        n_discover_cats=0,
+        per_carousel=2,
+    )
+    rows = [(r[0], r[1], r[6]) for r in _rows(generate(**kwargs, best_seller_carousels=3), 3)]
+    # the same rows for every user; a third row (from item 5 on) would be empty
+    assert rows == [
+        (0, "best_sellers", [4, 3, 1]),
+        (0, "best_sellers:2", [1, 7]),
+        (1, "best_sellers", [4, 3, 1]),
+        (1, "best_sellers:2", [1, 7]),
+    ]
+    assert {r[1] for r in _rows(generate(**kwargs), 3)} == set()
+    with pytest.raises(ValueError, match="best_seller_carousels must be >= 0"):
+        generate(**kwargs, best_seller_carousels=-1)
