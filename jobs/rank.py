@@ -7,6 +7,7 @@ per user–carousel, reused by later refreshes) and the pages in the export's ro
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import yaml
 from jobs import io
 from jobs.config import CONF_DIR, Config
 from jobs.lake import DEFAULT_PAGE_KEY, Lake, join, local_path
+from jobs.page_state import STATE_DIR, StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -499,6 +501,8 @@ def run(
     # pages and candidates are streamed to Parquet batch by batch: memory stays bounded at 1M+
     page_sink = _Sink(os.path.join(out_dir, "pages.parquet"))
     cand_sink = _Sink(os.path.join(cand_dir, "candidates.parquet"))
+    # the score components of every warm user's candidates, for intra-day refreshes
+    state = StateWriter(os.path.join(out_dir, STATE_DIR))
     stat_frames: list[pd.DataFrame] = []
     defaults: list[pd.DataFrame] = []
     counts = {"rows": 0, "explored": 0, "randomised": 0}
@@ -512,8 +516,8 @@ def run(
         counts["randomised"] += int((frame["propensity"] < 1).sum())
 
     def build(
-        batch_users: np.ndarray, matrices: Any, reason: str | None, item_mode: str, k: int
-    ) -> tuple[Any, Any, dict[str, float]]:
+        batch_users: np.ndarray, matrices: Any, reason: str | None, item_mode: str
+    ) -> tuple[Any, Any, dict[str, float], Any]:
         t = time.perf_counter()
         if matrices is None:
             matrices = inputs.user_matrices(batch_users)
@@ -529,15 +533,19 @@ def run(
             exam=exam,
             calibration=calibration,
             randomise=reason is None,
-            seed=seed + k,
+            seed=seed,
             categorical=True,
         )
         timing["slots_and_rows"] = time.perf_counter() - t_pages
         timing["total"] = time.perf_counter() - t
-        return built, scored.candidates_frame(bundle.w), timing
+        return built, scored.candidates_frame(bundle.w), timing, scored
 
-    def add(result: tuple[Any, Any, dict[str, float]], reason: str | None) -> None:
-        built, cands, timing = result
+    def add(result: tuple[Any, Any, dict[str, float], Any], reason: str | None) -> None:
+        built, cands, timing, scored = result
+        if reason is None:
+            t = time.perf_counter()
+            state.add(scored)
+            timing["state"] = time.perf_counter() - t
         for key, v in timing.items():
             parts[key] = parts.get(key, 0.0) + v
         if reason is not None:
@@ -556,7 +564,7 @@ def run(
     )
     names = np.array([DEFAULT_PAGE_KEY if k == ("any",) * 3 else context_key(*k) for k in keys])
     pop = context_popularity(lake, ds, catalog, seg, keys)
-    add(build(names.astype(object), inputs.default_matrices(pop), "popular", "fixed", 0), "popular")
+    add(build(names.astype(object), inputs.default_matrices(pop), "popular", "fixed"), "popular")
     t1 = time.perf_counter()
     warm_users = users[warm]
     parts.clear()  # time the personal pages only
@@ -568,7 +576,7 @@ def run(
         pending: deque[Any] = deque()
         for k, start in enumerate(starts):
             bu = warm_users[start : start + BATCH]
-            pending.append(pool.submit(build, bu, None, None, mode, k + 1))
+            pending.append(pool.submit(build, bu, None, None, mode))
             if len(pending) >= 2 * threads:
                 add(pending.popleft().result(), None)
             if progress and k % 50 == 0:
@@ -611,6 +619,30 @@ def run(
         )
     page_sink.close()
     cand_sink.close()
+    state_info = state.close(
+        {
+            "ds": ds,
+            "model_version": bundle.model_version,
+            "w": bundle.w,
+            "item_mode": mode,
+            "seed": seed,
+            "width": params.candidate_items,
+            "new_pool": params.explore_pool,
+            "page_params": dataclasses.asdict(params),
+            "carousel_ab": {k: list(v) for k, v in inputs.carousel_ab.items()},
+            "carousel_lam": dict(inputs.carousel_lam),
+            "p_global": inputs.p_global,
+            "carousel_calibration": (bundle.info or {}).get("carousel_calibration"),
+        },
+        {
+            "item_ids": catalog.item_ids.astype(str),
+            "in_stock": catalog.in_stock,
+            "v_items": inputs.v_items,
+            "item_cat": catalog.item_cat,
+            "item_brand": catalog.item_brand,
+            **({"exam": exam} if exam is not None else {}),
+        },
+    )
     stats_df.to_parquet(os.path.join(out_dir, "page_stats.parquet"), index=False)
     if scratch:
         io.upload_dir(cand_dir, cand_uri)
@@ -634,6 +666,7 @@ def run(
         "explored_items": counts["explored"],
         "randomised_placements": counts["randomised"],
         "short_pages": int((stats_df["slots"] < params.slots).sum()),
+        "state": state_info,
         "load_s": round(t_load, 1),
         "pages_s": round(t_pages, 1),
         "users_per_s": round(len(warm_users) / max(t_pages, 1e-9), 1),

@@ -47,6 +47,37 @@ class ThompsonInputs:
     intercept: np.ndarray  # (1 − w) · γ
     draws: int = 256
     seed: int = 0
+    keys: np.ndarray | None = None  # uint64 (B,) per-user random stream keys (None: row index)
+
+
+def user_uniforms(keys: np.ndarray, seed: int, stream: int, shape: tuple[int, ...]) -> np.ndarray:
+    """(B, *shape) uniforms in (0, 1), each a pure function of (user key, seed, stream, index):
+    a user's random draws do not depend on which other users share the batch, so a page rebuilt
+    alone (an intra-day refresh) gets exactly the draws it got in the daily batch.
+
+    Counter-based: the splitmix64 finaliser over key ⊕ mix(seed, stream) + index · φ64."""
+    n = int(np.prod(shape)) if shape else 1
+    k = np.asarray(keys, dtype=np.uint64).reshape(-1, 1)
+    salt = _mix64(np.array([(seed & 0xFFFFFFFFFFFFFFFF) ^ (stream << 48)], dtype=np.uint64))
+    with np.errstate(over="ignore"):
+        x = (k ^ salt) + np.arange(1, n + 1, dtype=np.uint64)[None, :] * np.uint64(_GOLDEN)
+    u = (_mix64(x) >> np.uint64(11)).astype(np.float64)
+    return ((u + 0.5) * 2.0**-53).reshape((len(k), *shape))
+
+
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (a bijection on uint64 with good avalanche), wrapping arithmetic."""
+    x = np.array(x, dtype=np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
 
 
 def user_table(cu: np.ndarray, n_users: int) -> np.ndarray:
@@ -244,14 +275,21 @@ def assemble(
     placed = np.zeros((n, c), dtype=bool)
     prev = np.full(n, NO_FAMILY, dtype=np.int64)
     ts_rows = np.flatnonzero(thompson.users) if thompson is not None else np.empty(0, np.int64)
-    rng = np.random.default_rng(thompson.seed) if thompson is not None else None
     mc = None
     if thompson is not None and len(ts_rows):
-        # φ draws for the propensity estimate: (T, draws, C)
-        a = np.maximum(thompson.a[ts_rows], _EPS)[:, None, :]
-        b = np.maximum(thompson.b[ts_rows], _EPS)[:, None, :]
-        lam = rng.beta(a, b, size=(len(ts_rows), thompson.draws, c))
-        mc = thompson.slope[ts_rows][:, None, :] * lam + thompson.intercept[ts_rows][:, None, :]
+        # per user, from its own stream: `draws` λ draws for the propensity estimate, then one
+        # fresh draw per slot for the choice itself
+        ukeys = np.arange(n) if thompson.keys is None else np.asarray(thompson.keys)
+        a_ts = np.maximum(thompson.a[ts_rows], _EPS)
+        b_ts = np.maximum(thompson.b[ts_rows], _EPS)
+        lam = np.empty((len(ts_rows), thompson.draws + slots, c))
+        for j, r in enumerate(ts_rows):  # the Thompson share of a batch: a short loop
+            gen = np.random.default_rng([int(thompson.seed) & 0xFFFFFFFF, int(ukeys[r])])
+            lam[j] = gen.beta(a_ts[j], b_ts[j], size=(thompson.draws + slots, c))
+        slope = thompson.slope[ts_rows][:, None, :]
+        intercept = thompson.intercept[ts_rows][:, None, :]
+        mc = slope * lam[:, : thompson.draws] + intercept
+        slot_draws = slope * lam[:, thompson.draws :] + intercept  # (T, slots, C)
     for s in range(slots):
         fresh = item_ok & ~shown[inv]
         n_fresh = fresh.sum(axis=2)
@@ -259,10 +297,7 @@ def assemble(
         choice = np.argmin(np.where(feas, prio, np.inf), axis=1)
         if mc is not None:
             f = feas[ts_rows]
-            a = np.maximum(thompson.a[ts_rows], _EPS)
-            b = np.maximum(thompson.b[ts_rows], _EPS)
-            draw = thompson.slope[ts_rows] * rng.beta(a, b) + thompson.intercept[ts_rows]
-            pick = np.argmax(np.where(f, draw, -np.inf), axis=1)
+            pick = np.argmax(np.where(f, slot_draws[:, s], -np.inf), axis=1)
             winners = np.argmax(np.where(f[:, None, :], mc, -np.inf), axis=2)
             hits = (winners == pick[:, None]).sum(axis=1)
             choice[ts_rows] = pick
@@ -294,7 +329,8 @@ def explore_new_items(
     *,
     epsilon: float,
     start: int,
-    rng: np.random.Generator,
+    user_keys: np.ndarray,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Epsilon-greedy exploration of new items (METHODS §4, Zalando).
 
@@ -306,7 +342,8 @@ def explore_new_items(
     right; the last ones fall off). Returns (items, per-position propensity (B, Z, M), explored
     flags (B, Z, M)). The propensity is the probability of that position's decision given the ones
     before it: 1 before `start`, 1 − ε for an organic item, ε · w_i / Σ w_remaining for a new item,
-    and 1 where the pool has run out.
+    and 1 where the pool has run out. `user_keys` (B,) and `seed` select each user's random stream
+    (`user_uniforms`), so a user's draws do not depend on the rest of the batch.
     """
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"exploration epsilon must be in [0, 1], got {epsilon}")
@@ -327,7 +364,8 @@ def explore_new_items(
     w = np.where((new_pool != PAD) & ~on_page, np.maximum(new_weight, 0.0), 0.0)
     w = np.where((new_pool != PAD) & ~on_page, np.maximum(w, _EPS), 0.0)
     # sampling without replacement ∝ w == sorting by log w + Gumbel noise
-    keys = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)) + rng.gumbel(size=w.shape), -np.inf)
+    gumbel = -np.log(-np.log(user_uniforms(user_keys, seed, 1, w.shape[1:])))
+    keys = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)) + gumbel, -np.inf)
     draw_order = np.argsort(-keys, axis=1, kind="stable")
     drawn = np.take_along_axis(new_pool, draw_order, axis=1)
     drawn_w = np.take_along_axis(w, draw_order, axis=1)
@@ -336,7 +374,7 @@ def explore_new_items(
         [np.zeros((n, 1)), np.cumsum(drawn_w, axis=1)[:, :-1]], axis=1
     )  # total weight left before the k-th draw
     taken = np.zeros(n, dtype=np.int64)
-    coin = rng.random((n, z, m)) < epsilon
+    coin = user_uniforms(user_keys, seed, 2, (z, m)) < epsilon
     for s in range(z):
         row_items = items[:, s]
         filled = row_items != PAD

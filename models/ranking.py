@@ -28,7 +28,7 @@ from models.candidates import PAD, Candidates, Catalog, CuratedCarousel, generat
 from models.item_features import FeatureSource
 from models.item_policy import apply_penalties, brand_run_rule, mmr_order, relevance
 from models.policy import ThompsonInputs, assemble, beam_plan, explore_new_items, user_table
-from models.scoring import walmart_terms
+from models.scoring import discounted_sum
 from models.sources import brand_carousels, group_pools, merge, new_in_categories
 
 ITEM_MODES: tuple[str, ...] = ("fixed", "rerank")
@@ -288,6 +288,7 @@ class ScoredBatch:
     new_pool: np.ndarray  # (B, P) each user's best new items (exploration), PAD = -1
     new_score: np.ndarray  # (B, P) their r̂
     reason_override: str | None = None
+    rel_sum: np.ndarray | None = None  # (n_c,) Σ_l r̂ / log(1 + l): α = λ · rel_sum
     timings: dict[str, float] = field(default_factory=dict)  # seconds per part of score_batch
 
     def candidates_frame(self, w: float) -> pd.DataFrame:
@@ -451,33 +452,19 @@ def score_batch(
     mat, score, r = (np.take_along_axis(x, order, axis=1) for x in (mat, score, r))
     clock.lap("item_policy")
 
-    # λ from the user's Beta posterior, else the carousel's prior, else the global rate
     post = inputs.batch_priors(users, cu, cands.carousel_id)
-    lam = post["lam"].to_numpy(dtype=np.float64)
-    cid = pd.Series(cands.carousel_id)
-    strength = 10.0  # pseudo-trials behind a carousel without a prior of its own
-    ab = {k: v for k, v in inputs.carousel_ab.items()}
-    a0 = cid.map({k: v[0] for k, v in ab.items()}).fillna(inputs.p_global * strength)
-    b0 = cid.map({k: v[1] for k, v in ab.items()}).fillna((1 - inputs.p_global) * strength)
-    a0, b0 = a0.to_numpy(np.float64), b0.to_numpy(np.float64)
-    fallback = cid.map(dict(inputs.carousel_lam)).fillna(inputs.p_global).to_numpy(np.float64)
-    lam = np.where(np.isnan(lam), fallback, lam)
-    a = post["a"].to_numpy(np.float64) if "a" in post else np.full(len(cu), np.nan)
-    b = post["b"].to_numpy(np.float64) if "b" in post else np.full(len(cu), np.nan)
-    a, b = np.where(np.isnan(a), a0, a), np.where(np.isnan(b), b0, b)
+    lam, a, b = posterior_lambda(
+        post, cands.carousel_id, inputs.carousel_ab, inputs.carousel_lam, inputs.p_global
+    )
 
     top = mat[:, : params.items_per_carousel]
     top_ok = top != PAD
     safe = np.where(top_ok, top, 0)
     g_all = m.aff * np.exp(-m.eta)
     g = np.where(top_ok, g_all[cu[:, None], cat.item_cat[safe]], np.nan)
-    alpha, gamma = walmart_terms(r[:, : params.items_per_carousel], g, lam)
-    vec = np.where(top_ok[:, :, None], inputs.v_items[safe], 0.0).sum(axis=1)
-    norm = np.linalg.norm(vec, axis=1, keepdims=True)
-    cvec = np.divide(vec, norm, out=np.zeros_like(vec), where=norm > 0)
-    ccat = _row_mode(cat.item_cat[safe], top_ok)
-    brand = cat.item_brand[safe]
-    cbrand = _row_mode(brand, top_ok & (brand >= 0))
+    rel_sum = discounted_sum(r[:, : params.items_per_carousel])
+    alpha, gamma = lam * rel_sum, discounted_sum(g)
+    cvec, ccat, cbrand = carousel_shape(top, inputs.v_items, cat.item_cat, cat.item_brand)
 
     new_cols = m.col_of[inputs.new_universe]
     new_s = m.r_hat[:, new_cols].astype(np.float64)
@@ -501,8 +488,121 @@ def score_batch(
         new_pool=new_pool,
         new_score=new_score,
         reason_override=reason_override,
+        rel_sum=rel_sum,
         timings=clock.lap("carousel_terms"),
     )
+
+
+def scored_from_state(
+    *,
+    users: np.ndarray,
+    cand_user: np.ndarray,
+    carousel_id: np.ndarray,
+    title: np.ndarray,
+    family: np.ndarray,
+    reason: np.ndarray,
+    fixed_order: np.ndarray,
+    rel_sum: np.ndarray,
+    gamma: np.ndarray,
+    items: np.ndarray,
+    item_scores: np.ndarray,
+    new_pool: np.ndarray,
+    new_score: np.ndarray,
+    post: pd.DataFrame,
+    carousel_ab: Mapping[str, tuple[float, float]],
+    carousel_lam: Mapping[str, float],
+    p_global: float,
+    v_items: np.ndarray,
+    item_cat: np.ndarray,
+    item_brand: np.ndarray,
+    per_carousel: int,
+    unavailable: np.ndarray | None = None,
+) -> ScoredBatch:
+    """A ScoredBatch from a daily rank's stored score components and (new) Beta posteriors.
+
+    Everything but λ comes from the store, so `build_pages` on the result gives what a full
+    rank with these posteriors (`post`: lam, a, b per candidate, NaN where none) would give:
+    α = λ · rel_sum, γ and the carousels' similarity inputs as the daily run computed them.
+    `unavailable` (bool per catalogue item, e.g. gone out of stock since): such items are taken
+    out of every pool (the carousel fills from deeper in its pool, as de-duplication does) and out
+    of the exploration pool; the carousel scores stay the daily run's.
+    """
+    lam, a, b = posterior_lambda(post, carousel_id, carousel_ab, carousel_lam, p_global)
+    items = np.asarray(items, dtype=np.int64)
+    cvec, ccat, cbrand = carousel_shape(items[:, :per_carousel], v_items, item_cat, item_brand)
+    new_pool = np.asarray(new_pool, dtype=np.int64)
+    if unavailable is not None and unavailable.any():
+        gone = (items >= 0) & unavailable[np.maximum(items, 0)]
+        items = np.where(gone, PAD, items)
+        gone_new = (new_pool >= 0) & unavailable[np.maximum(new_pool, 0)]
+        new_pool = np.where(gone_new, PAD, new_pool)
+        new_score = np.where(gone_new, np.nan, new_score)
+    cands = Candidates(
+        user=np.asarray(cand_user, dtype=np.int64),
+        carousel_id=np.asarray(carousel_id, dtype=object),
+        title=np.asarray(title, dtype=object),
+        family=np.asarray(family, dtype=object),
+        reason=np.asarray(reason, dtype=object),
+        fixed_order=np.asarray(fixed_order, dtype=bool),
+        items=items,
+    )
+    return ScoredBatch(
+        users=np.asarray(users, dtype=object),
+        cands=cands,
+        items=items,
+        item_scores=np.asarray(item_scores, dtype=np.float64),
+        lam=lam,
+        a=a,
+        b=b,
+        alpha=lam * rel_sum,
+        gamma=np.asarray(gamma, dtype=np.float64),
+        cvec=cvec,
+        ccat=ccat,
+        cbrand=cbrand,
+        new_pool=new_pool,
+        new_score=np.asarray(new_score, dtype=np.float64),
+        rel_sum=np.asarray(rel_sum, dtype=np.float64),
+    )
+
+
+PRIOR_STRENGTH = 10.0  # pseudo-trials behind a carousel without a prior of its own
+
+
+def posterior_lambda(
+    post: pd.DataFrame,
+    carousel_ids: np.ndarray,
+    carousel_ab: Mapping[str, tuple[float, float]],
+    carousel_lam: Mapping[str, float],
+    p_global: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(λ, a, b) per candidate: the user's Beta posterior (`post`: lam[, a, b], NaN where the
+    (user, carousel) pair has none), else the carousel-level prior, else the global rate."""
+    cid = pd.Series(np.asarray(carousel_ids, dtype=object))
+    a0 = cid.map({k: v[0] for k, v in carousel_ab.items()}).fillna(p_global * PRIOR_STRENGTH)
+    b0 = cid.map({k: v[1] for k, v in carousel_ab.items()}).fillna((1 - p_global) * PRIOR_STRENGTH)
+    a0, b0 = a0.to_numpy(np.float64), b0.to_numpy(np.float64)
+    fallback = cid.map(dict(carousel_lam)).fillna(p_global).to_numpy(np.float64)
+    lam = post["lam"].to_numpy(dtype=np.float64)
+    lam = np.where(np.isnan(lam), fallback, lam)
+    n = len(cid)
+    a = post["a"].to_numpy(np.float64) if "a" in post else np.full(n, np.nan)
+    b = post["b"].to_numpy(np.float64) if "b" in post else np.full(n, np.nan)
+    return lam, np.where(np.isnan(a), a0, a), np.where(np.isnan(b), b0, b)
+
+
+def carousel_shape(
+    top: np.ndarray, v_items: np.ndarray, item_cat: np.ndarray, item_brand: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What carousel similarity needs, from each carousel's first M items (n_c, M; PAD = -1):
+    the unit mean MF factor, the most common category and the most common brand (-1: none)."""
+    top_ok = top != PAD
+    safe = np.where(top_ok, top, 0)
+    vec = np.where(top_ok[:, :, None], v_items[safe], 0.0).sum(axis=1)
+    norm = np.linalg.norm(vec, axis=1, keepdims=True)
+    cvec = np.divide(vec, norm, out=np.zeros_like(vec), where=norm > 0)
+    ccat = _row_mode(item_cat[safe], top_ok)
+    brand = item_brand[safe]
+    return cvec, ccat, _row_mode(brand, top_ok & (brand >= 0))
 
 
 def _recent_mask(
@@ -531,6 +631,11 @@ def _squash(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def user_keys(users: np.ndarray) -> np.ndarray:
+    """uint64 key of each user's random stream (with the day's seed: Thompson draws, exploration)."""
+    return pd.util.hash_array(np.asarray(users, dtype=object), hash_key="homepage-streams")
+
+
 def _hash_share(users: np.ndarray, share: float, seed: int) -> np.ndarray:
     if share <= 0:
         return np.zeros(len(users), dtype=bool)
@@ -557,7 +662,9 @@ def build_pages(
 
     q = calibration(φ) is the carousel's engagement probability (without a calibration, the
     logistic function of φ: the same order, not a fitted probability). `randomise` switches
-    on Thompson sampling for `thompson_share` of users and epsilon-greedy new items.
+    on Thompson sampling for `thompson_share` of users and epsilon-greedy new items; `seed` (the
+    day's) and each user's key (`user_keys`) pick the user's random stream, so a user's page is
+    the same whichever batch it is built in (an intra-day refresh rebuilds pages one by one).
     """
     if not 0.0 <= w <= 1.0:
         raise ValueError(f"w must be in [0, 1], got {w}")
@@ -614,6 +721,7 @@ def build_pages(
         prio[rows[ok], plan[ok, s]] = s
     thompson = None
     personal = scored.reason_override is None
+    ukeys = user_keys(scored.users) if randomise and personal else None
     if randomise and personal and params.thompson_share > 0:
         lam = np.maximum(scored.lam, 1e-12)
         thompson = ThompsonInputs(
@@ -624,6 +732,7 @@ def build_pages(
             intercept=np.where(has, ((1.0 - w) * scored.gamma)[t], 0.0),
             draws=params.thompson_draws,
             seed=seed,
+            keys=ukeys,
         )
     pools = np.where(has[:, :, None], scored.items[t], PAD)
     out = assemble(
@@ -648,7 +757,8 @@ def build_pages(
             np.where(np.isfinite(scored.new_score), scored.new_score, 0.0),
             epsilon=params.explore_epsilon,
             start=params.explore_from,
-            rng=np.random.default_rng([seed, 7]),
+            user_keys=ukeys,
+            seed=seed,
         )
     b_i, s_i, l_i = np.nonzero(items != PAD)
     j = placed[b_i, s_i]

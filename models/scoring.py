@@ -40,7 +40,11 @@ def carousel_scores(
 def walmart_terms(r: np.ndarray, g: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(α, γ) from per-position values: r (n_c, M) = r̂_{u,i_l}, g (n_c, M) = g(u, ψ(i_l)),
     NaN (or ±inf in r) on empty positions, which contribute nothing."""
-    disc = position_discount(r.shape[1])[None, :]
-    r = np.where(np.isfinite(r), r, 0.0)
-    g = np.where(np.isfinite(g), g, 0.0)
-    return lam * (r * disc).sum(axis=1), (g * disc).sum(axis=1)
+    return lam * discounted_sum(r), discounted_sum(g)
+
+
+def discounted_sum(x: np.ndarray) -> np.ndarray:
+    """Σ_l x_l / log(1 + l) per row; NaN and ±inf entries (empty positions) count as 0.
+    α = λ · discounted_sum(r̂) exactly: a refresh that only changes λ re-uses the sum."""
+    disc = position_discount(x.shape[1])[None, :]
+    return (np.where(np.isfinite(x), x, 0.0) * disc).sum(axis=1)

@@ -15,6 +15,7 @@ from models.policy import (
     explore_new_items,
     page_value,
     user_table,
+    user_uniforms,
 )
 
 EXAM = np.array([1.0, 0.8, 0.6])
@@ -153,7 +154,6 @@ def test_thompson_sampling_logs_the_probability_of_each_choice():
 
 
 def test_exploration_inserts_new_items_from_position_k_with_propensities():
-    rng = np.random.default_rng(0)
     n, z, m = 2000, 2, 5
     items = np.tile(np.arange(z * m).reshape(1, z, m), (n, 1, 1))
     movable = np.ones((n, z), dtype=bool)
@@ -161,7 +161,7 @@ def test_exploration_inserts_new_items_from_position_k_with_propensities():
     pool = np.tile(np.array([[100, 101, 102, 3]]), (n, 1))  # 3 is already on the page
     weight = np.tile(np.array([[3.0, 1.0, 0.0, 5.0]]), (n, 1))
     out, prop, explored = explore_new_items(
-        items, movable, pool, weight, epsilon=0.2, start=3, rng=rng
+        items, movable, pool, weight, epsilon=0.2, start=3, user_keys=np.arange(n), seed=5
     )
     assert not explored[:, :, :2].any() and not explored[:, 1].any()
     assert np.all(out[:, 1] == items[:, 1]) and np.all(prop[:, :, :2] == 1.0)
@@ -191,6 +191,70 @@ def test_no_exploration_when_epsilon_is_zero():
         np.array([[1.0]]),
         epsilon=0.0,
         start=1,
-        rng=np.random.default_rng(0),
+        user_keys=np.zeros(1, np.uint64),
     )
     assert np.array_equal(out, items) and np.all(prop == 1.0) and not explored.any()
+
+
+def test_user_uniforms_are_uniform_and_depend_only_on_key_seed_and_stream():
+    u = user_uniforms(np.arange(20_000, dtype=np.uint64), 7, 1, (5,))
+    assert u.shape == (20_000, 5) and u.min() > 0 and u.max() < 1
+    assert u.mean() == pytest.approx(0.5, abs=0.01) and u.std() == pytest.approx(12**-0.5, abs=0.01)
+    # neighbouring keys and columns are uncorrelated
+    assert abs(np.corrcoef(u[:-1, 0], u[1:, 0])[0, 1]) < 0.03
+    assert abs(np.corrcoef(u[:, 0], u[:, 1])[0, 1]) < 0.03
+    again = user_uniforms(np.array([19_999, 3], dtype=np.uint64), 7, 1, (5,))
+    assert np.array_equal(again, u[[19_999, 3]])  # a row does not depend on the batch
+    assert not np.array_equal(user_uniforms(np.arange(3), 8, 1, (5,)), u[:3])  # seed
+    assert not np.array_equal(user_uniforms(np.arange(3), 7, 2, (5,)), u[:3])  # stream
+
+
+def test_a_users_exploration_and_thompson_draws_do_not_depend_on_the_batch():
+    n, z, m = 64, 2, 5
+    items = np.tile(np.arange(z * m).reshape(1, z, m), (n, 1, 1))
+    movable = np.ones((n, z), dtype=bool)
+    pool = np.tile(np.array([[100, 101, 102, 103]]), (n, 1))
+    weight = np.tile(np.array([[3.0, 1.0, 2.0, 1.0]]), (n, 1))
+    keys = np.arange(1000, 1000 + n, dtype=np.uint64)
+    full = explore_new_items(
+        items, movable, pool, weight, epsilon=0.3, start=2, user_keys=keys, seed=11
+    )
+    sub = [5, 40, 17]
+    part = explore_new_items(
+        items[sub],
+        movable[sub],
+        pool[sub],
+        weight[sub],
+        epsilon=0.3,
+        start=2,
+        user_keys=keys[sub],
+        seed=11,
+    )
+    for a, b in zip(full, part, strict=True):
+        assert np.array_equal(a[sub], b)
+    c = 3
+    pools = np.tile(np.arange(c * 2).reshape(1, c, 2), (n, 1, 1))
+    fam = np.tile(np.arange(c), (n, 1))
+    prio = np.tile(np.arange(c, dtype=float), (n, 1))
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(1, 9, (n, c)), rng.uniform(1, 9, (n, c))
+
+    def ts(rows):
+        return ThompsonInputs(
+            users=np.ones(len(rows), dtype=bool),
+            a=a[rows],
+            b=b[rows],
+            slope=np.ones((len(rows), c)),
+            intercept=np.zeros((len(rows), c)),
+            draws=64,
+            seed=3,
+            keys=keys[rows],
+        )
+
+    every = np.arange(n)
+    whole = assemble(pools, fam, prio, slots=3, per_carousel=2, min_items=1, thompson=ts(every))
+    alone = assemble(
+        pools[sub], fam[sub], prio[sub], slots=3, per_carousel=2, min_items=1, thompson=ts(sub)
+    )
+    assert np.array_equal(whole.column[sub], alone.column)
+    assert np.array_equal(whole.slot_propensity[sub], alone.slot_propensity)

@@ -262,7 +262,8 @@ def test_remote_run_writes_complete_outputs_to_s3(runs: SimpleNamespace) -> None
     assert r["rank"]["bundle"] == bundle
 
     pages = join(lake.warehouse, "pages", f"ds={ds}")
-    assert set(io.check_complete(pages, "pages")) == {"pages.parquet", "page_stats.parquet"}
+    state = {f"state/{n}" for n in ("blobs.bin", "index.parquet", "arrays.npz", "meta.json")}
+    assert set(io.check_complete(pages, "pages")) == {"pages.parquet", "page_stats.parquet"} | state
     assert set(io.check_complete(lake.candidates(ds), "candidates")) == {"candidates.parquet"}
     assert io.read_json(join(lake.reports(ds), "rank.json"))["bundle"] == bundle
 
