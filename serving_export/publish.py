@@ -251,6 +251,75 @@ def _prune_remote(lake: Lake, current: str, keep_last: int) -> list[str]:
     return deleted
 
 
+# ---------------------------------------------------------------- intra-day deltas
+#
+# `exports/deltas/ds=<B>/wm=<stamp>/` are deltas over the daily export B (jobs.refresh);
+# `exports/deltas/ds=<B>/CURRENT` names the served one, replaced atomically like CURRENT.
+
+
+def deltas_dir(lake: Lake, ds: str) -> str:
+    return os.path.join(local_path(lake.exports), "deltas", f"ds={ds}")
+
+
+def current_delta(lake: Lake, ds: str) -> str | None:
+    """The stamp of the delta served over export `ds`, or None."""
+    try:
+        with open(os.path.join(deltas_dir(lake, ds), "CURRENT")) as f:
+            value = f.read().strip()
+    except FileNotFoundError:
+        return None
+    return value or None
+
+
+def point_delta(lake: Lake, ds: str, wm_stamp: str) -> str:
+    """Serve delta `wm_stamp` over export `ds`, unless a newer one is served already (a re-run
+    of an older window must not take the page back in time). Returns the served stamp."""
+    served = current_delta(lake, ds)
+    if served is not None and served > wm_stamp:
+        log.info("delta %s not published over %s: %s is newer", wm_stamp, ds, served)
+        return served
+    root = deltas_dir(lake, ds)
+    tmp = os.path.join(root, f"CURRENT.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(wm_stamp + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(root, "CURRENT"))
+    fsync_path(root)
+    log.info("published delta %s over ds=%s", wm_stamp, ds)
+    return wm_stamp
+
+
+def prune_deltas(lake: Lake, ds: str, *, keep_last: int) -> list[str]:
+    """Delete deltas of other days than `ds`, and all but the newest `keep_last` of `ds` (never
+    the served one). Returns what was deleted ("<ds>" for a whole day, "<ds>/<stamp>")."""
+    root = os.path.join(local_path(lake.exports), "deltas")
+    if not os.path.isdir(root):
+        return []
+    deleted = []
+    for name in sorted(os.listdir(root)):
+        day = name[len("ds=") :] if name.startswith("ds=") else None
+        if day is None or day == ds:
+            continue
+        trash = os.path.join(root, f".trash-{name}-{os.getpid()}")
+        os.rename(os.path.join(root, name), trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        deleted.append(day)
+    day_dir = deltas_dir(lake, ds)
+    if os.path.isdir(day_dir):
+        served = current_delta(lake, ds)
+        stamps = sorted(n[len("wm=") :] for n in os.listdir(day_dir) if n.startswith("wm="))
+        older = [s for s in stamps if served is None or s < served]
+        for stamp in older[: max(len(older) - (keep_last - 1), 0)]:
+            trash = os.path.join(day_dir, f".trash-{stamp}-{os.getpid()}")
+            os.rename(os.path.join(day_dir, f"wm={stamp}"), trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            deleted.append(f"{ds}/{stamp}")
+    if deleted:
+        log.info("pruned deltas: %s", ", ".join(deleted))
+    return deleted
+
+
 def publish(lake: Lake, ds: str, *, keep_last: int = 7) -> str:
     """Verify `exports/ds=<ds>`, point `exports/CURRENT` at it atomically, prune old exports.
 
@@ -274,6 +343,8 @@ def publish(lake: Lake, ds: str, *, keep_last: int = 7) -> str:
     _point_current(exports_dir, ds)
     log.info("published ds=%s (was %s): %d users", ds, previous, manifest["users"])
     prune_exports(lake, ds, keep_last)
+    # the new daily export holds everything the older days' deltas did
+    prune_deltas(lake, ds, keep_last=1 << 30)
     return export_dir
 
 

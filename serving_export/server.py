@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -42,7 +43,7 @@ import orjson
 
 from jobs import io
 from jobs.lake import DEFAULT_PAGE_KEY, Lake, local_path
-from serving_export.publish import current_ds, fetch_export
+from serving_export.publish import current_delta, current_ds, deltas_dir, fetch_export
 from serving_export.writer import ITEMS_DB, PAGES_DB, open_lmdb_readonly, verify_export
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,31 @@ def _err(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
+class DeltaReader:
+    """One opened intra-day delta (jobs.refresh): the pages changed since the daily export."""
+
+    def __init__(self, delta_dir: str, manifest: dict[str, Any], stamp: str) -> None:
+        self.stamp = stamp
+        self.ds: str = manifest["ds"]
+        self.users: int = manifest["users"]
+        self.refreshed_at: str | None = manifest.get("refreshed_at")
+        self.env = open_lmdb_readonly(delta_dir)
+        self.pages = self.env.open_db(PAGES_DB, create=False)
+        self.items = self.env.open_db(ITEMS_DB, create=False)
+        with self.env.begin(db=self.pages) as txn:
+            self.default: bytes | None = txn.get(DEFAULT_PAGE_KEY.encode())
+
+    def get(self, key: bytes, items: bool = False) -> bytes | None:
+        with self.env.begin(db=self.items if items else self.pages) as txn:
+            return txn.get(key)
+
+    def close(self) -> None:
+        self.env.close()
+
+
 class ExportReader:
-    """One opened export. Built in a worker thread, then used only on the event loop."""
+    """One opened export, and the delta overlaid on it (if any). Built in a worker thread,
+    then used only on the event loop. `with_delta` makes a reader that shares the export."""
 
     def __init__(self, export_dir: str, manifest: dict[str, Any]) -> None:
         self.ds: str = manifest["ds"]
@@ -90,24 +114,43 @@ class ExportReader:
             self.items = None
         with self.env.begin(db=self.pages) as txn:
             self.default: bytes = txn.get(DEFAULT_PAGE_KEY.encode())
+        self.delta: DeltaReader | None = None
         self.hdr_known = f"X-Export-Ds: {self.ds}\r\nX-Fallback: false\r\n".encode()
         self.hdr_fallback = f"X-Export-Ds: {self.ds}\r\nX-Fallback: true\r\n".encode()
 
+    def with_delta(self, delta: DeltaReader | None) -> ExportReader:
+        """A reader over the same export with `delta` overlaid (the export is not reopened)."""
+        new = copy.copy(self)
+        new.delta = delta
+        return new
+
     def page(self, key: bytes) -> tuple[bytes, bool]:
-        """(page bytes, is_fallback) for a user_id key."""
+        """(page bytes, is_fallback) for a user_id key: the delta's page wins."""
+        delta = self.delta
+        if delta is not None:
+            value = delta.get(key)
+            if value is not None:
+                return value, False
         with self.env.begin(db=self.pages) as txn:
             value = txn.get(key)
-        return (self.default, True) if value is None else (value, False)
+        if value is not None:
+            return value, False
+        if delta is not None and delta.default is not None:
+            return delta.default, True
+        return self.default, True
 
     def item(self, item_id: str) -> dict[str, Any] | None:
         """Display fields of one shown item (for a preview page), or None."""
-        if self.items is None:
-            return None
-        with self.env.begin(db=self.items) as txn:
-            value = txn.get(item_id.encode())
+        value = self.delta.get(item_id.encode(), items=True) if self.delta else None
+        if value is None and self.items is not None:
+            with self.env.begin(db=self.items) as txn:
+                value = txn.get(item_id.encode())
         return None if value is None else orjson.loads(value)
 
     def close(self) -> None:
+        """Close the export and its delta (readers made by `with_delta` share them)."""
+        if self.delta is not None:
+            self.delta.close()
         self.env.close()
 
 
@@ -255,6 +298,8 @@ class App:
         self.reader: ExportReader | None = None
         self.retiring: dict[str, tuple[ExportReader, asyncio.TimerHandle]] = {}
         self.refused: tuple[str, int] | None = None
+        self.refused_delta: tuple[str, str, int] | None = None
+        self.retiring_deltas: list[tuple[DeltaReader, asyncio.TimerHandle]] = []
         self.metrics = Metrics()
         self.conns: set[HttpProtocol] = set()
 
@@ -300,7 +345,20 @@ class App:
         if path == b"/readyz":
             if reader is None:
                 return 503, b'{"status":"no export loaded"}', JSON, b""
-            return 200, orjson.dumps({"status": "ready", "ds": reader.ds}), JSON, b""
+            delta = reader.delta
+            return (
+                200,
+                orjson.dumps(
+                    {
+                        "status": "ready",
+                        "ds": reader.ds,
+                        "delta": delta.stamp if delta else None,
+                        "refreshed_at": delta.refreshed_at if delta else None,
+                    }
+                ),
+                JSON,
+                b"",
+            )
         if path == b"/metrics":
             return 200, self.metrics.render(reader.ds if reader else None), TEXT, b""
         return 404, _err("no such route"), JSON, b""
@@ -373,6 +431,7 @@ class App:
             or (self.reader is not None and self.reader.ds == ds)
             or self.refused == (ds, mtime)
         ):
+            await self.check_delta()
             return
         loop = asyncio.get_running_loop()
         if ds in self.retiring:  # rolled back within the grace period: still open and verified
@@ -392,6 +451,60 @@ class App:
         log.info("serving export ds=%s (%d users)", new.ds, new.users)
         if old is not None:
             self.retiring[old.ds] = (old, loop.call_later(CLOSE_GRACE_S, self._retire, old.ds))
+        await self.check_delta()
+
+    async def check_delta(self) -> None:
+        """Overlay the newest valid delta of the served export (local lakes); a bad one is
+        refused and the current pages keep serving."""
+        reader = self.reader
+        if reader is None or self.remote:
+            return
+        try:
+            stamp = current_delta(self.lake, reader.ds)
+            mtime = (
+                os.stat(os.path.join(deltas_dir(self.lake, reader.ds), "CURRENT")).st_mtime_ns
+                if stamp
+                else 0
+            )
+        except OSError:
+            return
+        served = reader.delta.stamp if reader.delta else None
+        if stamp == served or self.refused_delta == (reader.ds, stamp or "", mtime):
+            return
+        new_delta = None
+        if stamp is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                new_delta = await loop.run_in_executor(None, self._load_delta, reader.ds, stamp)
+            except Exception as exc:  # refused: the export (and any delta on it) keeps serving
+                log.error("refusing delta %s over ds=%s: %s", stamp, reader.ds, exc)
+                self.metrics.reloads["refused"] += 1
+                self.refused_delta = (reader.ds, stamp, mtime)
+                return
+        if self.reader is not reader:  # a new export arrived meanwhile: it checks its own
+            if new_delta is not None:
+                new_delta.close()
+            return
+        self.reader = reader.with_delta(new_delta)
+        self.refused_delta = None
+        self.metrics.reloads["ok"] += 1
+        log.info("serving ds=%s with delta %s", reader.ds, stamp)
+        old = reader.delta
+        if old is not None:
+            loop = asyncio.get_running_loop()
+            handle = loop.call_later(CLOSE_GRACE_S, self._retire_delta, old)
+            self.retiring_deltas.append((old, handle))
+
+    def _load_delta(self, ds: str, stamp: str) -> DeltaReader:
+        path = os.path.join(deltas_dir(self.lake, ds), f"wm={stamp}")
+        manifest = verify_export(path, checksums=self.verify_checksums)
+        if manifest.get("kind") != "delta" or manifest["ds"] != ds:
+            raise ValueError(f"{path} is not a delta over ds={ds}")
+        return DeltaReader(path, manifest, stamp)
+
+    def _retire_delta(self, delta: DeltaReader) -> None:
+        self.retiring_deltas = [(d, h) for d, h in self.retiring_deltas if d is not delta]
+        delta.close()
 
     def _remote_current(self) -> tuple[int, str | None]:
         mtime = io.mtime_ns(self.current_path)
@@ -429,6 +542,10 @@ class App:
             handle.cancel()
             reader.close()
         self.retiring.clear()
+        for delta, handle in self.retiring_deltas:
+            handle.cancel()
+            delta.close()
+        self.retiring_deltas.clear()
         if self.reader is not None:
             self.reader.close()
             self.reader = None

@@ -153,8 +153,11 @@ def _join(*parts: Any) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
-def _page_values(t: pa.Table, ds_lit: str) -> tuple[pa.Array, pa.Array]:
-    """(user_id, page JSON) for a table slice sorted by user_id, slot, item_rank."""
+def _page_values(
+    t: pa.Table, ds_lit: str, refreshed_lit: str | None = None
+) -> tuple[pa.Array, pa.Array]:
+    """(user_id, page JSON) for a table slice sorted by user_id, slot, item_rank; a delta's
+    pages (`refreshed_lit`, a JSON string) carry "refreshed_at" after the model version."""
     n = t.num_rows
     uid = t["user_id"].combine_chunks()
     slot = t["slot"].combine_chunks()
@@ -218,6 +221,7 @@ def _page_values(t: pa.Table, ds_lit: str) -> tuple[pa.Array, pa.Array]:
         ds_lit,
         ',"model_version":',
         _json_strings(col("model_version", user_starts)),  # the user's first row decides
+        *([',"refreshed_at":', refreshed_lit] if refreshed_lit else []),
         ',"fallback":',
         fallback,
         ',"carousels":[',
@@ -239,12 +243,12 @@ def _to_table(df: pd.DataFrame, what: str) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=PAGES_SCHEMA)
 
 
-def _check_pages(t: pa.Table, default_rows: int) -> None:
+def _check_pages(t: pa.Table, default_rows: int, need_default: bool = True) -> None:
     """Cheap structural checks the key-value layout depends on (content rules live in validation/)."""
     for name in ("user_id", "slot", "item_rank", "carousel_id", "item_id"):
         if t[name].null_count:
             raise ValueError(f"pages.{name} has {t[name].null_count} null value(s)")
-    if pc.min(t["slot"]).as_py() < 1 or pc.min(t["item_rank"]).as_py() < 1:
+    if t.num_rows and (pc.min(t["slot"]).as_py() < 1 or pc.min(t["item_rank"]).as_py() < 1):
         raise ValueError("pages.slot and pages.item_rank must be >= 1")
     uids = pc.unique(t["user_id"])
     bad = pc.filter(uids, pc.invert(pc.match_substring_regex(uids, USER_ID_RE.pattern))).to_pylist()
@@ -253,7 +257,7 @@ def _check_pages(t: pa.Table, default_rows: int) -> None:
             f"{len(bad)} user_id(s) are not servable (need 1-128 chars of [A-Za-z0-9_.:@-]), "
             f"e.g. {bad[:3]!r}"
         )
-    if default_rows == 0:
+    if default_rows == 0 and need_default:
         raise ValueError("default_page is empty: unknown users would get no page")
 
 
@@ -339,6 +343,7 @@ def write_export(
     config_hash: str,
     map_size_gb: float = 8.0,
     chunk_rows: int = 1_000_000,
+    delta: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write pages.parquet, pages.lmdb and MANIFEST.json (last) into `export_dir`; return the manifest.
 
@@ -347,6 +352,10 @@ def write_export(
     "__default__:<context>" go in `pages`). `items` gives display fields for the items shown. Raises
     FileExistsError when the directory already holds a complete export (a MANIFEST.json), and
     ValueError on malformed input. `map_size_gb` is the initial LMDB map size; it doubles when full.
+
+    `delta` ({"watermark", "refreshed_at"}) writes an intra-day delta instead: the pages changed
+    since the daily export of `ds`, each with "refreshed_at"; it needs no default page (one
+    whose default page changed holds it) and its manifest has kind "delta".
     """
     parse_ds(ds)
     mf_path = os.path.join(export_dir, MANIFEST_FILE)
@@ -357,7 +366,7 @@ def write_export(
     if not (default_page["user_id"] == DEFAULT_PAGE_KEY).all():
         raise ValueError(f"default_page rows must all have user_id {DEFAULT_PAGE_KEY!r}")
     table = pa.concat_tables([_to_table(pages, "pages"), _to_table(default_page, "default_page")])
-    _check_pages(table, len(default_page))
+    _check_pages(table, len(default_page), need_default=delta is None)
     # Arrow sorts strings by bytes, which is LMDB's key order, so pages can be appended.
     table = table.sort_by(
         [("user_id", "ascending"), ("slot", "ascending"), ("item_rank", "ascending")]
@@ -375,13 +384,14 @@ def write_export(
     uid = table["user_id"].combine_chunks()
     user_starts = np.flatnonzero(
         np.concatenate([[True], pc.not_equal(uid[1:], uid[:-1]).to_numpy(zero_copy_only=False)])
-    )
+    )[:n]  # no page at all (an empty delta): no start
     # Chunk boundaries fall on user starts, roughly every `chunk_rows` rows (bounds memory).
     targets = np.arange(0, n, max(1, chunk_rows))
     cuts = np.unique(user_starts[np.searchsorted(user_starts, targets, side="right") - 1])
     cuts = np.append(cuts, n)
 
     ds_lit = orjson.dumps(ds).decode()
+    refreshed_lit = orjson.dumps(delta["refreshed_at"]).decode() if delta else None
     env = lmdb.open(
         db_path,
         subdir=False,
@@ -402,7 +412,7 @@ def write_export(
             for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
                 part = table.slice(lo, hi - lo)
                 pw.write_table(part)
-                user_ids, page = _page_values(part, ds_lit)
+                user_ids, page = _page_values(part, ds_lit, refreshed_lit)
                 # Zero-copy slices of the Arrow buffer are handed to LMDB as values.
                 offs = np.frombuffer(page.buffers()[1], dtype=np.int32)[
                     page.offset : page.offset + len(page) + 1
@@ -420,7 +430,8 @@ def write_export(
         os.remove(db_path + "-lock")  # readers use lock=False: the export is immutable
     fsync_path(pq_path)
 
-    users = len(user_starts) - 1  # minus the default page (context default pages count)
+    # minus the default page (context default pages count)
+    users = len(user_starts) - (1 if len(default_page) else 0)
     first_ids = uid.take(pa.array(user_starts))
     context_defaults = (
         pc.sum(pc.cast(pc.starts_with(first_ids, CONTEXT_DEFAULT_PREFIX), pa.int64())).as_py() or 0
@@ -436,7 +447,7 @@ def write_export(
         "default_rows": len(default_page),
         "context_default_pages": context_defaults,
         "items": len(shown),
-        "slots_max": int(pc.max(table["slot"]).as_py()),
+        "slots_max": int(pc.max(table["slot"]).as_py() or 0),
         "model_versions": dict(model_versions),
         "config_hash": config_hash,
         "lmdb": {
@@ -452,6 +463,8 @@ def write_export(
         "bytes_per_user": round(db_bytes / max(users, 1), 1),
         "bytes_per_user_parquet": round(pq_bytes / max(users, 1), 1),
     }
+    if delta:
+        manifest.update(kind="delta", has_default=bool(len(default_page)), **delta)
     tmp = mf_path + f".tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
@@ -545,10 +558,17 @@ def verify_export(export_dir: str, *, checksums: bool = True) -> dict[str, Any]:
         raise ExportInvalid(f"{LMDB_FILE} is unreadable: {exc}") from None
     finally:
         env.close()
-    if entries != manifest["users"] + 1:
+    is_delta = manifest.get("kind") == "delta"
+    with_default = manifest.get("has_default", True) if is_delta else True
+    if entries != manifest["users"] + int(with_default):
         raise ExportInvalid(
-            f"'pages' holds {entries} keys, manifest says {manifest['users']} users + default"
+            f"'pages' holds {entries} keys, manifest says {manifest['users']} users"
+            + (" + default" if with_default else "")
         )
+    if not with_default:
+        if default is not None:
+            raise ExportInvalid(f"the delta's manifest lists no {DEFAULT_PAGE_KEY!r} page")
+        return manifest
     if default is None:
         raise ExportInvalid(f"'pages' has no {DEFAULT_PAGE_KEY!r} page")
     try:
