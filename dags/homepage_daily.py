@@ -10,7 +10,8 @@ Each run covers one day of events: its data interval `[X, X+1)`. The pipeline ru
 Tasks: ingest → build_features → train (MLflow run, model version with alias `challenger`) →
 promote (the gate: `champion` only if not worse than the current one on the same held-out data;
 a rejection fails the run with every failed criterion, and the published export stays) → rank
-(with the champion) → export → publish.
+(with the champion) → export → publish (updates the `homepage-export` asset, which starts a
+`homepage_refresh` run).
 
 Params: `lake` (lake path or URI), `ds` (as-of override, `YYYY-MM-DD`; empty = interval end),
 `overrides` (config overrides, e.g. `{"mf.factors": 64, "scoring.w": 0.5}`),
@@ -22,9 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 STEPS = ("ingest", "build_features", "train", "promote", "rank", "export", "publish")
+EXPORT_ASSET = Asset("homepage-export")  # publish updates it; homepage_refresh follows it
 
 
 def _as_of(context: dict) -> str:
@@ -67,7 +69,7 @@ def _as_of(context: dict) -> str:
 )
 def homepage_daily() -> None:
     def make(step: str):  # noqa: ANN202 - an Airflow task factory
-        @task(task_id=step)
+        @task(task_id=step, outlets=[EXPORT_ASSET] if step == "publish" else [])
         def run(**context) -> dict:
             from jobs.pipeline import run_step
 

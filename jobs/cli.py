@@ -63,6 +63,55 @@ def _cmd_step(a: argparse.Namespace) -> Any:
     return res
 
 
+def _cmd_refresh(a: argparse.Namespace) -> Any:
+    import datetime as dt
+
+    from jobs import refresh
+    from jobs.config import load_config
+
+    cfg = load_config(a.config, a.set)
+    wm = refresh.parse_watermark(a.watermark) if a.watermark else dt.datetime.now(dt.UTC)
+    wm = refresh.floor_watermark(wm, cfg.refresh.every_minutes)
+    t0 = time.perf_counter()
+    if a.step:
+        res = refresh.run_step(a.step, a.lake, wm, a.set, a.config)
+        _print(json.dumps(res, default=str, indent=2))
+        return res
+    res = refresh.run(a.lake, wm, a.set, a.config, progress=_print)
+    pg, pub = res["pages"], res["publish"]
+    _print(
+        f"refresh {wm:%Y-%m-%dT%H:%MZ} over ds={pg['base']}: "
+        f"{res['ingest']['counts']['accepted']:,} new events, {pg['rebuilt_users']:,} pages "
+        f"rebuilt, {pg['trimmed_pages']:,} trimmed, delta of {pg['delta_users']:,} users "
+        f"({pg['delta_bytes'] / 1e6:.1f} MB), published={pub['published']} in "
+        f"{time.perf_counter() - t0:.1f}s"
+    )
+    return res
+
+
+def _cmd_simulate_refresh(a: argparse.Namespace) -> Any:
+    from jobs import io
+    from jobs.lake import Lake, join
+    from jobs.refresh_ab import format_report, refresh_ab
+
+    res = refresh_ab(
+        a.lake,
+        every_hours=a.every_hours,
+        seed=a.seed,
+        visits_per_user=a.visits_per_user,
+        resamples=a.resamples,
+        overrides=a.set,
+        config=a.config,
+        say=_print,
+    )
+    lake = Lake(a.lake)
+    path = join(lake.reports(res["ds"]), "refresh_ab.json")
+    io.write_json(path, res)
+    _print(format_report(res))
+    _print(f"report: {path}")
+    return res
+
+
 def _cmd_simulate(a: argparse.Namespace) -> Any:
     from jobs.simulate import simulate_day
 
@@ -141,6 +190,41 @@ def _bench_pipeline(a: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+def _bench_refresh(a: argparse.Namespace) -> Any:
+    from jobs.bench_refresh import bench_refresh
+
+    results = []
+    for users in a.users:
+        items = a.items or 100_000
+        res = bench_refresh(
+            source_root=os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}"),
+            users=users,
+            new_users=a.new_users,
+            events=a.events,
+            seed=a.seed,
+            overrides=a.set,
+            config=a.config,
+            say=_print,
+        )
+        results.append(res)
+        _print(json.dumps(res, indent=2))
+        with open(os.path.join(a.root, f"refresh-u{users}-i{items}.json"), "w") as f:
+            json.dump(res, f, indent=2)
+    _print("")
+    _print(
+        "| export users | new events | users with events | refresh s | arrival → served s "
+        "| peak GiB | delta users | delta MB |"
+    )
+    _print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        _print(
+            f"| {r['users']:,} | {r['new_events']:,} | {r['new_event_users']:,} "
+            f"| {r['refresh_s']} | {r['arrival_to_served_s']} | {r['refresh_peak_gb']} "
+            f"| {r['delta_users']:,} | {r['delta_mb']} |"
+        )
+    return results
+
+
 def _cmd_bench(a: argparse.Namespace) -> Any:
     from jobs.bench import bench_features, bench_rank, scaling_exponent
 
@@ -170,6 +254,8 @@ def _cmd_bench(a: argparse.Namespace) -> Any:
         return res
     if a.what == "pipeline":
         return _bench_pipeline(a)
+    if a.what == "refresh":
+        return _bench_refresh(a)
     if a.what not in ("features", "rank"):
         raise ValueError(
             f"unknown benchmark {a.what!r}; available: pipeline, features, rank, serve"
@@ -407,6 +493,38 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--ds")
     st.set_defaults(fn=_cmd_step)
 
+    rf = sub.add_parser(
+        "refresh",
+        help="intra-day refresh: new events and stock changes into a delta over the published "
+        "export (what the homepage_refresh DAG runs)",
+    )
+    common(rf)
+    rf.add_argument(
+        "--watermark",
+        help="UTC time the refresh covers events up to, e.g. 2026-01-15T10:15Z (default: now), "
+        "rounded down to the refresh.every_minutes grid",
+    )
+    rf.add_argument(
+        "--step", choices=["ingest", "priors", "pages", "publish"], help="one step only"
+    )
+    rf.set_defaults(fn=_cmd_refresh)
+
+    sr = sub.add_parser(
+        "simulate-refresh",
+        help="simulated A/B test on a generated lake: daily-only pages vs pages refreshed "
+        "during the day (serves the day after the published export's events)",
+    )
+    common(sr)
+    sr.add_argument("--every-hours", type=int, default=3, help="refresh period (divides 24)")
+    sr.add_argument("--seed", type=int, default=1)
+    sr.add_argument(
+        "--visits-per-user",
+        type=float,
+        help="Poisson mean of homepage visits per user (default: the generator's rates)",
+    )
+    sr.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    sr.set_defaults(fn=_cmd_simulate_refresh)
+
     pb = sub.add_parser(
         "publish", help="point exports/CURRENT at an existing export (e.g. roll back)"
     )
@@ -499,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=_cmd_serve)
 
     bn = sub.add_parser("bench", help="benchmarks on generated lakes (not part of make test)")
-    bn.add_argument("what", choices=["pipeline", "features", "rank", "serve"])
+    bn.add_argument("what", choices=["pipeline", "refresh", "features", "rank", "serve"])
     bn.add_argument(
         "--users",
         type=int,
@@ -529,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipeline: make the steady state (ingested history, features as of the label "
         "window's start) and stop",
     )
+    br = bn.add_argument_group("refresh (one intra-day window on the pipeline bench's export)")
+    br.add_argument("--new-users", type=int, default=50_000, help="refresh: users with events")
+    br.add_argument("--events", type=int, default=100_000, help="refresh: new events")
     bs = bn.add_argument_group("serve (a loopback load test of the lookup server)")
     bs.add_argument(
         "--lake",

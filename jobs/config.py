@@ -264,6 +264,24 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class RefreshConfig:
+    every_minutes: int = 15  # the homepage_refresh schedule and the watermark grid
+    allowed_lateness_minutes: int = 60  # a window re-reads this far back for late events
+    keep_last: int = 4  # published deltas of the current day kept on disk
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.every_minutes <= 1440 or 1440 % self.every_minutes:
+            raise ConfigError(
+                "refresh.every_minutes must divide a day (1, 2, 3, 5, 10, 15, 30, 60, ...), "
+                f"got {self.every_minutes}"
+            )
+        if self.allowed_lateness_minutes < 0 or self.keep_last < 1:
+            raise ConfigError(
+                "refresh.allowed_lateness_minutes must be >= 0 and refresh.keep_last >= 1"
+            )
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -303,6 +321,7 @@ class Config:
     gate: GateConfig = field(default_factory=GateConfig)
     page: PageConfig = field(default_factory=PageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -225,6 +225,25 @@ def ab_test(
             sel = cols["etype"] == _ET[name]
             counts[name] += np.bincount(cols["user"][sel], minlength=n)
 
+    per_arm, lift = arm_summary(counts, arm, resamples=resamples, seed=seed)
+    return {
+        "start": fmt_ds(first),
+        "days": int(days),
+        "seed": seed,
+        "visits_per_user": visits_per_user,
+        "resamples": resamples,
+        "confidence": 0.95,
+        "arms": per_arm,
+        "lift": lift,
+    }
+
+
+def arm_summary(
+    counts: dict[str, np.ndarray], arm: np.ndarray, *, resamples: int, seed: int
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Per arm totals and metrics of the users with >= 1 visit (`counts`: per truth user,
+    visits and each event type), and the treatment / control - 1 lift of each metric with a
+    95% bootstrap interval (visitors resampled within each arm, `resamples` times)."""
     cols_used = ("impression", "click", "add_to_cart", "purchase")
     per_arm: dict[str, Any] = {}
     values: list[np.ndarray] = []
@@ -261,16 +280,7 @@ def ab_test(
             "ci_low": float(lo),
             "ci_high": float(hi),
         }
-    return {
-        "start": fmt_ds(first),
-        "days": int(days),
-        "seed": seed,
-        "visits_per_user": visits_per_user,
-        "resamples": resamples,
-        "confidence": 0.95,
-        "arms": per_arm,
-        "lift": lift,
-    }
+    return per_arm, lift
 
 
 def split_arms(user_ids: Any, salt: str = "") -> np.ndarray:
@@ -408,8 +418,12 @@ def _simulate(
     day: dt.date,
     visits_per_user: float | None,
     seed: int,
+    window: tuple[int, int, int] | None = None,
 ) -> tuple[_Visits, dict[str, np.ndarray]]:
-    """Visits and their event columns (the generator's integer codes; policy = arm)."""
+    """Visits and their event columns (the generator's integer codes; policy = arm).
+
+    `window` (k, lo, hi): only the day's visits starting in [lo, hi) µs (the same day's visits
+    whatever the window; clicks and the funnel draw from window k's own streams)."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if visits_per_user is not None and not (0 <= visits_per_user <= MAX_VISITS_PER_DAY):
@@ -423,6 +437,11 @@ def _simulate(
     visits = _draw_visits(
         truth, sim, users, d, day, visits_per_user, np.random.default_rng(seq_visits)
     )
+    if window is not None:
+        k, lo, hi = window
+        inside = (visits.start >= lo) & (visits.start < hi)
+        visits = _Visits(visits.user[inside], visits.start[inside], visits.device[inside])
+        seq_clicks, seq_funnel = np.random.SeedSequence([int(seed), day.toordinal(), k]).spawn(2)
 
     page = pages.page_of[arm[visits.user], visits.user]
     if (page < 0).any():

@@ -18,6 +18,8 @@ COMMANDS = [
     "step",
     "publish",
     "simulate",
+    "simulate-refresh",
+    "refresh",
     "serve",
     "bench",
     "airflow-test",

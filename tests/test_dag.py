@@ -32,7 +32,28 @@ def test_task_chain_retries_and_tags(dagbag):
     assert set(dag.params.keys()) >= {"lake", "ds", "overrides", "config"}
 
 
-def test_dag_file_parses_without_heavy_imports():
+def test_refresh_dag_follows_the_daily_export_on_a_short_schedule(dagbag):
+    dag = dagbag.dags["homepage_refresh"]
+    order = ["ingest", "priors", "pages", "publish"]
+    assert sorted(dag.task_ids) == sorted(order)
+    for up, down in zip(order, order[1:], strict=False):
+        assert dag.get_task(down).upstream_task_ids == {up}
+    assert all(t.retries >= 1 for t in dag.tasks)
+    assert {"homepage", "refresh"} <= set(dag.tags)
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert set(dag.params.keys()) >= {"lake", "watermark", "overrides", "config"}
+    # every 15 minutes, and whenever homepage_daily's publish updates the export asset
+    tt = dag.timetable
+    assert type(tt).__name__ == "AssetOrTimeSchedule"
+    assert tt.timetable.expression == "*/15 * * * *"
+    daily = dagbag.dags["homepage_daily"]
+    outlets = [o.name for o in daily.get_task("publish").outlets]
+    assert outlets == ["homepage-export"]
+    assert "homepage-export" in repr(tt.asset_condition)
+
+
+@pytest.mark.parametrize("name", ["homepage_daily.py", "homepage_refresh.py"])
+def test_dag_file_parses_without_heavy_imports(name):
     """The scheduler parses DAG files often: no pandas/pyspark/mlflow at module top."""
     import subprocess
     import sys
@@ -44,7 +65,7 @@ def test_dag_file_parses_without_heavy_imports():
     )
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", code, str(REPO / "dags" / "homepage_daily.py")],
+        [sys.executable, "-c", code, str(REPO / "dags" / name)],
         capture_output=True,
         text=True,
         check=True,
