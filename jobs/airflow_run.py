@@ -77,6 +77,46 @@ def run_dag_test(
     return str(run.state)
 
 
+def run_refresh_dag_test(
+    lake: str,
+    watermark: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    home: str | None = None,
+) -> dict[str, str]:
+    """`dag.test()` one run of `homepage_refresh` for `watermark`; returns each task's state."""
+    env = airflow_env(home)
+    os.environ.update(env)  # must precede the first airflow import
+    os.makedirs(env["AIRFLOW_HOME"], exist_ok=True)
+    from airflow.utils import db
+
+    db.initdb()
+    from airflow.dag_processing.dagbag import DagBag
+
+    from jobs.lake import Lake
+    from jobs.refresh import parse_watermark
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "homepage_refresh.py"))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    dag = bag.get_dag("homepage_refresh")
+    wm = parse_watermark(watermark)
+    run = dag.test(
+        logical_date=wm,
+        run_conf={
+            "lake": Lake(lake).root,
+            "watermark": wm.isoformat(),
+            "overrides": overrides or {},
+        },
+    )
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    if set(states) != set(dag.task_ids):
+        raise RuntimeError(
+            f"DAG run created task instances {sorted(states)}, expected {sorted(dag.task_ids)}"
+        )
+    return {"run": str(run.state), **states}
+
+
 # --- backfill ---------------------------------------------------------------------------------
 #
 # `airflow backfill create` only writes a Backfill and its queued dag runs (with the run conf) to

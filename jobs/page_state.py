@@ -190,6 +190,10 @@ class StateReader:
         self.reason = np.array([v[3] for v in vocab], dtype=object)
         self.fixed_order = np.array([bool(v[4]) for v in vocab], dtype=bool)
 
+    def has(self, user: str) -> bool:
+        i = int(np.searchsorted(self.index_users, user))
+        return i < len(self.index_users) and self.index_users[i] == user
+
     def read(self, users: Iterable[str]) -> UserStates:
         """The states of `users` that have one (sorted by user id; the others are left out)."""
         wanted = np.array(sorted({str(u) for u in users}), dtype=object)

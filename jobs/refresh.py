@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 STAMP = "%Y%m%dT%H%M%SZ"
 STEPS: tuple[str, ...] = ("ingest", "priors", "pages", "publish")
+REBUILD_CHUNK = 8192  # pages rebuilt per batch
 
 
 class NoExport(Exception):
@@ -458,46 +459,10 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     served = _pages_with(lake, win.base, prev_delta, gone_ids)
     lap("stock")
 
-    rebuild = sorted(new_users | (served & set(state.index_users.tolist())))
-    st = state.read(rebuild)
-    cid = state.carousel_id[st.code]
-    want = pd.DataFrame({"user_id": st.users[st.cand_user], "carousel_id": cid})
-    refreshed = set(post_all["user_id"].unique())
-    daily_users = sorted(set(st.users.tolist()) - refreshed)
-    post_tab = pd.concat(
-        [
-            post_all[["user_id", "carousel_id", "lam", "a", "b"]],
-            _daily_priors(lake, win.base, daily_users),
-        ],
-        ignore_index=True,
-    )
-    post = want.merge(post_tab, on=["user_id", "carousel_id"], how="left")
+    with_state = {k for k in served if state.has(k)}
+    rebuild = sorted(new_users | with_state)
     params = PageParams(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["page_params"].items()}
-    )
-    scored = scored_from_state(
-        users=st.users,
-        cand_user=st.cand_user,
-        carousel_id=cid,
-        title=state.title[st.code],
-        family=state.family[st.code],
-        reason=state.reason[st.code],
-        fixed_order=state.fixed_order[st.code],
-        rel_sum=st.rel_sum,
-        gamma=st.gamma,
-        items=st.items,
-        item_scores=st.scores,
-        new_pool=st.new_pool,
-        new_score=st.new_score,
-        post=post,
-        carousel_ab={k: tuple(v) for k, v in meta["carousel_ab"].items()},
-        carousel_lam=meta["carousel_lam"],
-        p_global=meta["p_global"],
-        v_items=arrays["v_items"],
-        item_cat=arrays["item_cat"],
-        item_brand=arrays["item_brand"],
-        per_carousel=params.items_per_carousel,
-        unavailable=gone,
     )
     cal = meta.get("carousel_calibration")
     calibration = None
@@ -507,31 +472,73 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         def calibration(phi: np.ndarray) -> np.ndarray:
             return np.interp(phi, x, y)
 
-    rebuilt = build_pages(
-        scored,
-        meta["w"],
-        params,
-        item_ids,
-        exam=arrays.get("exam"),
-        calibration=calibration,
-        randomise=True,
-        seed=int(meta["seed"]),
-    ).frame
+    refreshed = set(post_all["user_id"].unique())
+    frames, n_rebuilt = [], 0
+    # in chunks: memory stays bounded; a page does not depend on its chunk (per-user streams)
+    for lo in range(0, len(rebuild), REBUILD_CHUNK):
+        st = state.read(rebuild[lo : lo + REBUILD_CHUNK])
+        n_rebuilt += len(st.users)
+        cid = state.carousel_id[st.code]
+        want = pd.DataFrame({"user_id": st.users[st.cand_user], "carousel_id": cid})
+        daily_users = sorted(set(st.users.tolist()) - refreshed)
+        mine = post_all[post_all["user_id"].isin(set(st.users.tolist()))]
+        post_tab = pd.concat(
+            [
+                mine[["user_id", "carousel_id", "lam", "a", "b"]],
+                _daily_priors(lake, win.base, daily_users),
+            ],
+            ignore_index=True,
+        )
+        post = want.merge(post_tab, on=["user_id", "carousel_id"], how="left")
+        scored = scored_from_state(
+            users=st.users,
+            cand_user=st.cand_user,
+            carousel_id=cid,
+            title=state.title[st.code],
+            family=state.family[st.code],
+            reason=state.reason[st.code],
+            fixed_order=state.fixed_order[st.code],
+            rel_sum=st.rel_sum,
+            gamma=st.gamma,
+            items=st.items,
+            item_scores=st.scores,
+            new_pool=st.new_pool,
+            new_score=st.new_score,
+            post=post,
+            carousel_ab={k: tuple(v) for k, v in meta["carousel_ab"].items()},
+            carousel_lam=meta["carousel_lam"],
+            p_global=meta["p_global"],
+            v_items=arrays["v_items"],
+            item_cat=arrays["item_cat"],
+            item_brand=arrays["item_brand"],
+            per_carousel=params.items_per_carousel,
+            unavailable=gone,
+        )
+        frame = build_pages(
+            scored,
+            meta["w"],
+            params,
+            item_ids,
+            exam=arrays.get("exam"),
+            calibration=calibration,
+            randomise=True,
+            seed=int(meta["seed"]),
+        ).frame
+        for c in ("user_id", "carousel_id", "carousel_title", "family", "item_id", "reason"):
+            frame[c] = frame[c].astype(object)
+        frames.append(frame)
+    rebuilt = pd.concat(frames, ignore_index=True) if frames else _empty_pages()
+    rebuilt_users = set(rebuilt["user_id"])
     rebuilt["model_version"] = meta["model_version"]
     lap("rebuild")
 
     # pages without a state (cold users' context pages, default pages) only lose gone items
-    stateless = sorted(served - set(st.users.tolist()))
+    stateless = sorted(served - with_state)
     trimmed = _trim(_served_rows(lake, win.base, prev_delta, stateless), gone_ids, params)
-    changed = set(rebuilt["user_id"].astype(str)) | set(stateless)
+    changed = rebuilt_users | set(stateless)
     carried = prev_delta[~prev_delta["user_id"].isin(changed)] if prev_delta is not None else None
-    delta = (
-        pd.concat(
-            [f for f in (carried, rebuilt, trimmed) if f is not None and len(f)], ignore_index=True
-        )
-        if (len(rebuilt) or len(trimmed) or carried is not None)
-        else rebuilt
-    )
+    parts = [f for f in (carried, rebuilt, trimmed) if f is not None and len(f)]
+    delta = pd.concat(parts, ignore_index=True) if parts else rebuilt
     for c in (
         "user_id",
         "carousel_id",
@@ -580,7 +587,7 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         "new_event_users": len(new_users),
         "out_of_stock_items": int(gone.sum()),
         "out_of_stock_pages": len(served),
-        "rebuilt_users": int(len(st.users)),
+        "rebuilt_users": n_rebuilt,
         "trimmed_pages": len(stateless),
         "carried_users": int(carried["user_id"].nunique()) if carried is not None else 0,
         "delta_users": manifest["users"],
@@ -595,6 +602,27 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         "refresh pages %s: %s", stamp(wm), {k: v for k, v in report.items() if k != "validation"}
     )
     return report
+
+
+def served_pages(lake: Lake, base: str) -> pd.DataFrame:
+    """The page rows the lookup server serves over export `base`: the daily export's, each
+    user's replaced by the published delta's where it has one."""
+    from serving_export.publish import current_delta
+
+    daily = pd.read_parquet(os.path.join(local_path(lake.export(base)), "pages.parquet"))
+    served = current_delta(lake, base)
+    if served is None:
+        return daily
+    path = os.path.join(local_path(deltas_root(lake, base)), f"wm={served}", "pages.parquet")
+    delta = pd.read_parquet(path)
+    keep = daily[~daily["user_id"].isin(set(delta["user_id"]))]
+    return pd.concat([keep, delta[daily.columns]], ignore_index=True)
+
+
+def _empty_pages() -> pd.DataFrame:
+    from models.ranking import PAGE_COLUMNS
+
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in (*PAGE_COLUMNS, "model_version")})
 
 
 def _iso(t: dt.datetime) -> str:

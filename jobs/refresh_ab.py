@@ -31,22 +31,6 @@ import pyarrow.parquet as pq
 from jobs.lake import EVENT_TYPES, Lake, local_path, parse_ds
 
 
-def _served(lake: Lake, base: str) -> pd.DataFrame:
-    """The pages the lookup server serves now: the daily export with the delta on top."""
-    from serving_export.publish import current_delta
-
-    daily = pd.read_parquet(os.path.join(local_path(lake.export(base)), "pages.parquet"))
-    stamp = current_delta(lake, base)
-    if stamp is None:
-        return daily
-    path = os.path.join(
-        local_path(lake.exports), "deltas", f"ds={base}", f"wm={stamp}", "pages.parquet"
-    )
-    delta = pd.read_parquet(path)
-    keep = daily[~daily["user_id"].isin(set(delta["user_id"]))]
-    return pd.concat([keep, delta[daily.columns]], ignore_index=True)
-
-
 def refresh_ab(
     lake_root: str,
     *,
@@ -98,7 +82,7 @@ def refresh_ab(
         t0 = time.perf_counter()
         lo = day_start + k * every_hours * 3600 * 1_000_000
         hi = lo + every_hours * 3600 * 1_000_000
-        treatment = _served(lake, base)
+        treatment = refresh.served_pages(lake, base)
         pages = _Pages.build(truth, [daily, treatment], None, None)
         visits, cols = _simulate(
             truth, pages, users, arm, day, visits_per_user, seed, window=(k, lo, hi)

@@ -34,19 +34,6 @@ def at(day: str, hour: int, minute: int = 0) -> dt.datetime:
     return dt.datetime.combine(parse_ds(day), dt.time(hour, minute), tzinfo=dt.UTC)
 
 
-def served_pages(lake: Lake, base: str) -> pd.DataFrame:
-    """What the lookup server serves: the daily export, each delta user's page replaced."""
-    from serving_export.publish import current_delta
-
-    daily = pd.read_parquet(os.path.join(lake.export(base), "pages.parquet"))
-    stamp = current_delta(lake, base)
-    if stamp is None:
-        return daily
-    path = os.path.join(lake.exports, "deltas", f"ds={base}", f"wm={stamp}", "pages.parquet")
-    delta = pd.read_parquet(path)
-    return pd.concat([daily[~daily["user_id"].isin(set(delta["user_id"]))], delta])
-
-
 def checksums(lake: Lake, base: str, wm: dt.datetime) -> dict[str, str]:
     from serving_export.writer import MANIFEST_FILE
 
@@ -100,7 +87,7 @@ def scenario(tmp_path_factory, spark):
     )
     out["w3"] = refresh.run(root, w3, SMALL_LAKE_OVERRIDES)
     return {
-        "served_w3": served_pages(lake, base),
+        "served_w3": refresh.served_pages(lake, base),
         "lake": lake,
         "base": base,
         "cfg": cfg,
@@ -252,7 +239,7 @@ def stock_change(scenario):
     items.to_parquet(path, index=False)
     w4 = at(fmt_ds(parse_ds(base) + dt.timedelta(days=1)), 0, 15)
     run = refresh.run(lake.root, w4, SMALL_LAKE_OVERRIDES)
-    return lake, gone, run, served, served_pages(lake, base)
+    return lake, gone, run, served, refresh.served_pages(lake, base)
 
 
 def test_an_item_out_of_stock_leaves_every_served_page(stock_change):
@@ -278,3 +265,52 @@ def test_an_item_out_of_stock_leaves_every_served_page(stock_change):
     rest = before[~before["user_id"].isin(had)].sort_values(KEY).reset_index(drop=True)
     same = after[after["user_id"].isin(set(rest["user_id"]))].sort_values(KEY)
     assert (rest["item_id"].to_numpy() == same["item_id"].to_numpy()).all()
+
+
+def test_the_refresh_dag_runs_a_window_through_airflow(stock_change):
+    from jobs.airflow_run import run_refresh_dag_test
+    from serving_export.publish import current_delta
+
+    lake = stock_change[0]
+    with open(lake.current) as f:
+        base = f.read().strip()
+    wm = at(fmt_ds(parse_ds(base) + dt.timedelta(days=1)), 0, 30)
+    states = run_refresh_dag_test(
+        lake.root,
+        wm.isoformat(),
+        overrides=SMALL_LAKE_OVERRIDES,
+        home=os.environ["PYTEST_AIRFLOW_HOME"],
+    )
+    assert states == {
+        "run": "success",
+        "ingest": "success",
+        "priors": "success",
+        "pages": "success",
+        "publish": "success",
+    }
+    assert current_delta(lake, base) == refresh.stamp(wm)
+
+
+def test_watermarks_are_utc_times_on_the_refresh_grid():
+    wm = refresh.parse_watermark("2026-01-15T10:17:59+01:00")
+    assert wm == dt.datetime(2026, 1, 15, 9, 17, 59, tzinfo=dt.UTC)
+    assert refresh.floor_watermark(wm, 15) == dt.datetime(2026, 1, 15, 9, 15, tzinfo=dt.UTC)
+    assert refresh.parse_watermark("20260115T091500Z") == at("2026-01-15", 9, 15)
+    assert refresh.stamp(at("2026-01-15", 9, 15)) == "20260115T091500Z"
+    with pytest.raises(refresh.RefreshError, match="not an ISO time"):
+        refresh.parse_watermark("yesterday")
+
+
+def test_a_refresh_needs_a_published_export_and_a_watermark_after_its_day(tmp_path):
+    from serving_export.publish import _point_current
+
+    lake = Lake(str(tmp_path / "lake"))
+    cfg = load_config(None, None)
+    with pytest.raises(refresh.NoExport, match="run the daily pipeline first"):
+        refresh.open_window(lake, at("2026-01-15", 10), cfg)
+    os.makedirs(lake.exports)
+    _point_current(lake.exports, "2026-01-15")
+    with pytest.raises(refresh.RefreshError, match="already covers every event before it"):
+        refresh.open_window(lake, at("2026-01-15", 0), cfg)
+    win = refresh.open_window(lake, at("2026-01-15", 10), cfg)
+    assert (win.base, win.prev, win.lo) == ("2026-01-15", None, at("2026-01-15", 0))
