@@ -62,9 +62,11 @@ lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 BENCH_USERS ?= 10000 100000 1000000
+BENCH_REFRESH_USERS ?= 1000000
 BENCH_SET ?= spark.driver_memory=12g spark.shuffle_partitions=16
-bench: venv ## scale benchmarks (not part of make test): the whole daily run at 10k, 100k and 1M users, then the lookup server
+bench: venv ## scale benchmarks (not part of make test): the daily run at 10k, 100k and 1M users, an intra-day refresh on the 1M export, the lookup server
 	$(BIN)/homepage bench pipeline --users $(BENCH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
+	$(BIN)/homepage bench refresh --users $(BENCH_REFRESH_USERS) $(foreach s,$(BENCH_SET),--set $(s))
 	$(BIN)/homepage bench serve --users 100000 --workers 2
 
 clean:
