@@ -75,7 +75,7 @@ def homepage_refresh() -> None:
     def make(step: str):  # noqa: ANN202 - an Airflow task factory
         @task(task_id=step)
         def run(**context) -> dict:
-            from airflow.exceptions import AirflowSkipException
+            from airflow.sdk.exceptions import AirflowSkipException
 
             from jobs import refresh
             from jobs.config import load_config

@@ -314,3 +314,15 @@ def test_a_refresh_needs_a_published_export_and_a_watermark_after_its_day(tmp_pa
         refresh.open_window(lake, at("2026-01-15", 0), cfg)
     win = refresh.open_window(lake, at("2026-01-15", 10), cfg)
     assert (win.base, win.prev, win.lo) == ("2026-01-15", None, at("2026-01-15", 0))
+
+
+def test_the_refresh_dag_skips_until_a_daily_export_is_published(tmp_path):
+    from jobs.airflow_run import run_refresh_dag_test
+
+    states = run_refresh_dag_test(
+        str(tmp_path / "lake"), "2026-01-15T10:15Z", home=os.environ["PYTEST_AIRFLOW_HOME"]
+    )
+    assert states == {
+        "run": "success",
+        **{t: "skipped" for t in ("ingest", "priors", "pages", "publish")},
+    }
