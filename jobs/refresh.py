@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 STAMP = "%Y%m%dT%H%M%SZ"
 STEPS: tuple[str, ...] = ("ingest", "priors", "pages", "publish")
 REBUILD_CHUNK = 8192  # pages rebuilt per batch
+PRIOR_COLUMNS = ("user_id", "carousel_id", "a", "b", "lam", "trials", "successes")
 
 
 class NoExport(Exception):
@@ -383,16 +384,17 @@ def priors(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         prior = spark.read.parquet(lake.feature("carousel_priors", win.base))
         post = user_carousel_priors(state, prior).toPandas()
         report["trials_today"] = int(trials.count())
-        frames.append(post[["user_id", "carousel_id", "a", "b", "lam", "trials", "successes"]])
+        frames.append(post[list(PRIOR_COLUMNS)])
     if prev_priors is not None:
         carried = prev_priors[~prev_priors["user_id"].isin(users)]
         frames.insert(0, carried)
         report["carried_users"] = int(carried["user_id"].nunique())
+    frames = [f for f in frames if len(f)]
     table = (
         pd.concat(frames, ignore_index=True)
         if frames
         else pd.DataFrame(
-            columns=["user_id", "carousel_id", "a", "b", "lam", "trials", "successes"]
+            {c: pd.Series(dtype=object if c.endswith("_id") else float) for c in PRIOR_COLUMNS}
         )
     )
     table = table.sort_values(["user_id", "carousel_id"], kind="stable").reset_index(drop=True)
@@ -482,13 +484,10 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         want = pd.DataFrame({"user_id": st.users[st.cand_user], "carousel_id": cid})
         daily_users = sorted(set(st.users.tolist()) - refreshed)
         mine = post_all[post_all["user_id"].isin(set(st.users.tolist()))]
-        post_tab = pd.concat(
-            [
-                mine[["user_id", "carousel_id", "lam", "a", "b"]],
-                _daily_priors(lake, win.base, daily_users),
-            ],
-            ignore_index=True,
-        )
+        parts = [mine[["user_id", "carousel_id", "lam", "a", "b"]]]
+        if daily_users:  # rebuilt for stock changes only: the daily run's posteriors
+            parts.append(_daily_priors(lake, win.base, daily_users))
+        post_tab = pd.concat(parts, ignore_index=True)
         post = want.merge(post_tab, on=["user_id", "carousel_id"], how="left")
         scored = scored_from_state(
             users=st.users,
