@@ -195,9 +195,11 @@ def bench_refresh(
         "refresh_s": measured["s"],
         "refresh_peak_gb": measured["peak_gb"],
         "step_s": {
+            "ingest": steps["ingest"].get("seconds"),
             "priors": steps["priors"].get("seconds"),
-            "pages": pages.get("timings_s"),
+            "pages": round(sum((pages.get("timings_s") or {}).values()), 3),
         },
+        "pages_parts_s": pages.get("timings_s"),
         "arrival_to_served_s": round(served_s, 1),
         "delta_users": pages.get("delta_users"),
         "delta_rows": pages.get("delta_rows"),

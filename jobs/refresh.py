@@ -216,6 +216,7 @@ def ingest(
     from jobs.lake import EVENT_SCHEMA, REQUIRED_EVENT_COLUMNS
     from jobs.spark import get_spark
 
+    t0 = time.perf_counter()
     win = open_window(lake, wm, cfg)
     out = window_dir(lake, win.base, wm)
     days = [
@@ -309,6 +310,7 @@ def ingest(
     report["users"] = int(
         io.read_parquet(join(out, "events"), ["user_id"], marker=None)["user_id"].nunique()
     )
+    report["seconds"] = round(time.perf_counter() - t0, 3)
     io.write_json(join(out, "ingest.json"), report)
     log.info("refresh ingest %s (base %s): %s", stamp(wm), win.base, report["counts"])
     return report
