@@ -114,7 +114,12 @@ def publish(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     from serving_export.publish import publish as do_publish
 
     current = do_publish(lake, ds, keep_last=cfg.export.keep_last)
-    return {"ds": ds, "current": current}
+    dropped = []
+    if not io.is_remote(lake.root):  # the new export holds what older days' refreshes logged
+        from jobs.refresh import cleanup
+
+        dropped = cleanup(lake, ds)
+    return {"ds": ds, "current": current, "dropped_refresh_logs": dropped}
 
 
 def publish_newest(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:

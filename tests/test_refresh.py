@@ -326,3 +326,11 @@ def test_the_refresh_dag_skips_until_a_daily_export_is_published(tmp_path):
         "run": "success",
         **{t: "skipped" for t in ("ingest", "priors", "pages", "publish")},
     }
+
+
+def test_the_daily_publish_drops_older_days_intra_day_logs(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    for day in ("2026-01-14", "2026-01-15"):
+        os.makedirs(os.path.join(refresh.refresh_root(lake, day), "wm=20260115T101500Z"))
+    assert refresh.cleanup(lake, "2026-01-15") == ["2026-01-14"]
+    assert os.listdir(os.path.join(lake.warehouse, "refresh")) == ["ds=2026-01-15"]
