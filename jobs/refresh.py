@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 STAMP = "%Y%m%dT%H%M%SZ"
 STEPS: tuple[str, ...] = ("ingest", "priors", "pages", "publish")
-REBUILD_CHUNK = 8192  # pages rebuilt per batch
+REBUILD_CHUNK = 4096  # pages rebuilt per batch
 PRIOR_COLUMNS = ("user_id", "carousel_id", "a", "b", "lam", "trials", "successes")
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -78,11 +79,10 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
             return np.interp(phi, x, y)
 
     refreshed = set(post_all["user_id"].unique())
-    frames, n_rebuilt = [], 0
-    # in chunks: memory stays bounded; a page does not depend on its chunk (per-user streams)
-    for lo in range(0, len(rebuild), REBUILD_CHUNK):
-        st = state.read(rebuild[lo : lo + REBUILD_CHUNK])
-        n_rebuilt += len(st.users)
+    carousel_ab = {k: tuple(v) for k, v in meta["carousel_ab"].items()}
+
+    def rebuild_chunk(users: list[str]) -> pd.DataFrame:
+        st = state.read(users)
         cid = state.carousel_id[st.code]
         want = pd.DataFrame({"user_id": st.users[st.cand_user], "carousel_id": cid})
         daily_users = sorted(set(st.users.tolist()) - refreshed)
@@ -107,7 +107,7 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
             new_pool=st.new_pool,
             new_score=st.new_score,
             post=post,
-            carousel_ab={k: tuple(v) for k, v in meta["carousel_ab"].items()},
+            carousel_ab=carousel_ab,
             carousel_lam=meta["carousel_lam"],
             p_global=meta["p_global"],
             v_items=arrays["v_items"],
@@ -128,7 +128,14 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         ).frame
         for c in ("user_id", "carousel_id", "carousel_title", "family", "item_id", "reason"):
             frame[c] = frame[c].astype(object)
-        frames.append(frame)
+        return frame
+
+    # in chunks, on a few threads (numpy releases the GIL): memory stays bounded, and a page
+    # does not depend on its chunk (per-user random streams); results keep the chunks' order
+    chunks = [rebuild[lo : lo + REBUILD_CHUNK] for lo in range(0, len(rebuild), REBUILD_CHUNK)]
+    with ThreadPoolExecutor((os.cpu_count() or 1) + 1) as pool:
+        frames = list(pool.map(rebuild_chunk, chunks))
+    n_rebuilt = int(sum(f["user_id"].nunique() for f in frames))
     rebuilt = pd.concat(frames, ignore_index=True) if frames else _empty_pages()
     rebuilt_users = set(rebuilt["user_id"])
     rebuilt["model_version"] = meta["model_version"]
