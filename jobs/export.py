@@ -17,14 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    """Write `exports/ds=<ds>/` completely, or not at all (built aside, then swapped in)."""
-    from serving_export.writer import verify_export, write_export
-    from validation.export import validate_pages
+    """Write `exports/ds=<ds>/` completely, or not at all (built aside, then swapped in).
+
+    The rank step's pages are read, sorted, checked and written chunk by chunk of whole pages
+    (`write_export_file`): each chunk is summarised page by page for the export suite
+    (`validation.export.page_summary`), and the suite runs on the summary of every page before
+    the export is swapped in. A failed check leaves the previous `ds=<ds>` as it was.
+    """
+    from serving_export.writer import verify_export, write_export_file
+    from validation.export import check_summary, page_summary
 
     pages_uri = join(lake.warehouse, "pages", f"ds={ds}")
     if io.is_remote(pages_uri):
         io.check_complete(pages_uri, "ranked pages")  # uploaded whole by the rank step
-    pages = io.read_parquet(join(pages_uri, "pages.parquet"))
     # One row per page key (user_id, slots, exhausted); page dirs from before it existed lack it,
     # and then the "Z slots unless the policy ran out of candidates" rule is skipped.
     stats_path = join(pages_uri, "page_stats.parquet")
@@ -42,33 +47,34 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     if io.list_files(lake.users):
         known = pd.concat([known, io.read_parquet(lake.users, ["user_id"])["user_id"]])
     known = known.astype(str).unique()
-    # Context default pages ("__default__:<context>") are not known users: they are exported
-    # like any page (among the regular pages) but nothing requires them to exist.
-    validation = validate_pages(
-        pages,
-        [*known, DEFAULT_PAGE_KEY],
-        slots=cfg.page.slots,
-        per_carousel=cfg.page.items_per_carousel,
-        in_stock_items=items.loc[items["in_stock"].fillna(True).astype(bool), "item_id"].to_numpy(),
-        page_stats=page_stats,
-    )
+    in_stock = items.loc[items["in_stock"].fillna(True).astype(bool), "item_id"].to_numpy()
     ranked = io.read_json(join(lake.reports(ds), "rank.json"))  # the champion that ranked
+
+    summaries: list[pd.DataFrame] = []
+
+    def summarise(part: Any) -> None:
+        summaries.append(
+            page_summary(
+                part,
+                slots=cfg.page.slots,
+                per_carousel=cfg.page.items_per_carousel,
+                in_stock_items=in_stock,
+            )
+        )
 
     remote = io.is_remote(lake.export(ds))
     # on a remote lake: built and verified the same way in a local scratch directory, then
     # uploaded with MANIFEST.json last (jobs/io.upload_dir): readers refuse it until then
     scratch = io.scratch_dir("export") if remote else None
     final = os.path.join(scratch, f"ds={ds}") if scratch else local_path(lake.export(ds))
-    default = pages[pages["user_id"] == DEFAULT_PAGE_KEY]
-    user_pages = pages[pages["user_id"] != DEFAULT_PAGE_KEY]
+    fs, pages_path = io.filesystem(join(pages_uri, "pages.parquet"))
     # Built aside (`.staging-ds=<ds>-<pid>/`), verified, then swapped in whole: a run killed
     # half-way leaves the previous `ds=<ds>` (and CURRENT) as they were, and its retry first
     # deletes the leftovers (jobs.io.recover_dir). A reader holding the old files keeps them.
     with io.atomic_dir(final) as staging:
-        manifest = write_export(
+        manifest = write_export_file(
             staging,
-            user_pages,
-            default,
+            pages_path,
             items,
             ds=ds,
             model_versions={
@@ -82,6 +88,16 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             },
             config_hash=cfg.hash(),
             map_size_gb=cfg.export.map_size_gb,
+            filesystem=fs,
+            on_chunk=summarise,
+        )
+        # Context default pages ("__default__:<context>") are not known users: they are
+        # exported like any page but nothing requires them to exist.
+        validation = check_summary(
+            pd.concat(summaries, ignore_index=True),
+            [*known, DEFAULT_PAGE_KEY],
+            slots=cfg.page.slots,
+            page_stats=page_stats,
         )
         verify_export(staging)
     if scratch:

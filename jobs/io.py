@@ -27,6 +27,11 @@ STAGING_PREFIX = ".staging-"
 OLD_PREFIX = ".old-"
 
 
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The Arrow filesystem of a local path or remote URI, and the path within it."""
+    return _fs(uri)
+
+
 def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
     if is_local(uri):
         return pafs.LocalFileSystem(), local_path(uri)

@@ -37,11 +37,15 @@ distinct value with orjson), so the cost is O(rows) with no per-row Python.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import lmdb
@@ -344,6 +348,7 @@ def write_export(
     map_size_gb: float = 8.0,
     chunk_rows: int = 1_000_000,
     delta: dict[str, str] | None = None,
+    on_chunk: Callable[[pa.Table], None] | None = None,
 ) -> dict[str, Any]:
     """Write pages.parquet, pages.lmdb and MANIFEST.json (last) into `export_dir`; return the manifest.
 
@@ -356,11 +361,9 @@ def write_export(
     `delta` ({"watermark", "refreshed_at"}) writes an intra-day delta instead: the pages changed
     since the daily export of `ds`, each with "refreshed_at"; it needs no default page (one
     whose default page changed holds it) and its manifest has kind "delta".
+
+    `on_chunk` sees each sorted chunk of whole pages before it is written (e.g. to validate it).
     """
-    parse_ds(ds)
-    mf_path = os.path.join(export_dir, MANIFEST_FILE)
-    if os.path.exists(mf_path):
-        raise FileExistsError(f"{export_dir} already holds a complete export ({MANIFEST_FILE})")
     if (pages["user_id"] == DEFAULT_PAGE_KEY).any():
         raise ValueError(f"pages must not contain the reserved user_id {DEFAULT_PAGE_KEY!r}")
     if not (default_page["user_id"] == DEFAULT_PAGE_KEY).all():
@@ -372,23 +375,142 @@ def write_export(
         [("user_id", "ascending"), ("slot", "ascending"), ("item_rank", "ascending")]
     )
     _check_sorted_unique(table)
+    return _write(
+        export_dir,
+        _table_chunks(table, chunk_rows),
+        items,
+        ds=ds,
+        model_versions=model_versions,
+        config_hash=config_hash,
+        map_size_gb=map_size_gb,
+        delta=delta,
+        on_chunk=on_chunk,
+    )
 
+
+def write_export_file(
+    export_dir: str,
+    pages_path: str,
+    items: pd.DataFrame,
+    *,
+    ds: str,
+    model_versions: dict[str, str],
+    config_hash: str,
+    map_size_gb: float = 8.0,
+    chunk_rows: int = 1_000_000,
+    filesystem: Any = None,
+    on_chunk: Callable[[pa.Table], None] | None = None,
+) -> dict[str, Any]:
+    """`write_export` for the rank step's `pages.parquet` (pages and the default page, each
+    page's rows together, in any order), in bounded memory: the strings are read as
+    dictionaries, sorted by code, and the export is written chunk by chunk.
+
+    At 1M users (~100M rows) this holds ~7 GB instead of a pandas frame of several times that.
+    """
+    names = PAGES_SCHEMA.names
+    strings = [f.name for f in PAGES_SCHEMA if pa.types.is_string(f.type)]
+    table = pq.read_table(pages_path, columns=names, read_dictionary=strings, filesystem=filesystem)
+    table = table.unify_dictionaries().combine_chunks()
+    uid = table["user_id"].chunk(0) if table.num_rows else None
+    if uid is None:
+        raise ValueError(f"{pages_path} holds no pages")
+    if uid.null_count:
+        raise ValueError(f"pages.user_id has {uid.null_count} null value(s)")
+    # each page key's rank in byte order (LMDB's), then the rows ordered by it
+    keys = uid.dictionary
+    rank_of = np.empty(len(keys), dtype=np.int64)
+    rank_of[pc.array_sort_indices(keys).to_numpy()] = np.arange(len(keys))
+    row_rank = rank_of[uid.indices.to_numpy(zero_copy_only=False)]
+    del uid
+    order = np.argsort(row_rank, kind="stable")
+    row_rank = row_rank[order]
+    default_code = pc.index(keys, DEFAULT_PAGE_KEY).as_py()
+    default_rows = 0
+    if default_code >= 0:
+        default_rows = int(np.count_nonzero(row_rank == rank_of[default_code]))
+    if default_rows == 0:
+        raise ValueError("default_page is empty: unknown users would get no page")
+
+    def chunk(lo: int, hi: int) -> pa.Table:
+        part = table.take(pa.array(order[lo:hi]))
+        # within a page: by slot, then item rank
+        perm = np.lexsort((part["item_rank"].to_numpy(), part["slot"].to_numpy(), row_rank[lo:hi]))
+        part = part.take(pa.array(perm))
+        part = pa.Table.from_arrays(
+            [pc.cast(part[f.name], f.type) for f in PAGES_SCHEMA], schema=PAGES_SCHEMA
+        )
+        _check_pages(part, default_rows)
+        _check_sorted_unique(part)
+        return part
+
+    def chunks() -> Any:
+        for lo, hi in _cuts(row_rank, chunk_rows):
+            yield functools.partial(chunk, lo, hi)
+
+    return _write(
+        export_dir,
+        chunks(),
+        items,
+        ds=ds,
+        model_versions=model_versions,
+        config_hash=config_hash,
+        map_size_gb=map_size_gb,
+        delta=None,
+        on_chunk=on_chunk,
+    )
+
+
+def _cuts(sorted_keys: np.ndarray, chunk_rows: int) -> list[tuple[int, int]]:
+    """Row ranges of about `chunk_rows` rows that start where `sorted_keys` changes (whole pages)."""
+    n = len(sorted_keys)
+    if n == 0:
+        return []
+    new = np.ones(n, dtype=bool)
+    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    starts = np.flatnonzero(new)
+    targets = np.arange(0, n, max(1, chunk_rows))
+    cuts = np.unique(starts[np.searchsorted(starts, targets, side="right") - 1])
+    cuts = np.append(cuts, n)
+    return [(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def _table_chunks(table: pa.Table, chunk_rows: int) -> Any:
+    """Slices (as thunks) of a table sorted by user_id, slot, item_rank, each holding whole pages."""
+    n = table.num_rows
+    if n == 0:
+        return
+    uid = table["user_id"].combine_chunks()
+    codes = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        codes[1:] = np.cumsum(pc.not_equal(uid[1:], uid[:-1]).to_numpy(zero_copy_only=False))
+    for lo, hi in _cuts(codes, chunk_rows):
+        yield functools.partial(table.slice, lo, hi - lo)
+
+
+def _write(
+    export_dir: str,
+    chunks: Any,
+    items: pd.DataFrame,
+    *,
+    ds: str,
+    model_versions: dict[str, str],
+    config_hash: str,
+    map_size_gb: float,
+    delta: dict[str, str] | None,
+    on_chunk: Callable[[pa.Table], None] | None,
+) -> dict[str, Any]:
+    """Write `chunks` (thunks, each returning a table of whole pages sorted by user_id, slot,
+    item_rank; the chunks in key order) as pages.parquet + pages.lmdb, then MANIFEST.json."""
+    parse_ds(ds)
+    mf_path = os.path.join(export_dir, MANIFEST_FILE)
+    if os.path.exists(mf_path):
+        raise FileExistsError(f"{export_dir} already holds a complete export ({MANIFEST_FILE})")
     os.makedirs(export_dir, exist_ok=True)
     pq_path = os.path.join(export_dir, PARQUET_FILE)
     db_path = os.path.join(export_dir, LMDB_FILE)
     for stale in (pq_path, db_path, db_path + "-lock"):  # leftovers of a crashed earlier run
         if os.path.exists(stale):
             os.remove(stale)
-
-    n = table.num_rows
-    uid = table["user_id"].combine_chunks()
-    user_starts = np.flatnonzero(
-        np.concatenate([[True], pc.not_equal(uid[1:], uid[:-1]).to_numpy(zero_copy_only=False)])
-    )[:n]  # no page at all (an empty delta): no start
-    # Chunk boundaries fall on user starts, roughly every `chunk_rows` rows (bounds memory).
-    targets = np.arange(0, n, max(1, chunk_rows))
-    cuts = np.unique(user_starts[np.searchsorted(user_starts, targets, side="right") - 1])
-    cuts = np.append(cuts, n)
 
     ds_lit = orjson.dumps(ds).decode()
     refreshed_lit = orjson.dumps(delta["refreshed_at"]).decode() if delta else None
@@ -405,23 +527,57 @@ def write_export(
         # returned, so the same export written twice had different bytes (and sha256)
         meminit=True,
     )
+    n = pages_n = default_rows = context_defaults = slots_max = 0
+    shown_parts: list[pa.Array] = []
     try:
         pages_db = env.open_db(PAGES_DB)
         items_db = env.open_db(ITEMS_DB)
-        with pq.ParquetWriter(pq_path, PAGES_SCHEMA, compression="zstd") as pw:
-            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-                part = table.slice(lo, hi - lo)
-                pw.write_table(part)
-                user_ids, page = _page_values(part, ds_lit, refreshed_lit)
-                # Zero-copy slices of the Arrow buffer are handed to LMDB as values.
-                offs = np.frombuffer(page.buffers()[1], dtype=np.int32)[
-                    page.offset : page.offset + len(page) + 1
-                ]
-                data = memoryview(page.buffers()[2])
-                keys = [u.encode() for u in user_ids.to_pylist()]
-                kv = [(k, data[offs[i] : offs[i + 1]]) for i, k in enumerate(keys)]
-                _put_sorted(env, pages_db, kv)
-        shown = set(pc.unique(table["item_id"]).to_pylist())
+
+        def prepare(make: Callable[[], pa.Table]) -> tuple[pa.Table, pa.Array, pa.Array]:
+            part = make()
+            if on_chunk is not None:
+                on_chunk(part)
+            return (part, *_page_values(part, ds_lit, refreshed_lit))
+
+        # chunks are prepared (sorted, checked, turned into JSON: Arrow and numpy release the
+        # GIL) on a few threads ahead of the writer, and written strictly in order
+        threads = os.cpu_count() or 1
+        with (
+            pq.ParquetWriter(pq_path, PAGES_SCHEMA, compression="zstd") as pw,
+            ThreadPoolExecutor(threads) as pool,
+        ):
+            pending: deque[Any] = deque()
+
+            def drain(limit: int) -> None:
+                nonlocal n, pages_n, default_rows, context_defaults, slots_max
+                while len(pending) > limit:
+                    part, user_ids, page = pending.popleft().result()
+                    pw.write_table(part)
+                    # Zero-copy slices of the Arrow buffer are handed to LMDB as values.
+                    offs = np.frombuffer(page.buffers()[1], dtype=np.int32)[
+                        page.offset : page.offset + len(page) + 1
+                    ]
+                    data = memoryview(page.buffers()[2])
+                    keys = [u.encode() for u in user_ids.to_pylist()]
+                    kv = [(k, data[offs[i] : offs[i + 1]]) for i, k in enumerate(keys)]
+                    _put_sorted(env, pages_db, kv)
+                    n += part.num_rows
+                    pages_n += len(keys)
+                    is_default = pc.equal(part["user_id"], DEFAULT_PAGE_KEY)
+                    default_rows += pc.sum(pc.cast(is_default, pa.int64())).as_py() or 0
+                    in_context = pc.starts_with(user_ids, CONTEXT_DEFAULT_PREFIX)
+                    context_defaults += pc.sum(pc.cast(in_context, pa.int64())).as_py() or 0
+                    slots_max = max(slots_max, int(pc.max(part["slot"]).as_py() or 0))
+                    shown_parts.append(pc.unique(part["item_id"].combine_chunks()))
+
+            for make in chunks:
+                pending.append(pool.submit(prepare, make))
+                drain(threads)
+            drain(0)
+        shown_ids = (
+            pc.unique(pa.concat_arrays(shown_parts)) if shown_parts else pa.array([], pa.string())
+        )
+        shown = set(shown_ids.to_pylist())
         _put_sorted(env, items_db, _item_values(items, shown))
         env.sync(True)
     finally:
@@ -431,11 +587,7 @@ def write_export(
     fsync_path(pq_path)
 
     # minus the default page (context default pages count)
-    users = len(user_starts) - (1 if len(default_page) else 0)
-    first_ids = uid.take(pa.array(user_starts))
-    context_defaults = (
-        pc.sum(pc.cast(pc.starts_with(first_ids, CONTEXT_DEFAULT_PREFIX), pa.int64())).as_py() or 0
-    )
+    users = pages_n - (1 if default_rows else 0)
     db_bytes = os.path.getsize(db_path)
     pq_bytes = os.path.getsize(pq_path)
     manifest: dict[str, Any] = {
@@ -444,10 +596,10 @@ def write_export(
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "users": users,
         "rows": n,
-        "default_rows": len(default_page),
+        "default_rows": default_rows,
         "context_default_pages": context_defaults,
         "items": len(shown),
-        "slots_max": int(pc.max(table["slot"]).as_py() or 0),
+        "slots_max": slots_max,
         "model_versions": dict(model_versions),
         "config_hash": config_hash,
         "lmdb": {
@@ -464,7 +616,7 @@ def write_export(
         "bytes_per_user_parquet": round(pq_bytes / max(users, 1), 1),
     }
     if delta:
-        manifest.update(kind="delta", has_default=bool(len(default_page)), **delta)
+        manifest.update(kind="delta", has_default=bool(default_rows), **delta)
     tmp = mf_path + f".tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)

@@ -23,6 +23,7 @@ from serving_export.writer import (
     open_lmdb_readonly,
     verify_export,
     write_export,
+    write_export_file,
 )
 from validation.gx import ValidationFailed
 
@@ -222,6 +223,36 @@ def test_chunking_order_and_map_growth_do_not_change_values(lake):
     assert list(a) == sorted(a) and len(a) == len(users) + 1
     assert a == b
     assert orjson.loads(a[b"user007"]) == expected_page(pages, "user007", DS)
+
+
+def test_the_file_writer_equals_the_in_memory_writer(lake, tmp_path):
+    """The export job's path (the rank step's shuffled Parquet file, read as dictionaries and
+    sorted by code, chunk by chunk) writes the same bytes as `write_export`."""
+    users = [f"user{i:03d}" for i in range(40)] + ["Z", "a.b@c", "__default__:mobile:north"]
+    pages = make_pages(users, slots=3, items=4)
+    default = make_default(slots=3, items=4)
+    shuffled = pd.concat([pages, default]).sample(frac=1.0, random_state=5)
+    path = str(tmp_path / "ranked.parquet")
+    shuffled.to_parquet(path, row_group_size=50)  # pages split across row groups
+    common = {"ds": DS, "model_versions": {"mf": "7"}, "config_hash": "x", "map_size_gb": 0.01}
+    seen: list[int] = []
+    a = write_export(lake.export(DS), pages, default, ITEMS, chunk_rows=30, **common)
+    b = write_export_file(
+        lake.export("2024-03-02"),
+        path,
+        ITEMS,
+        chunk_rows=30,
+        on_chunk=lambda part: seen.append(part.num_rows),
+        **common,
+    )
+    assert a["files"] == b["files"]  # same sizes and sha256: same bytes
+    assert {k: v for k, v in a.items() if k != "created_at"} == {
+        k: v for k, v in b.items() if k != "created_at"
+    }
+    assert sum(seen) == len(shuffled) and len(seen) > 1 and all(n % 12 == 0 for n in seen)
+    with pytest.raises(ValueError, match="default_page is empty"):
+        pages.to_parquet(path)
+        write_export_file(lake.export("2024-03-03"), path, ITEMS, **common)
 
 
 def test_writer_rejects_bad_input(lake):

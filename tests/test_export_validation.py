@@ -2,9 +2,10 @@
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from validation.export import validate_pages
+from validation.export import check_summary, page_summary, validate_pages
 from validation.gx import ValidationFailed
 
 
@@ -69,11 +70,23 @@ def test_a_good_page_passes():
         (
             GOOD[:2] + [("u1", 2, "c2", "y", 1, "a", 0.9, 0.3)] + GOOD[3:],
             ["u1"],
-            "expect_compound_columns_to_be_unique",
+            "_duplicate_item",
         ),
-        (GOOD[:2] + [("u1", 2, "c2", "y", 1, "c", np.nan, 0.3)] + GOOD[3:], ["u1"], "_finite"),
-        (GOOD[:2] + [("u1", 3, "c2", "y", 1, "c", 0.9, 0.3)] + GOOD[3:], ["u1"], "'slot'"),
+        (
+            GOOD[:2] + [("u1", 2, "c2", "y", 1, "c", np.nan, 0.3)] + GOOD[3:],
+            ["u1"],
+            "_score_not_finite",
+        ),
+        (
+            GOOD[:2] + [("u1", 3, "c2", "y", 1, "c", 0.9, 0.3)] + GOOD[3:],
+            ["u1"],
+            "_slot_out_of_range",
+        ),
         (GOOD, ["u1", "u2"], "1 known user(s) have no page, e.g. ['u2']"),
+        (GOOD[:2] + [("u1", 2, "c2", "y", 3, "c", 0.9, 0.3)] + GOOD[3:], ["u1"], "_item_rank_out"),
+        (GOOD[:1] + [("u1", 1, "c1", "x", 1, "b", 1.0, 0.4)] + GOOD[2:], ["u1"], "slot 1 rank 1"),
+        (GOOD[:1] + [("u1", 1, "c9", "x", 2, "b", 1.0, 0.4)] + GOOD[2:], ["u1"], "_multi_carousel"),
+        (GOOD[:1] + [("u1", 1, "c1", "x", 2, None, 1.0, 0.4)] + GOOD[2:], ["u1"], "_null_item_id"),
     ],
 )
 def test_bad_pages_are_refused_with_the_rule_named(rows, known, needle):
@@ -93,10 +106,10 @@ def test_out_of_stock_items_are_refused_naming_rows_and_items():
 @pytest.mark.parametrize(
     ("value", "needle"),
     [
-        (0.0, "expect_column_values_to_be_between({'column': 'propensity'"),
-        (1.5, "expect_column_values_to_be_between({'column': 'propensity'"),
-        (-0.2, "expect_column_values_to_be_between({'column': 'propensity'"),
-        (None, "expect_column_values_to_not_be_null({'column': 'propensity'"),
+        (0.0, "_propensity_not_in_0_1"),
+        (1.5, "_propensity_not_in_0_1"),
+        (-0.2, "_propensity_not_in_0_1"),
+        (None, "_null_propensity"),
     ],
 )
 def test_propensity_must_be_in_0_1(value, needle):
@@ -192,3 +205,33 @@ def test_context_default_pages_are_pages_not_known_users():
 
 def test_a_page_without_propensity_is_refused():
     refused(page(GOOD).drop(columns="propensity"), "pages is missing column(s): propensity")
+
+
+def test_the_summary_of_chunks_is_the_summary_of_the_whole():
+    """The export job summarises chunk by chunk (whole pages each, any row order)."""
+    rows = []
+    for u in range(30):
+        for s in (1, 2, 3):
+            for r in (1, 2):
+                fam = "x" if (s == 2 and u % 7 == 0) or s != 2 else "y"  # some adjacent repeats
+                item = f"i{(u + s * 2 + r) % 9}" if u % 5 else f"i{s}"  # some duplicates
+                rows.append((f"u{u:02d}", s, f"c{s}", fam, r, item, 1.0, 0.5))
+    df = page(rows).sample(frac=1.0, random_state=2)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    kw = {"slots": 3, "per_carousel": 2, "in_stock_items": [f"i{k}" for k in range(8)]}
+    whole = page_summary(table, **kw).sort_values("user_id", ignore_index=True)
+    users = df["user_id"].to_numpy()
+    parts = [
+        page_summary(pa.Table.from_pandas(df[np.isin(users, g)], preserve_index=False), **kw)
+        for g in (sorted(set(users))[:11], sorted(set(users))[11:])
+    ]
+    chunked = pd.concat(parts).sort_values("user_id", ignore_index=True)
+    pd.testing.assert_frame_equal(whole, chunked)
+    assert whole["_adjacent_family"].notna().sum() == 5  # u % 7 == 0: families x, x, x
+    assert whole["_duplicate_item"].notna().any() and whole["_out_of_stock_item"].notna().any()
+    with pytest.raises(ValidationFailed) as err:
+        check_summary(chunked, [], slots=3)
+    assert "_adjacent_family" in str(err.value) and "unexpected_count=5" in str(err.value)
+    # a page split across two chunks is caught
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_be_unique"):
+        check_summary(pd.concat([chunked, chunked.head(1)]), [], slots=3)

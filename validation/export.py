@@ -1,18 +1,24 @@
-"""Checks on a built page table before it may be published (GX suite on pandas).
+"""Checks on a built page table before it may be published: a GX suite on one row per page.
 
-Each rule is a GX expectation, most of them on a helper column that `page_checks` adds, so a
-failure names the rule. Helper columns starting with `_` and holding an id (not a bool) are
-null on good rows and carry the offending item id / page key otherwise, so the failure also
-shows examples; per-page rules mark only the page's first row, so `unexpected_count` counts pages.
+Every rule of the output contract is evaluated over every shown item with vectorised Arrow and
+numpy kernels (`page_summary`) and summarised as one row per page key. Each rule is a column
+that is null on a good page and otherwise holds an example of what broke it (the item shown
+twice, the out-of-stock item, the slot with two carousels, the repeated family, the page key…).
+The GX suite (`check_summary`) then asserts that every rule column is null, so a failure names
+the rule, counts the pages that break it (`unexpected_count`) and shows examples. A summary is
+computed chunk by chunk (each chunk holding whole pages), so a 1M-user export (~100M rows) is
+checked in bounded memory and the suite runs on 1M rows, not 100M.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from validation.gx import ValidationFailed, run_suite
 
@@ -29,6 +35,21 @@ NOT_NULL_COLUMNS = (
     "propensity",
 )
 REQUIRED_COLUMNS = (*NOT_NULL_COLUMNS, "carousel_score", "item_score")
+# rule columns of the summary, in the order the suite asserts them (null on a good page)
+ROW_RULES = (
+    *(f"_null_{c}" for c in NOT_NULL_COLUMNS if c != "user_id"),
+    "_slot_out_of_range",
+    "_item_rank_out_of_range",
+    "_propensity_not_in_0_1",
+    "_score_not_finite",
+    "_duplicate_item",
+    "_duplicate_slot_and_rank",
+    "_multi_carousel_slot",
+    "_adjacent_family",
+    "_slots_not_1_to_n",
+)
+STOCK_RULE = "_out_of_stock_item"
+STATS_RULES = ("_no_page_stats", "_slot_count_differs_from_page_stats", "_short_page_not_exhausted")
 
 
 def _ids(values: Iterable[Any] | np.ndarray | pd.Series) -> np.ndarray:
@@ -37,71 +58,153 @@ def _ids(values: Iterable[Any] | np.ndarray | pd.Series) -> np.ndarray:
     return np.asarray(values, dtype=object)
 
 
-def page_checks(
-    pages: pd.DataFrame,
+def _codes(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(int64 code per row, -1 where null; the dictionary of values as strings)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not pa.types.is_dictionary(arr.type):
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            arr = pc.cast(arr, pa.string())
+        arr = pc.dictionary_encode(arr)
+    codes = pc.fill_null(arr.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = arr.dictionary
+    if not pa.types.is_string(values.type):
+        values = pc.cast(values, pa.string())
+    return codes, values
+
+
+def _floats(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """float64 per row, NaN where null (or not a number)."""
+    arr = pc.cast(col, pa.float64())
+    return pc.fill_null(arr, np.nan).to_numpy(zero_copy_only=False)
+
+
+def page_summary(
+    t: pa.Table,
     *,
-    slots: int | None = None,
-    in_stock_items: Iterable[Any] | np.ndarray | None = None,
-    page_stats: pd.DataFrame | None = None,
+    slots: int,
+    per_carousel: int,
+    in_stock_items: pa.Array | None = None,
 ) -> pd.DataFrame:
-    """Add the helper columns the suite asserts on (one row per shown item).
+    """One row per page key of `t` (which holds whole pages, in any order): `user_id`, `rows`,
+    `slots` (distinct slots shown) and one column per rule (`ROW_RULES`, and `STOCK_RULE` when
+    `in_stock_items` is given), null unless the page breaks the rule.
 
-    Always: `_dup_item`, `_adjacent_family`, `_finite`, `_multi_carousel_slot` (bools) and
-    `_slots_not_1_to_n` (page key where the page's slots are not exactly 1..n).
-    With `in_stock_items`: `_out_of_stock_item` (the item id where the item is not in stock).
-    With `page_stats` (and `slots`): `_no_page_stats`, `_slot_count_differs_from_page_stats` and
-    `_short_page_not_exhausted` (page key where the page has fewer than `slots` slots while its
-    policy was not exhausted).
+    `_slots_not_1_to_n`: the slots are not exactly 1..n. `_adjacent_family`: two neighbouring
+    slots (n, n+1) show carousels of the same family. `_score_not_finite`: a carousel or item
+    score is null, NaN or infinite.
     """
-    df = pages.sort_values(["user_id", "slot", "item_rank"], kind="stable").reset_index(drop=True)
-    df["_dup_item"] = df.duplicated(["user_id", "item_id"], keep=False)
-    by_slot = df.drop_duplicates(["user_id", "slot"])[["user_id", "slot", "family"]]
-    prev = by_slot.shift(1)
-    by_slot = by_slot.assign(
-        _adjacent_family=(by_slot["user_id"] == prev["user_id"])
-        & (by_slot["slot"] == prev["slot"] + 1)
-        & (by_slot["family"] == prev["family"])
+    absent = [c for c in REQUIRED_COLUMNS if c not in t.column_names]
+    if absent:
+        raise ValidationFailed(SUITE, [f"pages is missing column(s): {', '.join(absent)}"])
+    n = t.num_rows
+    ucode, uvals = _codes(t["user_id"])
+    slot, rank = _floats(t["slot"]), _floats(t["item_rank"])
+    order = np.lexsort((rank, slot, ucode))  # NaN sorts last
+    ucode, slot, rank = ucode[order], slot[order], rank[order]
+    idx = pa.array(order)
+
+    def sorted_col(name: str) -> pa.Array:
+        col = t[name].combine_chunks() if isinstance(t[name], pa.ChunkedArray) else t[name]
+        return col.take(idx)
+
+    page_start = np.ones(n, dtype=bool)
+    page_start[1:] = ucode[1:] != ucode[:-1]
+    pid = np.cumsum(page_start) - 1
+    first_rows = np.flatnonzero(page_start)
+    n_pages = len(first_rows)
+    page_codes = ucode[first_rows]
+    keys = np.full(n_pages, None, dtype=object)
+    known = page_codes >= 0
+    keys[known] = np.asarray(uvals.take(pa.array(page_codes[known])).to_pylist(), dtype=object)
+    out: dict[str, Any] = {"user_id": keys, "rows": np.bincount(pid, minlength=n_pages)}
+
+    def example(mask: np.ndarray, value: Callable[[np.ndarray], list[Any]]) -> np.ndarray:
+        """Per page: `value` of its first row where `mask`, else None."""
+        col = np.full(n_pages, None, dtype=object)
+        rows = np.flatnonzero(mask)
+        if rows.size:
+            pages, first = np.unique(pid[rows], return_index=True)
+            col[pages] = value(rows[first])
+        return col
+
+    def page_key(rows: np.ndarray) -> list[Any]:
+        return keys[pid[rows]].tolist()
+
+    def text(codes: np.ndarray, values: pa.Array) -> Callable[[np.ndarray], list[Any]]:
+        return lambda rows: values.take(pa.array(codes[rows])).to_pylist()
+
+    for c in NOT_NULL_COLUMNS[1:]:
+        nulls = sorted_col(c).is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
+        out[f"_null_{c}"] = example(nulls, page_key)
+    as_int = lambda v: lambda rows: [int(x) for x in v[rows]]  # noqa: E731 - tiny closure
+    out["_slot_out_of_range"] = example(
+        ~np.isnan(slot) & ((slot < 1) | (slot > slots)), as_int(slot)
     )
-    df = df.merge(
-        by_slot[["user_id", "slot", "_adjacent_family"]], on=["user_id", "slot"], how="left"
+    out["_item_rank_out_of_range"] = example(
+        ~np.isnan(rank) & ((rank < 1) | (rank > per_carousel)), as_int(rank)
     )
-    df["_finite"] = np.isfinite(df["carousel_score"].to_numpy(float)) & np.isfinite(
-        df["item_score"].to_numpy(float)
+    prop = _floats(sorted_col("propensity"))
+    out["_propensity_not_in_0_1"] = example(
+        ~np.isnan(prop) & ~((prop > 0) & (prop <= 1)), lambda rows: prop[rows].tolist()
     )
-    df["_multi_carousel_slot"] = (
-        df.groupby(["user_id", "slot"])["carousel_id"].transform("nunique") > 1
+    icode, ivals = _codes(sorted_col("item_id"))
+    finite = np.isfinite(_floats(sorted_col("carousel_score"))) & np.isfinite(
+        _floats(sorted_col("item_score"))
+    )
+    out["_score_not_finite"] = example(~finite, text(icode, ivals))
+
+    # an item twice on a page
+    pair = pid * (len(ivals) + 1) + icode
+    by_pair = np.argsort(pair, kind="stable")
+    sp = pair[by_pair]
+    twin = np.zeros(n, dtype=bool)
+    if n > 1:
+        same = (sp[1:] == sp[:-1]) & (icode[by_pair][1:] >= 0)
+        twin[by_pair[1:][same]] = True
+    out["_duplicate_item"] = example(twin, text(icode, ivals))
+
+    # rows sorted by (page, slot, rank): neighbours that share all three
+    same_slot = np.zeros(n, dtype=bool)
+    same_slot[1:] = ~page_start[1:] & (slot[1:] == slot[:-1])
+    twin_rank = np.zeros(n, dtype=bool)
+    twin_rank[1:] = same_slot[1:] & (rank[1:] == rank[:-1])
+    out["_duplicate_slot_and_rank"] = example(
+        twin_rank, lambda rows: [f"slot {int(slot[r])} rank {int(rank[r])}" for r in rows]
     )
 
-    # Per page: distinct slots n and the largest slot; slots are 1..n iff max == n (slots >= 1
-    # is its own expectation). `first` marks each page's first row (df is sorted by user_id).
-    uid = df["user_id"]
-    first = (uid != uid.shift(1)).to_numpy()
-    per_page = by_slot.groupby("user_id", sort=False)["slot"].agg(["size", "max"])
-    n_slots = uid.map(per_page["size"]).to_numpy()
-    max_slot = uid.map(per_page["max"]).to_numpy()
+    # one carousel per slot: each row against its slot's first row
+    slot_start = ~same_slot
+    group_first = np.maximum.accumulate(np.where(slot_start, np.arange(n), 0))
+    ccode, _ = _codes(sorted_col("carousel_id"))
+    out["_multi_carousel_slot"] = example(ccode != ccode[group_first], as_int(slot))
 
-    def flag(bad: np.ndarray) -> pd.Series:
-        """Page key on the page's first row where `bad`, else null."""
-        return uid.where(first & np.asarray(bad, dtype=bool), None).astype(object)
+    # neighbouring slots n, n+1 of one page with the same family
+    fcode, fvals = _codes(sorted_col("family"))
+    starts = np.flatnonzero(slot_start)
+    adjacent = np.zeros(n, dtype=bool)
+    if len(starts) > 1:
+        cur, prev = starts[1:], starts[:-1]
+        adjacent[cur] = (
+            (pid[cur] == pid[prev])
+            & (slot[cur] == slot[prev] + 1)
+            & (fcode[cur] == fcode[prev])
+            & (fcode[cur] >= 0)
+        )
+    out["_adjacent_family"] = example(adjacent, text(fcode, fvals))
 
-    df["_slots_not_1_to_n"] = flag(max_slot != n_slots)
+    # slots exactly 1..n: the largest slot (the page's last row) equals the number of slots
+    n_slots = np.bincount(pid[starts], minlength=n_pages)
+    last_rows = np.append(first_rows[1:], n) - 1
+    bad_slots = ~(slot[last_rows] == n_slots)  # NaN slots count as bad
+    out["slots"] = n_slots
+    out["_slots_not_1_to_n"] = np.where(bad_slots, keys, None)
 
     if in_stock_items is not None:
-        ok = df["item_id"].isin(_ids(in_stock_items)).to_numpy()
-        df["_out_of_stock_item"] = df["item_id"].where(~ok, None).astype(object)
-
-    if page_stats is not None:
-        stats = page_stats.drop_duplicates("user_id", keep="first").set_index("user_id")
-        has_stats = uid.isin(stats.index).to_numpy()
-        stat_slots = uid.map(stats["slots"]).to_numpy(dtype=float, na_value=np.nan)
-        # null / missing `exhausted` counts as not exhausted: a short page then fails
-        exhausted = uid.map(stats["exhausted"].astype("boolean").fillna(False).astype(bool))
-        exhausted = exhausted.eq(True).to_numpy()
-        df["_no_page_stats"] = flag(~has_stats)
-        df["_slot_count_differs_from_page_stats"] = flag(has_stats & (stat_slots != n_slots))
-        if slots is not None:
-            df["_short_page_not_exhausted"] = flag(has_stats & (n_slots < slots) & ~exhausted)
-    return df
+        stock = pa.array(_ids(in_stock_items).astype(str).tolist(), pa.string())
+        ok = pc.is_in(ivals, value_set=stock).to_numpy(zero_copy_only=False)
+        gone = (icode >= 0) & ~ok[np.maximum(icode, 0)]
+        out[STOCK_RULE] = example(gone, text(icode, ivals))
+    return pd.DataFrame(out)
 
 
 def _page_stats_problems(page_stats: pd.DataFrame, page_keys: np.ndarray) -> list[str]:
@@ -122,6 +225,59 @@ def _page_stats_problems(page_stats: pd.DataFrame, page_keys: np.ndarray) -> lis
     return problems
 
 
+def check_summary(
+    summary: pd.DataFrame,
+    known_users: Iterable[Any] | np.ndarray,
+    *,
+    slots: int,
+    page_stats: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Raise `ValidationFailed` unless every rule holds on every page of `summary` (the
+    concatenated `page_summary` of all chunks).
+
+    `known_users` must each have a page. `page_stats` (one row per page key: `user_id`, `slots`,
+    `exhausted`; None skips these rules, for page dirs written before it existed) must describe
+    every page, and a page has `slots` slots unless its policy ran out of candidates.
+    """
+    keys = summary["user_id"]
+    # sets: np.setdiff1d on object arrays is quadratic-slow at 1M keys
+    missing = sorted(set(_ids(known_users).tolist()) - set(keys.dropna().tolist()))
+    if missing:
+        raise ValidationFailed(
+            SUITE, [f"{len(missing)} known user(s) have no page, e.g. {list(missing[:5])}"]
+        )
+    df = summary
+    if page_stats is not None:
+        problems = _page_stats_problems(page_stats, keys.to_numpy(object))
+        if problems:
+            raise ValidationFailed(SUITE, problems)
+        stats = page_stats.drop_duplicates("user_id", keep="first").set_index("user_id")
+        has = keys.isin(stats.index).to_numpy()
+        stat_slots = keys.map(stats["slots"]).to_numpy(dtype=float, na_value=np.nan)
+        # null / missing `exhausted` counts as not exhausted: a short page then fails
+        exhausted = keys.map(stats["exhausted"].astype("boolean").fillna(False).astype(bool))
+        exhausted = exhausted.eq(True).to_numpy()
+        n_slots = summary["slots"].to_numpy()
+        k = keys.to_numpy(object)
+        df = summary.assign(
+            _no_page_stats=np.where(~has, k, None),
+            _slot_count_differs_from_page_stats=np.where(has & (stat_slots != n_slots), k, None),
+            _short_page_not_exhausted=np.where(has & (n_slots < slots) & ~exhausted, k, None),
+        )
+    rules = [c for c in (*ROW_RULES, STOCK_RULE, *STATS_RULES) if c in df.columns]
+    df = df[["user_id", *rules]].astype(object)
+
+    def build(e: Any) -> list[Any]:
+        return [
+            e.ExpectColumnValuesToNotBeNull(column="user_id"),
+            e.ExpectColumnValuesToBeUnique(column="user_id"),
+            *[e.ExpectColumnValuesToBeNull(column=c) for c in rules],
+        ]
+
+    result = run_suite(SUITE, df, build, engine="pandas")
+    return {**result, "pages": len(summary), "rows": int(summary["rows"].sum())}
+
+
 def validate_pages(
     pages: pd.DataFrame,
     known_users: Iterable[Any] | np.ndarray,
@@ -131,53 +287,15 @@ def validate_pages(
     in_stock_items: Iterable[Any] | np.ndarray | None = None,
     page_stats: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Raise `ValidationFailed` unless every rule of the output contract holds.
+    """`page_summary` + `check_summary` for a page table in memory (see both).
 
-    `known_users` must each have a page. `in_stock_items` (ids of the items in stock; None skips
-    the rule) bounds what may be shown. `page_stats` (one row per page key: `user_id`, `slots`,
-    `exhausted`; None skips these rules, for page dirs written before it existed) must describe
-    every page, and a page has `slots` slots unless its policy ran out of candidates.
+    `in_stock_items` (ids of the items in stock; None skips the rule) bounds what may be shown.
     """
     absent = [c for c in REQUIRED_COLUMNS if c not in pages.columns]
     if absent:
         raise ValidationFailed(SUITE, [f"pages is missing column(s): {', '.join(absent)}"])
-    page_keys = pages["user_id"].unique()
-    missing = np.setdiff1d(_ids(known_users), page_keys)
-    if len(missing):
-        raise ValidationFailed(
-            SUITE, [f"{len(missing)} known user(s) have no page, e.g. {list(missing[:5])}"]
-        )
-    if page_stats is not None:
-        problems = _page_stats_problems(page_stats, page_keys)
-        if problems:
-            raise ValidationFailed(SUITE, problems)
-    df = page_checks(pages, slots=slots, in_stock_items=in_stock_items, page_stats=page_stats)
-
-    def build(e: Any) -> list[Any]:
-        out = [
-            *[e.ExpectColumnValuesToNotBeNull(column=c) for c in NOT_NULL_COLUMNS],
-            e.ExpectColumnValuesToBeBetween(column="slot", min_value=1, max_value=slots),
-            e.ExpectColumnValuesToBeBetween(
-                column="item_rank", min_value=1, max_value=per_carousel
-            ),
-            e.ExpectColumnValuesToBeBetween(
-                column="propensity", min_value=0.0, max_value=1.0, strict_min=True
-            ),
-            e.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "item_id"]),
-            e.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "slot", "item_rank"]),
-            e.ExpectColumnValuesToBeInSet(column="_adjacent_family", value_set=[False]),
-            e.ExpectColumnValuesToBeInSet(column="_finite", value_set=[True]),
-            e.ExpectColumnValuesToBeInSet(column="_multi_carousel_slot", value_set=[False]),
-            e.ExpectColumnValuesToBeNull(column="_slots_not_1_to_n"),
-        ]
-        for col in (
-            "_out_of_stock_item",
-            "_no_page_stats",
-            "_slot_count_differs_from_page_stats",
-            "_short_page_not_exhausted",
-        ):
-            if col in df.columns:
-                out.append(e.ExpectColumnValuesToBeNull(column=col))
-        return out
-
-    return run_suite(SUITE, df, build, engine="pandas")
+    table = pa.Table.from_pandas(pages[list(REQUIRED_COLUMNS)], preserve_index=False)
+    summary = page_summary(
+        table, slots=slots, per_carousel=per_carousel, in_stock_items=in_stock_items
+    )
+    return check_summary(summary, known_users, slots=slots, page_stats=page_stats)
