@@ -37,39 +37,60 @@ STAGES = ("ingest", "build_features", "train", "promote", "rank", "export", "pub
 WORK_DIR = "_bench_pipeline"
 
 
-def _tree_memory(pid: int) -> int:
-    """Proportional set size (PSS) of a process and its descendants, in bytes: shared pages (a
-    forked Python worker's copy-on-write heap, shared libraries) are split between the processes
-    that map them, so the sum is what the tree costs the machine. RSS where PSS is unreadable."""
+def _anon_pss(pid: int) -> int | None:
+    """The process's anonymous PSS in bytes (heap, not mapped files), from smaps_rollup."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss_Anon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(PSS, anonymous PSS) of a process and its descendants, in bytes.
+
+    PSS splits shared pages (a forked Python worker's copy-on-write heap, shared libraries)
+    between the processes that map them, so the sum is what the tree costs the machine; it
+    also counts the pages of files a process maps, such as an LMDB file being written, which
+    the kernel can drop at will. Anonymous PSS is the heap alone (PSS where the kernel does not
+    split it out; RSS where PSS is unreadable)."""
     import psutil
 
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return 0, 0
+    total = anon = 0
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             try:
-                total += p.memory_full_info().pss
+                pss = p.memory_full_info().pss
             except (AttributeError, psutil.AccessDenied):
-                total += p.memory_info().rss
-    return total
+                pss = p.memory_info().rss
+            total += pss
+            a = _anon_pss(p.pid)
+            anon += pss if a is None else a
+    return total, anon
 
 
 def run_measured(cmd: list[str], log_path: str, interval_s: float = 0.5) -> dict[str, Any]:
-    """Run `cmd` (output to `log_path`); wall seconds, peak process-tree PSS (GiB), exit code."""
-    peak = 0
+    """Run `cmd` (output to `log_path`); wall seconds, peak process-tree PSS and anonymous
+    PSS (GiB), exit code."""
+    peak = peak_anon = 0
     with open(log_path, "ab") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         done = threading.Event()
 
         def sample() -> None:
-            nonlocal peak
+            nonlocal peak, peak_anon
             while not done.is_set():
-                peak = max(peak, _tree_memory(proc.pid))
+                pss, anon = _tree_memory(proc.pid)
+                peak, peak_anon = max(peak, pss), max(peak_anon, anon)
                 done.wait(interval_s)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -78,7 +99,12 @@ def run_measured(cmd: list[str], log_path: str, interval_s: float = 0.5) -> dict
         wall = time.perf_counter() - t0
         done.set()
         sampler.join()
-    return {"s": round(wall, 1), "peak_gb": round(peak / 1024**3, 2), "exit": code}
+    return {
+        "s": round(wall, 1),
+        "peak_gb": round(peak / 1024**3, 2),
+        "peak_anon_gb": round(peak_anon / 1024**3, 2),
+        "exit": code,
+    }
 
 
 def _step_cmd(step: str, root: str, ds: str, overrides: list[str], config: str | None) -> list[str]:
@@ -162,7 +188,10 @@ def bench_pipeline(
         say(f"{label} {step} ...")
         res = run_measured(_step_cmd(step, work.root, ds, overrides, config), log_path)
         stages[step] = res
-        say(f"{label} {step}: {res['s']} s, peak {res['peak_gb']} GiB")
+        say(
+            f"{label} {step}: {res['s']} s, peak {res['peak_gb']} GiB "
+            f"(anonymous {res['peak_anon_gb']} GiB)"
+        )
         if res["exit"] != 0:
             raise RuntimeError(f"{step} for {ds} failed (exit {res['exit']}); see {log_path}")
     report = _read_json(os.path.join(work.reports(ds), "rank.json"))

@@ -194,6 +194,7 @@ def bench_refresh(
         "accepted": steps["ingest"].get("counts", {}).get("accepted"),
         "refresh_s": measured["s"],
         "refresh_peak_gb": measured["peak_gb"],
+        "refresh_peak_anon_gb": measured.get("peak_anon_gb"),
         "step_s": {
             "ingest": steps["ingest"].get("seconds"),
             "priors": steps["priors"].get("seconds"),
