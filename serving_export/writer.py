@@ -405,12 +405,25 @@ def write_export_file(
     page's rows together, in any order), in bounded memory: the strings are read as
     dictionaries, sorted by code, and the export is written chunk by chunk.
 
-    At 1M users (~100M rows) this holds ~7 GB instead of a pandas frame of several times that.
+    At 1M users (~100M rows) this holds the columns as dictionary codes and numbers (~7 GB)
+    instead of a pandas frame of several times that.
     """
     names = PAGES_SCHEMA.names
     strings = [f.name for f in PAGES_SCHEMA if pa.types.is_string(f.type)]
-    table = pq.read_table(pages_path, columns=names, read_dictionary=strings, filesystem=filesystem)
-    table = table.unify_dictionaries().combine_chunks()
+
+    def column(f: pa.Field) -> pa.Array:
+        # one column at a time, so only one column is ever held twice (chunks, then combined)
+        t = pq.read_table(
+            pages_path,
+            columns=[f.name],
+            read_dictionary=[f.name] if f.name in strings else None,
+            filesystem=filesystem,
+        )
+        if f.name in strings:
+            return t.unify_dictionaries().column(0).combine_chunks()
+        return pc.cast(t.column(0).combine_chunks(), f.type)
+
+    table = pa.Table.from_arrays([column(f) for f in PAGES_SCHEMA], names=names)
     uid = table["user_id"].chunk(0) if table.num_rows else None
     if uid is None:
         raise ValueError(f"{pages_path} holds no pages")
@@ -418,8 +431,8 @@ def write_export_file(
         raise ValueError(f"pages.user_id has {uid.null_count} null value(s)")
     # each page key's rank in byte order (LMDB's), then the rows ordered by it
     keys = uid.dictionary
-    rank_of = np.empty(len(keys), dtype=np.int64)
-    rank_of[pc.array_sort_indices(keys).to_numpy()] = np.arange(len(keys))
+    rank_of = np.empty(len(keys), dtype=np.int32)
+    rank_of[pc.array_sort_indices(keys).to_numpy()] = np.arange(len(keys), dtype=np.int32)
     row_rank = rank_of[uid.indices.to_numpy(zero_copy_only=False)]
     del uid
     order = np.argsort(row_rank, kind="stable")
