@@ -81,7 +81,7 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     refreshed = set(post_all["user_id"].unique())
     carousel_ab = {k: tuple(v) for k, v in meta["carousel_ab"].items()}
 
-    def rebuild_chunk(users: list[str]) -> pd.DataFrame:
+    def rebuild_chunk(users: list[str]) -> tuple[pd.DataFrame, int]:
         st = state.read(users)
         cid = state.carousel_id[st.code]
         want = pd.DataFrame({"user_id": st.users[st.cand_user], "carousel_id": cid})
@@ -128,14 +128,15 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         ).frame
         for c in ("user_id", "carousel_id", "carousel_title", "family", "item_id", "reason"):
             frame[c] = frame[c].astype(object)
-        return frame
+        return frame, len(st.users)
 
     # in chunks, on a few threads (numpy releases the GIL): memory stays bounded, and a page
     # does not depend on its chunk (per-user random streams); results keep the chunks' order
     chunks = [rebuild[lo : lo + REBUILD_CHUNK] for lo in range(0, len(rebuild), REBUILD_CHUNK)]
     with ThreadPoolExecutor((os.cpu_count() or 1) + 1) as pool:
-        frames = list(pool.map(rebuild_chunk, chunks))
-    n_rebuilt = int(sum(f["user_id"].nunique() for f in frames))
+        built = list(pool.map(rebuild_chunk, chunks))
+    frames = [frame for frame, _ in built]
+    n_rebuilt = sum(k for _, k in built)
     rebuilt = pd.concat(frames, ignore_index=True) if frames else _empty_pages()
     rebuilt_users = set(rebuilt["user_id"])
     rebuilt["model_version"] = meta["model_version"]

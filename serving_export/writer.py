@@ -362,7 +362,8 @@ def write_export(
     since the daily export of `ds`, each with "refreshed_at"; it needs no default page (one
     whose default page changed holds it) and its manifest has kind "delta".
 
-    `on_chunk` sees each sorted chunk of whole pages before it is written (e.g. to validate it).
+    `on_chunk` sees each sorted chunk of whole pages before it is written (e.g. to validate it);
+    it is called from worker threads, for chunks in any order.
     """
     if (pages["user_id"] == DEFAULT_PAGE_KEY).any():
         raise ValueError(f"pages must not contain the reserved user_id {DEFAULT_PAGE_KEY!r}")
