@@ -30,7 +30,7 @@ $(VAR)/bootstrap/bin/uv:
 
 $(VENV)/.synced: requirements.lock pyproject.toml | $(UV)
 	test -x $(VENV)/bin/python || $(UV) venv --quiet --python $(PY) $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet requirements.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --compile-bytecode requirements.lock
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
 	@touch $@
 
