@@ -49,7 +49,7 @@ def _anon_pss(pid: int) -> int | None:
     return None
 
 
-def _tree_memory(pid: int) -> tuple[int, int]:
+def tree_memory(pid: int) -> tuple[int, int]:
     """(PSS, anonymous PSS) of a process and its descendants, in bytes.
 
     PSS splits shared pages (a forked Python worker's copy-on-write heap, shared libraries)
@@ -89,7 +89,7 @@ def run_measured(cmd: list[str], log_path: str, interval_s: float = 0.5) -> dict
         def sample() -> None:
             nonlocal peak, peak_anon
             while not done.is_set():
-                pss, anon = _tree_memory(proc.pid)
+                pss, anon = tree_memory(proc.pid)
                 peak, peak_anon = max(peak, pss), max(peak_anon, anon)
                 done.wait(interval_s)
 

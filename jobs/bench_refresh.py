@@ -6,28 +6,36 @@ lake holds a published daily export, `ds` = B, and the page state behind it). A 
 own `events`: the source lake's partitions linked one by one, plus day B, which the benchmark
 writes. So the generated lake itself never changes.
 
-One measurement:
-  1. `new_users` warm users (a seeded sample of the page state's users) each get
-     `events / new_users` events on day B before the watermark B 00:15: impressions of the
-     carousels their served page shows, and clicks on some of them (so their Beta priors move).
-  2. A lookup server (this process, one worker) serves the lake and is ready.
-  3. The events file lands in `events/ds=B` (the "arrival"); `homepage refresh` runs in its own
-     process (what one `homepage_refresh` run does: ingest, priors, pages, publish), timed with
-     its peak process-tree memory (PSS, Python and the Spark JVM).
-  4. The benchmark polls the server until a sample of the changed users' pages carry the
-     watermark as `refreshed_at`: arrival → served.
-Reported: wall times (refresh process, each step as the steps report it, arrival → served),
-the delta's users and bytes, peak memory. Earlier benchmark windows of B are removed first, so
-each measurement is the day's first window.
+`new_users` warm users (a seeded sample of the page state's users) each get
+`events / new_users` events on day B within the measured window: impressions of the carousels
+their served page shows, and clicks on some of them (so their Beta priors move). A lookup server
+(this process, one worker) serves the lake. Two measurements, each from a clean day B:
+
+- cold (what one `homepage_refresh` DAG run costs): the events file lands in `events/ds=B`
+  (the "arrival") and `homepage refresh --watermark B 00:15` runs in its own process (ingest,
+  priors, pages, publish: interpreter, imports and Spark JVM started for this window).
+- resident (`homepage refresh --watermarks-from -`, one process for the day): the worker first
+  runs the window B 00:15 over a small batch of other users' events (1% of the measured one;
+  its pages are carried in the next delta), then the measured events land, ts in
+  [00:15, 00:30), and the worker is handed the watermark B 00:30. Timed: arrival → the window's
+  outcome line.
+
+Either way the benchmark then polls the server until a sample of the changed users' pages
+carry the watermark as `refreshed_at`: arrival → served. Reported per mode: wall times (the
+refresh, each step as the steps report it, arrival → served), the delta's users and bytes, peak
+memory (PSS of the refresh's process tree: Python and the Spark JVM).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import glob
+import json
 import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.bench_pipeline import WORK_DIR, run_measured
+from jobs.bench_pipeline import WORK_DIR, run_measured, tree_memory
 from jobs.lake import Lake, parse_ds
 
 REFRESH_DIR = "_bench_refresh"
@@ -63,9 +71,19 @@ def refresh_lake(source: Lake, work: Lake) -> Lake:
     return Lake(root)
 
 
-def arrival_events(lake: Lake, base: str, users: int, events: int, seed: int) -> pa.Table:
-    """`events` events of `users` warm users on day `base` before 00:15: impressions of the
-    carousels (and items) their served page shows, every other one clicked."""
+def arrival_events(
+    lake: Lake,
+    base: str,
+    users: int,
+    events: int,
+    seed: int,
+    *,
+    window: tuple[dt.time, dt.time] = (dt.time(0, 0), dt.time(0, 15)),
+    exclude: set[str] | None = None,
+) -> pa.Table:
+    """`events` events of `users` warm users (none of `exclude`) on day `base`, ts within
+    `window`: impressions of the carousels (and items) their served page shows, every other
+    one clicked."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
@@ -75,6 +93,8 @@ def arrival_events(lake: Lake, base: str, users: int, events: int, seed: int) ->
     state = StateReader(os.path.join(lake.warehouse, "pages", f"ds={base}", STATE_DIR))
     rng = np.random.default_rng(seed)
     pool = state.index_users
+    if exclude:
+        pool = pool[~np.isin(pool, np.array(sorted(exclude), dtype=object))]
     chosen = np.sort(rng.choice(pool, size=min(users, len(pool)), replace=False))
     shown = (
         pads.dataset(os.path.join(lake.export(base), "pages.parquet"))
@@ -89,12 +109,14 @@ def arrival_events(lake: Lake, base: str, users: int, events: int, seed: int) ->
     shown = shown.sample(frac=1.0, random_state=seed).groupby("user_id").head(per_user)
     shown = shown.sort_values(["user_id", "slot", "item_rank"]).reset_index(drop=True)
     n = len(shown)
-    start = dt.datetime.combine(parse_ds(base), dt.time(), tzinfo=dt.UTC)
-    offset = rng.integers(0, 15 * 60 * 1_000_000, n)  # within [00:00, 00:15)
+    day = parse_ds(base)
+    start = dt.datetime.combine(day, window[0], tzinfo=dt.UTC)
+    span = dt.datetime.combine(day, window[1], tzinfo=dt.UTC) - start
+    offset = rng.integers(0, int(span.total_seconds() * 1_000_000), n)  # within the window
     ts = pd.to_datetime(start) + pd.to_timedelta(np.sort(offset), unit="us")
     etype = np.where(np.arange(n) % 2 == 0, "impression", "click")
     cols: dict[str, Any] = {
-        "event_id": [f"bench-{base}-{i}" for i in range(n)],
+        "event_id": [f"bench-{base}-{window[0]:%H%M}-{i}" for i in range(n)],
         "ts": ts,
         "user_id": shown["user_id"].astype(str),
         "session_id": "bench-" + shown["user_id"].astype(str),
@@ -120,12 +142,11 @@ def bench_refresh(
     seed: int,
     overrides: list[str],
     config: str | None = None,
+    modes: tuple[str, ...] = ("cold", "resident"),
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """One timed refresh window on the bench pipeline's published export (see the docstring)."""
-    import orjson
-
-    from jobs import refresh
+    """The refresh measured cold and resident on the bench pipeline's export (see the module
+    docstring); {"users", "base", "cold": {...}, "resident": {...}}."""
     from serving_export.publish import current_ds
     from serving_export.server import start_in_thread
 
@@ -138,63 +159,202 @@ def bench_refresh(
         )
     lake = refresh_lake(source, work)
     base = current_ds(lake)
-    wm = dt.datetime.combine(parse_ds(base), dt.time(0, 15), tzinfo=dt.UTC)
-    # a clean first window of the day
+    result: dict[str, Any] = {"users": users, "base": base}
+    thread, port, stop = start_in_thread(lake, reload_interval_s=0.2)
+    try:
+        _wait(lambda: _get(port, "/readyz")[0] == 200, 120)
+        args = ["--lake", lake.root] + (["--config", config] if config else [])
+        for kv in overrides:
+            args += ["--set", kv]
+        for mode in modes:
+            _clean_day(lake, base)
+            say(f"[{users:,} users] {mode} refresh: {events:,} events of {new_users:,} users ...")
+            measure = _cold if mode == "cold" else _resident
+            result[mode] = measure(lake, base, port, args, new_users, events, seed, say)
+    finally:
+        stop()
+    return result
+
+
+def _clean_day(lake: Lake, base: str) -> None:
+    """Day B as the daily run left it: no intra-day windows, deltas or events yet."""
     shutil.rmtree(os.path.join(lake.warehouse, "refresh"), ignore_errors=True)
     shutil.rmtree(os.path.join(lake.exports, "deltas"), ignore_errors=True)
     part = lake.raw_events_ds(base)
     shutil.rmtree(part, ignore_errors=True)
     os.makedirs(part)
-    say(f"[{users:,} users] making {events:,} events of {new_users:,} users on {base} ...")
-    table = arrival_events(lake, base, new_users, events, seed)
+
+
+def _land(lake: Lake, base: str, table: pa.Table, name: str) -> float:
+    """Write `table` into events/ds=B atomically; the arrival time (perf_counter)."""
+    part = lake.raw_events_ds(base)
+    tmp = os.path.join(part, f".{name}.tmp")
+    pq.write_table(table, tmp)
+    t = time.perf_counter()
+    os.replace(tmp, os.path.join(part, name))
+    return t
+
+
+def _served_after(port: int, table: pa.Table, wm: dt.datetime, t_arrival: float) -> float:
+    """Seconds from arrival until a sample of `table`'s users are served with `wm`'s pages."""
+    import orjson
+
     sample = sorted(set(table["user_id"].to_pylist()))[:: max(table.num_rows // 400, 1)][:200]
+    stamp = wm.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    thread, port, stop = start_in_thread(lake, reload_interval_s=0.2)
-    try:
-        _wait(lambda: _get(port, "/readyz")[0] == 200, 120)
-        cmd = [sys.executable, "-m", "jobs.cli", "refresh", "--lake", lake.root]
-        cmd += ["--watermark", wm.isoformat()]
-        if config:
-            cmd += ["--config", config]
-        for kv in overrides:
-            cmd += ["--set", kv]
-        log_path = os.path.join(lake.root, f"bench-refresh-{base}.log")
-        tmp = os.path.join(part, f".{EVENTS_FILE}.tmp")
-        pq.write_table(table, tmp)
-        t_arrival = time.perf_counter()
-        os.replace(tmp, os.path.join(part, EVENTS_FILE))  # the events land
-        say(f"[{users:,} users] refresh {wm:%Y-%m-%dT%H:%MZ} ...")
-        measured = run_measured(cmd, log_path)
-        if measured["exit"] != 0:
-            raise RuntimeError(f"the refresh failed (exit {measured['exit']}); see {log_path}")
-        stamp = wm.strftime("%Y-%m-%dT%H:%M:%SZ")
+    def refreshed() -> bool:
+        for u in sample:
+            status, body = _get(port, f"/v1/users/{u}/homepage")
+            if status != 200 or orjson.loads(body).get("refreshed_at") != stamp:
+                return False
+        return True
 
-        def refreshed() -> bool:
-            for u in sample:
-                status, body = _get(port, f"/v1/users/{u}/homepage")
-                if status != 200 or orjson.loads(body).get("refreshed_at") != stamp:
-                    return False
-            return True
+    _wait(refreshed, 120)
+    return time.perf_counter() - t_arrival
 
-        _wait(refreshed, 120)
-        served_s = time.perf_counter() - t_arrival
-    finally:
-        stop()
+
+def _cold(
+    lake: Lake,
+    base: str,
+    port: int,
+    args: list[str],
+    new_users: int,
+    events: int,
+    seed: int,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """One `homepage refresh` process for the window B 00:15 (a DAG run's cost)."""
+    wm = dt.datetime.combine(parse_ds(base), dt.time(0, 15), tzinfo=dt.UTC)
+    table = arrival_events(lake, base, new_users, events, seed)
+    cmd = [sys.executable, "-m", "jobs.cli", "refresh", *args, "--watermark", wm.isoformat()]
+    log_path = os.path.join(lake.root, f"bench-refresh-cold-{base}.log")
+    t_arrival = _land(lake, base, table, EVENTS_FILE)
+    measured = run_measured(cmd, log_path)
+    if measured["exit"] != 0:
+        raise RuntimeError(f"the refresh failed (exit {measured['exit']}); see {log_path}")
+    served_s = _served_after(port, table, wm, t_arrival)
+    return _report(lake, base, wm, table, measured["s"], served_s, measured, log_path)
+
+
+def _resident(
+    lake: Lake,
+    base: str,
+    port: int,
+    args: list[str],
+    new_users: int,
+    events: int,
+    seed: int,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """A `homepage refresh --watermarks-from -` worker: a small warm-up window B 00:15, then
+    the measured one, B 00:30."""
+    day = parse_ds(base)
+    warm_wm = dt.datetime.combine(day, dt.time(0, 15), tzinfo=dt.UTC)
+    wm = dt.datetime.combine(day, dt.time(0, 30), tzinfo=dt.UTC)
+    table = arrival_events(
+        lake, base, new_users, events, seed, window=(dt.time(0, 15), dt.time(0, 30))
+    )
+    measured_users = set(table["user_id"].to_pylist())
+    warm = arrival_events(
+        lake,
+        base,
+        max(new_users // 100, 1),
+        max(events // 100, 1),
+        seed + 1,
+        exclude=measured_users,
+    )
+    cmd = [sys.executable, "-m", "jobs.cli", "refresh", *args, "--watermarks-from", "-"]
+    log_path = os.path.join(lake.root, f"bench-refresh-resident-{base}.log")
+    peak = [0, 0]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1
+        )
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                pss, anon = tree_memory(proc.pid)
+                peak[0], peak[1] = max(peak[0], pss), max(peak[1], anon)
+                done.wait(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            _land(lake, base, warm, "bench-warmup.parquet")
+            t0 = time.perf_counter()
+            warm_out = _ask(proc, warm_wm)
+            warm_s = time.perf_counter() - t0
+            say(f"  warm-up window {warm_wm:%H:%MZ}: {warm_out.get('seconds')} s")
+            t_arrival = _land(lake, base, table, EVENTS_FILE)
+            out = _ask(proc, wm)
+            refresh_s = time.perf_counter() - t_arrival
+            served_s = _served_after(port, table, wm, t_arrival)
+            proc.stdin.close()
+            code = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            done.set()
+            sampler.join()
+    if code != 0:
+        raise RuntimeError(f"the refresh worker exited with {code}; see {log_path}")
+    mem = {
+        "peak_gb": round(peak[0] / 1024**3, 2),
+        "peak_anon_gb": round(peak[1] / 1024**3, 2),
+    }
+    report = _report(lake, base, wm, table, round(refresh_s, 1), served_s, mem, log_path)
+    report["window_s"] = out.get("seconds")
+    report["warmup"] = {
+        "watermark": warm_wm.isoformat(),
+        "events": warm.num_rows,
+        "users": len(set(warm["user_id"].to_pylist())),
+        "process_start_to_done_s": round(warm_s, 1),
+        "window_s": warm_out.get("seconds"),
+    }
+    return report
+
+
+def _ask(proc: subprocess.Popen[str], wm: dt.datetime) -> dict[str, Any]:
+    """Hand the worker a watermark; its outcome line (raises when the window failed)."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(wm.isoformat() + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the refresh worker exited (code {proc.wait()}) during {wm}")
+    out = json.loads(line)
+    if not out.get("ok"):
+        raise RuntimeError(f"refresh window {wm} failed: {out.get('error')}")
+    return out
+
+
+def _report(
+    lake: Lake,
+    base: str,
+    wm: dt.datetime,
+    table: pa.Table,
+    refresh_s: float,
+    served_s: float,
+    mem: dict[str, Any],
+    log_path: str,
+) -> dict[str, Any]:
+    from jobs import refresh
+
     win = refresh.window_dir(lake, base, wm)
     steps = {
         name: _read(os.path.join(win, f"{name}.json")) for name in ("ingest", "priors", "pages")
     }
     pages = steps["pages"]
-    result = {
-        "users": users,
-        "base": base,
+    return {
         "watermark": wm.isoformat(),
         "new_events": table.num_rows,
         "new_event_users": int(len(set(table["user_id"].to_pylist()))),
         "accepted": steps["ingest"].get("counts", {}).get("accepted"),
-        "refresh_s": measured["s"],
-        "refresh_peak_gb": measured["peak_gb"],
-        "refresh_peak_anon_gb": measured.get("peak_anon_gb"),
+        "refresh_s": refresh_s,
+        "refresh_peak_gb": mem["peak_gb"],
+        "refresh_peak_anon_gb": mem.get("peak_anon_gb"),
         "step_s": {
             "ingest": steps["ingest"].get("seconds"),
             "priors": steps["priors"].get("seconds"),
@@ -206,9 +366,9 @@ def bench_refresh(
         "delta_rows": pages.get("delta_rows"),
         "delta_mb": round((pages.get("delta_bytes") or 0) / 1e6, 1),
         "rebuilt_users": pages.get("rebuilt_users"),
+        "carried_users": pages.get("carried_users"),
         "log": log_path,
     }
-    return result
 
 
 def _read(path: str) -> dict[str, Any]:

@@ -70,6 +70,8 @@ def _cmd_refresh(a: argparse.Namespace) -> Any:
     from jobs.config import load_config
 
     cfg = load_config(a.config, a.set)
+    if a.follow or a.watermarks_from:
+        return _refresh_worker(a, cfg.refresh.every_minutes)
     wm = refresh.parse_watermark(a.watermark) if a.watermark else dt.datetime.now(dt.UTC)
     wm = refresh.floor_watermark(wm, cfg.refresh.every_minutes)
     t0 = time.perf_counter()
@@ -77,6 +79,9 @@ def _cmd_refresh(a: argparse.Namespace) -> Any:
         res = refresh.run_step(a.step, a.lake, wm, a.set, a.config)
         _print(json.dumps(res, default=str, indent=2))
         return res
+    from jobs.refresh_worker import preload
+
+    preload()  # GX imports on a thread while the Spark steps run
     res = refresh.run(a.lake, wm, a.set, a.config, progress=_print)
     pg, pub = res["pages"], res["publish"]
     _print(
@@ -87,6 +92,44 @@ def _cmd_refresh(a: argparse.Namespace) -> Any:
         f"{time.perf_counter() - t0:.1f}s"
     )
     return res
+
+
+def _refresh_worker(a: argparse.Namespace, every_minutes: int) -> Any:
+    """`homepage refresh --follow` / `--watermarks-from`: one resident process, many windows."""
+    import signal
+    import threading
+
+    from jobs import refresh_worker as rw
+
+    if a.step or a.watermark:
+        raise SystemExit(
+            "--follow / --watermarks-from run every step of each window: drop "
+            "--step and --watermark"
+        )
+    rw.preload()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the window in hand, then exit
+
+    def emit(outcome: dict[str, Any]) -> None:
+        print(json.dumps(outcome, default=str), flush=True)
+
+    if a.watermarks_from:
+        stream = sys.stdin if a.watermarks_from == "-" else open(a.watermarks_from)  # noqa: SIM115
+        source = rw.stream_watermarks(stream)
+    else:
+        source = rw.clock_watermarks(every_minutes, delay_s=a.delay_s, stop=stop)
+    failed = rw.work(
+        a.lake,
+        source,
+        overrides=a.set,
+        config_path=a.config,
+        emit=emit,
+        retry_failed=a.follow,
+        every_minutes=every_minutes,
+    )
+    if a.watermarks_from and failed:
+        raise SystemExit(1)
+    return None
 
 
 def _cmd_simulate_refresh(a: argparse.Namespace) -> Any:
@@ -212,16 +255,19 @@ def _bench_refresh(a: argparse.Namespace) -> Any:
             json.dump(res, f, indent=2)
     _print("")
     _print(
-        "| export users | new events | users with events | refresh s | arrival → served s "
+        "| export users | run | new events | users with events | refresh s | arrival → served s "
         "| peak GiB | delta users | delta MB |"
     )
-    _print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        _print(
-            f"| {r['users']:,} | {r['new_events']:,} | {r['new_event_users']:,} "
-            f"| {r['refresh_s']} | {r['arrival_to_served_s']} | {r['refresh_peak_gb']} "
-            f"| {r['delta_users']:,} | {r['delta_mb']} |"
-        )
+    _print("|---|---|---|---|---|---|---|---|---|")
+    for res in results:
+        for mode in ("cold", "resident"):
+            r = res.get(mode)
+            if r:
+                _print(
+                    f"| {res['users']:,} | {mode} | {r['new_events']:,} | {r['new_event_users']:,} "
+                    f"| {r['refresh_s']} | {r['arrival_to_served_s']} | {r['refresh_peak_gb']} "
+                    f"| {r['delta_users']:,} | {r['delta_mb']} |"
+                )
     return results
 
 
@@ -506,6 +552,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rf.add_argument(
         "--step", choices=["ingest", "priors", "pages", "publish"], help="one step only"
+    )
+    rf.add_argument(
+        "--follow",
+        action="store_true",
+        help="stay resident: run each window of the refresh.every_minutes grid as the clock "
+        "passes it (one warm process and Spark JVM for the day); one JSON line per window",
+    )
+    rf.add_argument(
+        "--watermarks-from",
+        metavar="FILE",
+        help="stay resident and run the window of each watermark read from FILE ('-' = stdin), "
+        "one ISO time per line; one JSON line per window on stdout; exit 1 if any failed",
+    )
+    rf.add_argument(
+        "--delay-s",
+        type=float,
+        default=30.0,
+        help="--follow: seconds to wait after a watermark before its window runs (default 30)",
     )
     rf.set_defaults(fn=_cmd_refresh)
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from jobs import io
 from jobs.config import Config
@@ -37,7 +39,7 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     from jobs.page_state import STATE_DIR, StateReader
     from models.ranking import PageParams, build_pages, scored_from_state
     from serving_export.writer import write_export
-    from validation.export import validate_pages
+    from validation.export import check_summary, page_summary
 
     t0 = time.perf_counter()
     win = find_window(lake, wm)
@@ -80,17 +82,26 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
 
     refreshed = set(post_all["user_id"].unique())
     carousel_ab = {k: tuple(v) for k, v in meta["carousel_ab"].items()}
+    # users rebuilt without refreshed posteriors (stock changes only, or events that are no
+    # carousel trial) keep the daily run's: read once, not per chunk
+    daily_post = _daily_priors(lake, win.base, [u for u in rebuild if u not in refreshed])
+    post_by_user = pd.concat(
+        [post_all[["user_id", "carousel_id", "lam", "a", "b"]], daily_post], ignore_index=True
+    )
+    items_table = io.read_parquet(
+        join(lake.warehouse, "items", f"ds={win.base}"),
+        ["item_id", "title", "category_id", "brand", "price", "in_stock"],
+        marker=None,
+    )
+    in_stock = set(items_table.loc[items_table["in_stock"].fillna(True).astype(bool), "item_id"])
+    in_stock_items = pa.array(sorted(in_stock - gone_ids), pa.string())
+    model_version = str(meta["model_version"])
 
-    def rebuild_chunk(users: list[str]) -> tuple[pd.DataFrame, int]:
+    def rebuild_chunk(users: list[str]) -> tuple[pa.Table, pd.DataFrame, np.ndarray]:
         st = state.read(users)
         cid = state.carousel_id[st.code]
         want = pd.DataFrame({"user_id": st.users[st.cand_user], "carousel_id": cid})
-        daily_users = sorted(set(st.users.tolist()) - refreshed)
-        mine = post_all[post_all["user_id"].isin(set(st.users.tolist()))]
-        parts = [mine[["user_id", "carousel_id", "lam", "a", "b"]]]
-        if daily_users:  # rebuilt for stock changes only: the daily run's posteriors
-            parts.append(_daily_priors(lake, win.base, daily_users))
-        post_tab = pd.concat(parts, ignore_index=True)
+        post_tab = post_by_user[post_by_user["user_id"].isin(set(st.users.tolist()))]
         post = want.merge(post_tab, on=["user_id", "carousel_id"], how="left")
         scored = scored_from_state(
             users=st.users,
@@ -125,21 +136,29 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
             calibration=calibration,
             randomise=True,
             seed=int(meta["seed"]),
+            categorical=True,
         ).frame
-        for c in ("user_id", "carousel_id", "carousel_title", "family", "item_id", "reason"):
-            frame[c] = frame[c].astype(object)
-        return frame, len(st.users)
+        # Arrow straight from the categoricals (no per-row Python objects), checked here, on
+        # the worker thread
+        table = _pages_table(frame.assign(model_version=model_version))
+        summary = page_summary(
+            table,
+            slots=params.slots,
+            per_carousel=params.items_per_carousel,
+            in_stock_items=in_stock_items,
+        )
+        return table, summary, st.users
 
-    # in chunks, on a few threads (numpy releases the GIL): memory stays bounded, and a page
-    # does not depend on its chunk (per-user random streams); results keep the chunks' order
+    # in chunks, on a few threads (numpy and Arrow release the GIL): memory stays bounded, and
+    # a page does not depend on its chunk (per-user random streams); results keep the chunks'
+    # order, so the rebuilt pages stay in key order
     chunks = [rebuild[lo : lo + REBUILD_CHUNK] for lo in range(0, len(rebuild), REBUILD_CHUNK)]
     with ThreadPoolExecutor((os.cpu_count() or 1) + 1) as pool:
         built = list(pool.map(rebuild_chunk, chunks))
-    frames = [frame for frame, _ in built]
-    n_rebuilt = sum(k for _, k in built)
-    rebuilt = pd.concat(frames, ignore_index=True) if frames else _empty_pages()
-    rebuilt_users = set(rebuilt["user_id"])
-    rebuilt["model_version"] = meta["model_version"]
+    tables = [t for t, _, _ in built]
+    summaries = [sm for _, sm, _ in built]
+    rebuilt_users = set().union(*(set(u.tolist()) for _, _, u in built))  # those with a state
+    n_rebuilt = len(rebuilt_users)
     lap("rebuild")
 
     # pages without a state (cold users' context pages, default pages) only lose gone items
@@ -147,37 +166,36 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     trimmed = _trim(_served_rows(lake, win.base, prev_delta, stateless), gone_ids, params)
     changed = rebuilt_users | set(stateless)
     carried = prev_delta[~prev_delta["user_id"].isin(changed)] if prev_delta is not None else None
-    parts = [f for f in (carried, rebuilt, trimmed) if f is not None and len(f)]
-    delta = pd.concat(parts, ignore_index=True) if parts else rebuilt
-    for c in (
-        "user_id",
-        "carousel_id",
-        "carousel_title",
-        "family",
-        "item_id",
-        "reason",
-        "model_version",
-    ):
-        delta[c] = delta[c].astype(object)
+    for other in (carried, trimmed):
+        if other is not None and len(other):
+            table = _pages_table(other)
+            tables.append(table)
+            summaries.append(
+                page_summary(
+                    table,
+                    slots=params.slots,
+                    per_carousel=params.items_per_carousel,
+                    in_stock_items=in_stock_items,
+                )
+            )
+    delta = pa.concat_tables(tables) if tables else _pages_table(_empty_pages())
     lap("assemble")
 
-    items_table = io.read_parquet(
-        join(lake.warehouse, "items", f"ds={win.base}"),
-        ["item_id", "title", "category_id", "brand", "price", "in_stock"],
-        marker=None,
+    expected = rebuilt_users | set(stateless)
+    if carried is not None:
+        expected |= set(carried["user_id"])
+    summary = (
+        pd.concat(summaries, ignore_index=True)
+        if summaries
+        else page_summary(delta, slots=params.slots, per_carousel=params.items_per_carousel)
     )
-    in_stock = set(items_table.loc[items_table["in_stock"].fillna(True).astype(bool), "item_id"])
-    validation = validate_pages(
-        delta,
-        sorted(set(delta["user_id"])),
-        slots=params.slots,
-        per_carousel=params.items_per_carousel,
-        in_stock_items=np.array(sorted(in_stock - gone_ids), dtype=object),
-        page_stats=None,
+    validation = check_summary(
+        summary, np.array(sorted(expected), dtype=object), slots=params.slots, page_stats=None
     )
     lap("validate")
-    default = delta[delta["user_id"] == DEFAULT_PAGE_KEY]
-    user_pages = delta[delta["user_id"] != DEFAULT_PAGE_KEY]
+    is_default = pc.equal(delta["user_id"], DEFAULT_PAGE_KEY)
+    default = delta.filter(is_default)
+    user_pages = delta.filter(pc.invert(is_default))
     final = local_path(delta_dir(lake, win.base, wm))
     with io.atomic_dir(final) as staging:
         manifest = write_export(
@@ -186,7 +204,7 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
             default,
             items_table,
             ds=win.base,
-            model_versions={"model": str(meta["model_version"])},
+            model_versions={"model": model_version},
             config_hash=cfg.hash(),
             delta={"watermark": wm.isoformat(), "refreshed_at": _iso(wm)},
         )
@@ -200,6 +218,7 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         "rebuilt_users": n_rebuilt,
         "trimmed_pages": len(stateless),
         "carried_users": int(carried["user_id"].nunique()) if carried is not None else 0,
+        "delta_pages_checked": len(summary),
         "delta_users": manifest["users"],
         "delta_rows": manifest["rows"],
         "delta_bytes": sum(f["bytes"] for f in manifest["files"].values()),
@@ -212,6 +231,17 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         "refresh pages %s: %s", stamp(wm), {k: v for k, v in report.items() if k != "validation"}
     )
     return report
+
+
+def _pages_table(frame: pd.DataFrame) -> pa.Table:
+    """Page rows as Arrow in the export's column types (categoricals become dictionaries:
+    no per-row Python objects)."""
+    from serving_export.writer import PAGES_SCHEMA
+
+    t = pa.Table.from_pandas(frame, columns=PAGES_SCHEMA.names, preserve_index=False)
+    return pa.Table.from_arrays(
+        [pc.cast(t[f.name], f.type) for f in PAGES_SCHEMA], schema=PAGES_SCHEMA
+    )
 
 
 def _empty_pages() -> pd.DataFrame:

@@ -238,13 +238,38 @@ def _page_values(
 # ---------------------------------------------------------------- input checks
 
 
-def _to_table(df: pd.DataFrame, what: str) -> pa.Table:
-    missing = [f.name for f in PAGES_SCHEMA if f.name not in df.columns]
+def _to_table(df: pd.DataFrame | pa.Table, what: str) -> pa.Table:
+    names = df.column_names if isinstance(df, pa.Table) else df.columns
+    missing = [f.name for f in PAGES_SCHEMA if f.name not in names]
     if missing:
         raise ValueError(f"{what} is missing column(s): {', '.join(missing)}")
-    t = pa.Table.from_pandas(df, columns=PAGES_SCHEMA.names, preserve_index=False)  # no copy
+    t = (
+        df
+        if isinstance(df, pa.Table)
+        else pa.Table.from_pandas(df, columns=PAGES_SCHEMA.names, preserve_index=False)
+    )
     cols = [pc.cast(t[f.name], f.type) for f in PAGES_SCHEMA]
     return pa.Table.from_arrays(cols, schema=PAGES_SCHEMA)
+
+
+def _in_key_order(t: pa.Table) -> bool:
+    """Rows sorted by (user_id bytes, slot, item_rank), ties allowed (duplicates are caught
+    by `_check_sorted_unique`)."""
+    if t.num_rows < 2:
+        return True
+    u = t["user_id"].combine_chunks()
+    s = t["slot"].combine_chunks()
+    r = t["item_rank"].combine_chunks()
+    u0, u1, s0, s1, r0, r1 = u[:-1], u[1:], s[:-1], s[1:], r[:-1], r[1:]
+    same_u = pc.equal(u0, u1)
+    ok = pc.or_(
+        pc.less(u0, u1),
+        pc.and_(
+            same_u,
+            pc.or_(pc.less(s0, s1), pc.and_(pc.equal(s0, s1), pc.less_equal(r0, r1))),
+        ),
+    )
+    return bool(pc.all(ok).as_py())
 
 
 def _check_pages(t: pa.Table, default_rows: int, need_default: bool = True) -> None:
@@ -290,6 +315,13 @@ def sha256_file(path: str, bufsize: int = 1 << 20) -> str:
         while block := f.read(bufsize):
             h.update(block)
     return h.hexdigest()
+
+
+def _file_entries(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """{name: {bytes, sha256}}, the files hashed in parallel (hashlib releases the GIL)."""
+    with ThreadPoolExecutor(len(paths) or 1) as pool:
+        sums = dict(zip(paths, pool.map(sha256_file, paths.values()), strict=True))
+    return {name: {"bytes": os.path.getsize(p), "sha256": sums[name]} for name, p in paths.items()}
 
 
 def fsync_path(path: str) -> None:
@@ -338,8 +370,8 @@ def _item_values(items: pd.DataFrame, shown: set[str]) -> list[tuple[bytes, byte
 
 def write_export(
     export_dir: str,
-    pages: pd.DataFrame,
-    default_page: pd.DataFrame,
+    pages: pd.DataFrame | pa.Table,
+    default_page: pd.DataFrame | pa.Table,
     items: pd.DataFrame,
     *,
     ds: str,
@@ -364,17 +396,22 @@ def write_export(
 
     `on_chunk` sees each sorted chunk of whole pages before it is written (e.g. to validate it);
     it is called from worker threads, for chunks in any order.
+
+    `pages` and `default_page` may be Arrow tables (string columns plain or dictionary-encoded);
+    rows already in key order are not sorted again.
     """
-    if (pages["user_id"] == DEFAULT_PAGE_KEY).any():
+    pages_t, default_t = _to_table(pages, "pages"), _to_table(default_page, "default_page")
+    if pc.any(pc.equal(pages_t["user_id"], DEFAULT_PAGE_KEY)).as_py():
         raise ValueError(f"pages must not contain the reserved user_id {DEFAULT_PAGE_KEY!r}")
-    if not (default_page["user_id"] == DEFAULT_PAGE_KEY).all():
+    if pc.all(pc.equal(default_t["user_id"], DEFAULT_PAGE_KEY), min_count=0).as_py() is False:
         raise ValueError(f"default_page rows must all have user_id {DEFAULT_PAGE_KEY!r}")
-    table = pa.concat_tables([_to_table(pages, "pages"), _to_table(default_page, "default_page")])
-    _check_pages(table, len(default_page), need_default=delta is None)
+    table = pa.concat_tables([pages_t, default_t])
+    _check_pages(table, default_t.num_rows, need_default=delta is None)
     # Arrow sorts strings by bytes, which is LMDB's key order, so pages can be appended.
-    table = table.sort_by(
-        [("user_id", "ascending"), ("slot", "ascending"), ("item_rank", "ascending")]
-    )
+    if not _in_key_order(table):
+        table = table.sort_by(
+            [("user_id", "ascending"), ("slot", "ascending"), ("item_rank", "ascending")]
+        )
     _check_sorted_unique(table)
     return _write(
         export_dir,
@@ -555,18 +592,24 @@ def _write(
 
         # chunks are prepared (sorted, checked, turned into JSON: Arrow and numpy release the
         # GIL) on a few threads ahead of the writer, and written strictly in order
+        # and pages.parquet is written (compressed) on its own thread, in order, while this
+        # one fills LMDB
         threads = os.cpu_count() or 1
         with (
             pq.ParquetWriter(pq_path, PAGES_SCHEMA, compression="zstd") as pw,
             ThreadPoolExecutor(threads) as pool,
+            ThreadPoolExecutor(1) as pq_pool,
         ):
             pending: deque[Any] = deque()
+            writing: deque[Any] = deque()
 
             def drain(limit: int) -> None:
                 nonlocal n, pages_n, default_rows, context_defaults, slots_max
                 while len(pending) > limit:
                     part, user_ids, page = pending.popleft().result()
-                    pw.write_table(part)
+                    while len(writing) >= threads:  # bounded: at most a few chunks held
+                        writing.popleft().result()
+                    writing.append(pq_pool.submit(pw.write_table, part))
                     # Zero-copy slices of the Arrow buffer are handed to LMDB as values.
                     offs = np.frombuffer(page.buffers()[1], dtype=np.int32)[
                         page.offset : page.offset + len(page) + 1
@@ -588,6 +631,8 @@ def _write(
                 pending.append(pool.submit(prepare, make))
                 drain(threads)
             drain(0)
+            while writing:
+                writing.popleft().result()
         shown_ids = (
             pc.unique(pa.concat_arrays(shown_parts)) if shown_parts else pa.array([], pa.string())
         )
@@ -622,10 +667,7 @@ def _write(
             "dbs": ["pages", "items"],
             "default_key": DEFAULT_PAGE_KEY,
         },
-        "files": {
-            name: {"bytes": os.path.getsize(p), "sha256": sha256_file(p)}
-            for name, p in ((PARQUET_FILE, pq_path), (LMDB_FILE, db_path))
-        },
+        "files": _file_entries({PARQUET_FILE: pq_path, LMDB_FILE: db_path}),
         "bytes_per_user": round(db_bytes / max(users, 1), 1),
         "bytes_per_user_parquet": round(pq_bytes / max(users, 1), 1),
     }
