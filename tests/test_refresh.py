@@ -291,6 +291,38 @@ def test_the_refresh_dag_runs_a_window_through_airflow(stock_change):
     assert current_delta(lake, base) == refresh.stamp(wm)
 
 
+def test_a_resident_worker_runs_windows_one_after_another(stock_change, tmp_path):
+    """`homepage refresh --watermarks-from FILE`: one process, two windows, one JSON line each;
+    the second window's delta carries the first's pages."""
+    import json
+    import subprocess
+    import sys
+
+    from serving_export.publish import current_delta
+
+    lake = stock_change[0]
+    with open(lake.current) as f:
+        base = f.read().strip()
+    day = fmt_ds(parse_ds(base) + dt.timedelta(days=1))
+    wms = [at(day, 0, 45), at(day, 1, 0)]
+    listing = tmp_path / "watermarks.txt"
+    listing.write_text("".join(f"{w.isoformat()}\n" for w in wms))
+    cmd = [sys.executable, "-m", "jobs.cli", "refresh", "--lake", lake.root]
+    cmd += ["--watermarks-from", str(listing)]
+    for k, v in SMALL_LAKE_OVERRIDES.items():
+        cmd += ["--set", f"{k}={v}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+    assert [x["watermark"] for x in lines] == [w.isoformat() for w in wms]
+    assert all(x["ok"] and x["steps"]["publish"]["published"] for x in lines)
+    first, second = (x["steps"]["pages"] for x in lines)
+    # no new events: the second delta is the first one's pages, carried (the default page too)
+    assert second["delta_users"] == first["delta_users"] > 0
+    assert second["carried_users"] >= first["delta_users"] and second["rebuilt_users"] == 0
+    assert current_delta(lake, base) == refresh.stamp(wms[-1])
+
+
 def test_watermarks_are_utc_times_on_the_refresh_grid():
     wm = refresh.parse_watermark("2026-01-15T10:17:59+01:00")
     assert wm == dt.datetime(2026, 1, 15, 9, 17, 59, tzinfo=dt.UTC)
