@@ -166,8 +166,13 @@ def bench_pipeline(
     if os.path.exists(setup_path):
         with open(setup_path) as f:
             setup = json.load(f)
-    # yesterday's run ingested up to the day before yesterday; the run of `cutoff` built features
-    for step, at in (("ingest", shift_ds(ds, -1)), ("build_features", cutoff)):
+    # yesterday's run ingested up to the day before yesterday and built features (so today's
+    # Beta prior state advances from yesterday's, as in a daily steady state); the run of
+    # `cutoff` built the features the models train on
+    setup_steps = [("ingest", shift_ds(ds, -1)), ("build_features", cutoff)]
+    if shift_ds(ds, -1) != cutoff:
+        setup_steps.append(("build_features", shift_ds(ds, -1)))
+    for step, at in setup_steps:
         key = f"{step}@{at}"
         if key in setup:
             continue
