@@ -85,9 +85,9 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     # users rebuilt without refreshed posteriors (stock changes only, or events that are no
     # carousel trial) keep the daily run's: read once, not per chunk
     daily_post = _daily_priors(lake, win.base, [u for u in rebuild if u not in refreshed])
-    post_by_user = pd.concat(
-        [post_all[["user_id", "carousel_id", "lam", "a", "b"]], daily_post], ignore_index=True
-    )
+    post_by_user = post_all[["user_id", "carousel_id", "lam", "a", "b"]]
+    if len(daily_post):
+        post_by_user = pd.concat([post_by_user, daily_post], ignore_index=True)
     items_table = io.read_parquet(
         join(lake.warehouse, "items", f"ds={win.base}"),
         ["item_id", "title", "category_id", "brand", "price", "in_stock"],

@@ -255,6 +255,40 @@ def test_the_file_writer_equals_the_in_memory_writer(lake, tmp_path):
         write_export_file(lake.export("2024-03-03"), path, ITEMS, **common)
 
 
+def test_arrow_tables_in_key_order_or_not_write_the_same_bytes_as_frames(lake):
+    """The refresh hands the writer Arrow tables (strings as dictionaries); rows already in key
+    order are taken as they are, others are sorted: the bytes equal the DataFrame path's."""
+    import pyarrow as pa
+
+    users = [f"user{i:03d}" for i in range(25)] + ["Z", "a.b@c"]
+    pages = make_pages(users, slots=3, items=4)
+    default = make_default(slots=3, items=4)
+    common = {"ds": DS, "model_versions": {"mf": "7"}, "config_hash": "x", "map_size_gb": 0.01}
+    a = write_export(lake.export(DS), pages, default, ITEMS, chunk_rows=30, **common)
+
+    def arrow(frame: pd.DataFrame) -> pa.Table:
+        strings = frame.select_dtypes(object).columns
+        return pa.Table.from_pandas(
+            frame.astype({c: "category" for c in strings}), preserve_index=False
+        )
+
+    in_order = pages.sort_values(
+        ["user_id", "slot", "item_rank"],
+        key=lambda c: c.map(lambda v: v.encode() if isinstance(v, str) else v),
+    )
+    shuffled = pages.sample(frac=1.0, random_state=3)
+    for i, frame in enumerate((in_order, shuffled)):
+        b = write_export(
+            lake.export(f"2024-03-0{i + 2}"),
+            arrow(frame),
+            arrow(default),
+            ITEMS,
+            chunk_rows=30,
+            **common,
+        )
+        assert a["files"] == b["files"]  # same sizes and sha256: same bytes
+
+
 def test_writer_rejects_bad_input(lake):
     with pytest.raises(ValueError, match="reserved"):
         write_export(
