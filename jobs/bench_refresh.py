@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -170,7 +171,7 @@ def bench_refresh(
             _clean_day(lake, base)
             say(f"[{users:,} users] {mode} refresh: {events:,} events of {new_users:,} users ...")
             measure = _cold if mode == "cold" else _resident
-            result[mode] = measure(lake, base, port, args, new_users, events, seed, say)
+            result[mode] = measure(_Setting(lake, base, port, args, new_users, events, seed, say))
     finally:
         stop()
     return result
@@ -213,17 +214,24 @@ def _served_after(port: int, table: pa.Table, wm: dt.datetime, t_arrival: float)
     return time.perf_counter() - t_arrival
 
 
-def _cold(
-    lake: Lake,
-    base: str,
-    port: int,
-    args: list[str],
-    new_users: int,
-    events: int,
-    seed: int,
-    say: Callable[[str], None],
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Setting:
+    """What both measurements share."""
+
+    lake: Lake
+    base: str
+    port: int  # the lookup server's
+    args: list[str]  # the refresh command's --lake, --config, --set
+    new_users: int
+    events: int
+    seed: int
+    say: Callable[[str], None]
+
+
+def _cold(b: _Setting) -> dict[str, Any]:
     """One `homepage refresh` process for the window B 00:15 (a DAG run's cost)."""
+    lake, base, port, args = b.lake, b.base, b.port, b.args
+    new_users, events, seed = b.new_users, b.events, b.seed
     wm = dt.datetime.combine(parse_ds(base), dt.time(0, 15), tzinfo=dt.UTC)
     table = arrival_events(lake, base, new_users, events, seed)
     cmd = [sys.executable, "-m", "jobs.cli", "refresh", *args, "--watermark", wm.isoformat()]
@@ -236,18 +244,11 @@ def _cold(
     return _report(lake, base, wm, table, measured["s"], served_s, measured, log_path)
 
 
-def _resident(
-    lake: Lake,
-    base: str,
-    port: int,
-    args: list[str],
-    new_users: int,
-    events: int,
-    seed: int,
-    say: Callable[[str], None],
-) -> dict[str, Any]:
+def _resident(b: _Setting) -> dict[str, Any]:
     """A `homepage refresh --watermarks-from -` worker: a small warm-up window B 00:15, then
     the measured one, B 00:30."""
+    lake, base, port, args, say = b.lake, b.base, b.port, b.args, b.say
+    new_users, events, seed = b.new_users, b.events, b.seed
     day = parse_ds(base)
     warm_wm = dt.datetime.combine(day, dt.time(0, 15), tzinfo=dt.UTC)
     wm = dt.datetime.combine(day, dt.time(0, 30), tzinfo=dt.UTC)
