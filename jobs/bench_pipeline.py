@@ -37,16 +37,25 @@ STAGES = ("ingest", "build_features", "train", "promote", "rank", "export", "pub
 WORK_DIR = "_bench_pipeline"
 
 
-def _anon_pss(pid: int) -> int | None:
-    """The process's anonymous PSS in bytes (heap, not mapped files), from smaps_rollup."""
+def _rollup(pid: int) -> tuple[int, int] | None:
+    """(PSS, anonymous PSS) in bytes from /proc/<pid>/smaps_rollup, or None where unreadable.
+
+    One read of the rollup: psutil's `memory_full_info` walks the whole `smaps` (every mapping
+    of a JVM with a 12 GB heap), which at two samples a second took a sixth of a core and
+    slowed the measured process (the kernel holds its memory map lock while walking)."""
+    pss = anon = None
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss_Anon:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1]) * 1024
+                elif line.startswith("Pss_Anon:"):
+                    anon = int(line.split()[1]) * 1024
     except OSError:
-        pass
-    return None
+        return None
+    if pss is None:
+        return None
+    return pss, pss if anon is None else anon
 
 
 def tree_memory(pid: int) -> tuple[int, int]:
@@ -66,18 +75,18 @@ def tree_memory(pid: int) -> tuple[int, int]:
         return 0, 0
     total = anon = 0
     for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            try:
-                pss = p.memory_full_info().pss
-            except (AttributeError, psutil.AccessDenied):
-                pss = p.memory_info().rss
-            total += pss
-            a = _anon_pss(p.pid)
-            anon += pss if a is None else a
+        got = _rollup(p.pid)
+        if got is None:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                rss = p.memory_info().rss
+                got = (rss, rss)
+        if got is not None:
+            total += got[0]
+            anon += got[1]
     return total, anon
 
 
-def run_measured(cmd: list[str], log_path: str, interval_s: float = 0.5) -> dict[str, Any]:
+def run_measured(cmd: list[str], log_path: str, interval_s: float = 1.0) -> dict[str, Any]:
     """Run `cmd` (output to `log_path`); wall seconds, peak process-tree PSS and anonymous
     PSS (GiB), exit code."""
     peak = peak_anon = 0

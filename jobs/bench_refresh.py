@@ -277,7 +277,7 @@ def _resident(b: _Setting) -> dict[str, Any]:
             while not done.is_set():
                 pss, anon = tree_memory(proc.pid)
                 peak[0], peak[1] = max(peak[0], pss), max(peak[1], anon)
-                done.wait(0.5)
+                done.wait(1.0)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
