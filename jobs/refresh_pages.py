@@ -38,7 +38,7 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     """Rebuild the changed pages and write the delta export (step 3)."""
     from jobs.page_state import STATE_DIR, StateReader
     from models.ranking import PageParams, build_pages, scored_from_state
-    from serving_export.writer import write_export
+    from serving_export.writer import pages_table, write_export
     from validation.export import check_summary, page_summary
 
     t0 = time.perf_counter()
@@ -97,6 +97,14 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     in_stock_items = pa.array(sorted(in_stock - gone_ids), pa.string())
     model_version = str(meta["model_version"])
 
+    def summarise(table: pa.Table) -> pd.DataFrame:
+        return page_summary(
+            table,
+            slots=params.slots,
+            per_carousel=params.items_per_carousel,
+            in_stock_items=in_stock_items,
+        )
+
     def rebuild_chunk(users: list[str]) -> tuple[pa.Table, pd.DataFrame, np.ndarray]:
         st = state.read(users)
         cid = state.carousel_id[st.code]
@@ -140,14 +148,8 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         ).frame
         # Arrow straight from the categoricals (no per-row Python objects), checked here, on
         # the worker thread
-        table = _pages_table(frame.assign(model_version=model_version))
-        summary = page_summary(
-            table,
-            slots=params.slots,
-            per_carousel=params.items_per_carousel,
-            in_stock_items=in_stock_items,
-        )
-        return table, summary, st.users
+        table = pages_table(frame.assign(model_version=model_version))
+        return table, summarise(table), st.users
 
     # in chunks, on a few threads (numpy and Arrow release the GIL): memory stays bounded, and
     # a page does not depend on its chunk (per-user random streams); results keep the chunks'
@@ -168,27 +170,15 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     carried = prev_delta[~prev_delta["user_id"].isin(changed)] if prev_delta is not None else None
     for other in (carried, trimmed):
         if other is not None and len(other):
-            table = _pages_table(other)
-            tables.append(table)
-            summaries.append(
-                page_summary(
-                    table,
-                    slots=params.slots,
-                    per_carousel=params.items_per_carousel,
-                    in_stock_items=in_stock_items,
-                )
-            )
-    delta = pa.concat_tables(tables) if tables else _pages_table(_empty_pages())
+            tables.append(pages_table(other))
+            summaries.append(summarise(tables[-1]))
+    delta = pa.concat_tables(tables) if tables else pages_table(_empty_pages())
     lap("assemble")
 
     expected = rebuilt_users | set(stateless)
     if carried is not None:
         expected |= set(carried["user_id"])
-    summary = (
-        pd.concat(summaries, ignore_index=True)
-        if summaries
-        else page_summary(delta, slots=params.slots, per_carousel=params.items_per_carousel)
-    )
+    summary = pd.concat(summaries, ignore_index=True) if summaries else summarise(delta)
     validation = check_summary(
         summary, np.array(sorted(expected), dtype=object), slots=params.slots, page_stats=None
     )
@@ -231,17 +221,6 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         "refresh pages %s: %s", stamp(wm), {k: v for k, v in report.items() if k != "validation"}
     )
     return report
-
-
-def _pages_table(frame: pd.DataFrame) -> pa.Table:
-    """Page rows as Arrow in the export's column types (categoricals become dictionaries:
-    no per-row Python objects)."""
-    from serving_export.writer import PAGES_SCHEMA
-
-    t = pa.Table.from_pandas(frame, columns=PAGES_SCHEMA.names, preserve_index=False)
-    return pa.Table.from_arrays(
-        [pc.cast(t[f.name], f.type) for f in PAGES_SCHEMA], schema=PAGES_SCHEMA
-    )
 
 
 def _empty_pages() -> pd.DataFrame:

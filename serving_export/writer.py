@@ -238,7 +238,9 @@ def _page_values(
 # ---------------------------------------------------------------- input checks
 
 
-def _to_table(df: pd.DataFrame | pa.Table, what: str) -> pa.Table:
+def pages_table(df: pd.DataFrame | pa.Table, what: str = "pages") -> pa.Table:
+    """Page rows (a frame or an Arrow table; categoricals become dictionaries) in the
+    export's column types."""
     names = df.column_names if isinstance(df, pa.Table) else df.columns
     missing = [f.name for f in PAGES_SCHEMA if f.name not in names]
     if missing:
@@ -400,7 +402,7 @@ def write_export(
     `pages` and `default_page` may be Arrow tables (string columns plain or dictionary-encoded);
     rows already in key order are not sorted again.
     """
-    pages_t, default_t = _to_table(pages, "pages"), _to_table(default_page, "default_page")
+    pages_t, default_t = pages_table(pages, "pages"), pages_table(default_page, "default_page")
     if pc.any(pc.equal(pages_t["user_id"], DEFAULT_PAGE_KEY)).as_py():
         raise ValueError(f"pages must not contain the reserved user_id {DEFAULT_PAGE_KEY!r}")
     if pc.all(pc.equal(default_t["user_id"], DEFAULT_PAGE_KEY), min_count=0).as_py() is False:
