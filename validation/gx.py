@@ -67,6 +67,11 @@ def run_suite(
     within [previous / max_ratio, previous * max_ratio]: a collapse or an explosion fails.
 
     Returns a summary dict; raises `ValidationFailed` listing each failed expectation.
+
+    The suite first runs with GX's BOOLEAN_ONLY result format: every map expectation's unexpected
+    count is then one aggregate, bundled with the others, while the default SUMMARY format adds
+    a filtered scan per expectation to list examples (about 3x the time on a 5M-row Spark table).
+    Only a failing suite is run again with SUMMARY, so the error still names counts and examples.
     """
     import great_expectations as gx
 
@@ -90,7 +95,9 @@ def run_suite(
     definition = ctx.validation_definitions.add(
         gx.ValidationDefinition(name=f"{name}-validation", data=batch_def, suite=suite)
     )
-    result = definition.run(batch_parameters={"dataframe": df})
+    result = definition.run(batch_parameters={"dataframe": df}, result_format="BOOLEAN_ONLY")
+    if not result.success:
+        result = definition.run(batch_parameters={"dataframe": df})
     failures = [_describe(r) for r in result.results if not r.success]
     if failures:
         raise ValidationFailed(name, failures)
