@@ -122,10 +122,31 @@ def purchase_intent(
         for c, t in _OPTIONAL.items()
     ]
     df = events.filter(F.col("ts") < utc_start(as_of)).select(*cols)
-    df = _with_session_key(df, gap_minutes).filter(F.col("event_type").isin("click", "purchase"))
+    labelled = F.col("event_type").isin("click", "purchase")
+    # Rows carrying a session_id need no sessionising, so only their clicks and purchases are
+    # shuffled; only rows without one go through the inactivity window, which must see every
+    # event type. As before, a derived session and a given one are never the same session.
+    derived = df
+    if "session_id" in keep:
+        derived = df.filter(F.col("session_id").isNull()).drop("session_id")
+    derived = _with_session_key(derived, gap_minutes).filter(labelled)
     # partitioned by a superset of the sessionising window's keys: no second shuffle
+    parts = [_intent(derived, ["user_id", _DERIVED, SESSION_KEY], decay, epsilon, gap_minutes)]
+    if "session_id" in keep:
+        given = df.filter(F.col("session_id").isNotNull() & labelled).withColumn(
+            SESSION_KEY, F.col("session_id")
+        )
+        parts.append(_intent(given, ["user_id", SESSION_KEY], decay, epsilon, gap_minutes))
+    return parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+
+
+def _intent(
+    df: DataFrame, partition: list[str], decay: float, epsilon: float, gap_minutes: float
+) -> DataFrame:
+    """Clicks of `df` (clicks and purchases with a session key) labelled by the first purchase at
+    or after them in the same session of the same user, as INTENT_COLUMNS."""
     w = (
-        Window.partitionBy("user_id", _DERIVED, SESSION_KEY)
+        Window.partitionBy(*partition)
         .orderBy(F.unix_micros(F.col("ts")))
         .rangeBetween(Window.currentRow, Window.unboundedFollowing)
     )
