@@ -52,8 +52,9 @@ serve: venv ## serve the published export (prints example URLs)
 
 run: pipeline serve ## the whole thing: demo lake -> DAG -> HTTP server
 
-test: venv ## the test suite (what CI runs)
-	$(BIN)/pytest -q
+TEST_WORKERS ?= 2
+test: venv ## the test suite (what CI runs): TEST_WORKERS pytest processes, one test module each at a time
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: venv ## the slow tests, not in make test: the 7-day Airflow backfill against seven single runs (~25 min)
 	$(BIN)/pytest -q -m slow
