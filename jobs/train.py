@@ -17,6 +17,8 @@ For `ds`, with the label window `[cutoff, ds)` (see jobs/training_data.py):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -63,9 +65,49 @@ def engagement_params(cfg: Config, objectives: tuple[str, ...], positions: bool)
     )
 
 
+MF_CACHE = "mf_cache"
+
+
+def mf_cache_key(lake: Lake, ds: str, table: str, params: Any, backend: str) -> str:
+    """What a factorisation of `table` as of `ds` depends on: the MF settings, the backend and
+    the exact feature files, by name, size and modification time (a rebuilt partition, e.g.
+    after late events were ingested, gives a new key)."""
+    blob = json.dumps(
+        {
+            "params": dataclasses.asdict(params),
+            "backend": backend,
+            "table": table,
+            "files": io.list_files(lake.feature(table, ds), with_mtime=True),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _prune_mf_cache(lake: Lake, ds: str, cfg: Config) -> None:
+    """Drop factorisations no later run reads: the run of `ds` fits as of ds and as of its
+    cutoff, so runs after it need none older than their own cutoffs."""
+    from jobs.lake import shift_ds
+
+    base = join(lake.warehouse, MF_CACHE)
+    oldest = shift_ds(ds, -cfg.training.label_days)
+    for day in io.partitions(base):
+        if day < oldest:
+            uri = join(base, f"ds={day}")
+            if io.is_remote(uri):
+                io.delete_dir(uri)
+            else:
+                shutil.rmtree(local_path(uri), ignore_errors=True)
+
+
 def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict[str, float]]:
-    """User–item and user–category MF on the counts as of `ds`, with the configured backend."""
-    from models.mf import fit_mf
+    """User–item and user–category MF on the counts as of `ds`, with the configured backend.
+
+    Each fit is kept in `warehouse/mf_cache/ds=<ds>/` under a key of its inputs
+    (`mf_cache_key`). The serving fit of day d and the cutoff fit of day d + training.label_days
+    factorise the same counts, so a daily run reads one of its two fits from the run of
+    label_days earlier instead of repeating it (ALS is deterministic here: same factors)."""
+    from models.mf import MFModel, fit_mf
 
     params = mf_params(cfg)
     fit = fit_mf
@@ -83,14 +125,28 @@ def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict
         ("item", "user_item_counts", "item_id"),
         ("category", "user_category_counts", "category_id"),
     ):
+        cached = join(
+            lake.warehouse,
+            MF_CACHE,
+            f"ds={ds}",
+            f"{name}-{mf_cache_key(lake, ds, table, params, cfg.mf.backend)}.npz",
+        )
+        t0 = time.perf_counter()
+        if io.exists(cached):
+            models.append(MFModel.from_bytes(io.read_bytes(cached)))
+            seconds[name] = time.perf_counter() - t0
+            seconds[f"{name}_cached"] = 1.0
+            log.info("MF %s as of %s read from %s", name, ds, cached)
+            continue
         df = io.read_parquet(lake.feature(table, ds), ["user_id", key, "eta"], marker="_SUCCESS")
         df = df[df["eta"] > 0]
         t0 = time.perf_counter()
-        models.append(
-            fit(df["user_id"].to_numpy(), df[key].to_numpy(), df["eta"].to_numpy(), params)
-        )
+        model = fit(df["user_id"].to_numpy(), df[key].to_numpy(), df["eta"].to_numpy(), params)
         seconds[name] = time.perf_counter() - t0
         seconds[f"{name}_nnz"] = float(len(df))
+        io.write_bytes(cached, model.to_bytes())  # read back once, days later: speed over size
+        models.append(model)
+    _prune_mf_cache(lake, ds, cfg)
     return models[0], models[1], seconds
 
 

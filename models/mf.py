@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from io import BytesIO
+from typing import IO
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,16 +52,28 @@ class MFModel:
         return _lookup(self.item_ids, ids)
 
     def save(self, path: str) -> None:
-        np.savez_compressed(
-            path,
-            user_ids=self.user_ids.astype("U"),
-            item_ids=self.item_ids.astype("U"),
-            user_factors=self.user_factors,
-            item_factors=self.item_factors,
-        )
+        np.savez_compressed(path, **self._arrays())
+
+    def to_bytes(self) -> bytes:
+        """The factors as an uncompressed .npz (fast to write and read back; `from_bytes`)."""
+        buf = BytesIO()
+        np.savez(buf, **self._arrays())
+        return buf.getvalue()
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "user_ids": self.user_ids.astype("U"),
+            "item_ids": self.item_ids.astype("U"),
+            "user_factors": self.user_factors,
+            "item_factors": self.item_factors,
+        }
 
     @classmethod
-    def load(cls, path: str) -> MFModel:
+    def from_bytes(cls, data: bytes) -> MFModel:
+        return cls.load(BytesIO(data))
+
+    @classmethod
+    def load(cls, path: str | IO[bytes]) -> MFModel:
         with np.load(path, allow_pickle=False) as z:
             return cls(
                 z["user_ids"].astype(object),
@@ -82,10 +96,13 @@ def build_matrix(
     users: np.ndarray, items: np.ndarray, weights: np.ndarray
 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """users × items CSR of summed weights, with the sorted id arrays of its rows and columns."""
-    users = np.asarray(users, dtype=object)
-    items = np.asarray(items, dtype=object)
-    user_ids, u = np.unique(users, return_inverse=True)
-    item_ids, i = np.unique(items, return_inverse=True)
+    import pandas as pd
+
+    # a hash factorisation, then a sort of the distinct ids only: the same ids and codes as
+    # np.unique(..., return_inverse=True), which sorts every row (12 s against 5 s at 2.6M rows)
+    u, user_ids = pd.factorize(np.asarray(users, dtype=object), sort=True)
+    i, item_ids = pd.factorize(np.asarray(items, dtype=object), sort=True)
+    user_ids, item_ids = np.asarray(user_ids, dtype=object), np.asarray(item_ids, dtype=object)
     m = sp.csr_matrix(
         (np.asarray(weights, dtype=np.float32), (u, i)), shape=(len(user_ids), len(item_ids))
     )
