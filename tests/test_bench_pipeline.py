@@ -9,6 +9,7 @@ import pytest
 
 from jobs.bench_pipeline import (
     STAGES,
+    _mf_cmd,
     _reset_measured_outputs,
     exponent,
     format_table,
@@ -44,12 +45,14 @@ def test_reset_removes_only_what_the_measured_run_writes(tmp_path):
         f"warehouse/events/ds={older}",
         "warehouse/features/user_activity/ds=2026-01-28",
         f"warehouse/items/ds={yesterday}",
+        "warehouse/mf_cache/ds=2026-01-28",  # the set-up's factorisations as of the cutoff
     ]
     gone = [
         f"warehouse/events/ds={yesterday}",
         f"warehouse/quarantine/ds={yesterday}",
         f"warehouse/pages/ds={ds}",
         f"warehouse/items/ds={ds}",
+        f"warehouse/mf_cache/ds={ds}",
         "exports/CURRENT",
         "_mlflow/mlflow.db",
     ]
@@ -58,6 +61,24 @@ def test_reset_removes_only_what_the_measured_run_writes(tmp_path):
     _reset_measured_outputs(work, ds)
     assert all((tmp_path / p).exists() for p in keep)
     assert not any((tmp_path / p).exists() for p in gone)
+
+
+def test_the_set_up_fits_and_caches_the_factorisations_as_of_the_cutoff(tmp_path):
+    import subprocess
+
+    import pandas as pd
+
+    lake = Lake(str(tmp_path))
+    ds = "2026-01-28"
+    users = [f"u{k % 9}" for k in range(40)]
+    for table, key in (("user_item_counts", "item_id"), ("user_category_counts", "category_id")):
+        os.makedirs(lake.feature(table, ds))
+        frame = pd.DataFrame({"user_id": users, key: [f"x{k % 7}" for k in range(40)], "eta": 1.0})
+        frame.drop_duplicates(["user_id", key]).to_parquet(lake.feature(table, ds) + "/p.parquet")
+    cmd = _mf_cmd(lake.root, ds, ["mf.iterations=2", "mf.factors=3"], None)
+    subprocess.run(cmd, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    cached = sorted(os.listdir(tmp_path / "warehouse" / "mf_cache" / f"ds={ds}"))
+    assert [c.split("-")[0] for c in cached] == ["category", "item"]
 
 
 def _result(users: int, scale: float) -> dict:
