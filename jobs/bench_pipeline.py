@@ -188,8 +188,8 @@ def bench_pipeline(
             setup = json.load(f)
     # yesterday's run ingested up to the day before yesterday and built features (so today's
     # Beta prior state advances from yesterday's, as in a daily steady state); the run of
-    # `cutoff` built the features the models train on
-    # and fitted its serving factorisations, which today's train reads as its cutoff fit
+    # `cutoff` built the features the models train on and fitted its serving factorisations,
+    # which today's train reads as its cutoff fit
     setup_steps = [("ingest", shift_ds(ds, -1)), ("build_features", cutoff)]
     if shift_ds(ds, -1) != cutoff:
         setup_steps.append(("build_features", shift_ds(ds, -1)))

@@ -176,13 +176,14 @@ def compute(lake: Lake, ds: str, cfg: Config) -> tuple[dict[str, Any], dict[str,
             as_of=as_of,
         ),
     }
-    return tables, {"priors_mode": mode, "events": events}
+    return tables, {"priors_mode": mode}
 
 
-def _examination(lake: Lake, ds: str, events: Any) -> dict[str, Any]:
+def _examination(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     """Slot/position examination propensities from randomised traffic, when the lake has some."""
     from features.propensity import ExaminationFitError, examination_table
 
+    events = read_events(lake, ds, cfg)
     if "logging_policy" not in events.columns:
         return {"skipped": "no logging_policy column: no randomised traffic to estimate from"}
     try:
@@ -211,7 +212,6 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     from validation.gx import run_suite
 
     tables, facts = compute(lake, ds, cfg)
-    events = facts.pop("events")
     spark = tables["user_item_counts"].sparkSession
     out: dict[str, Any] = {"ds": ds, **facts, "tables": {}}
     prev_ds = shift_ds(ds, -1)
@@ -248,7 +248,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             "mode": facts["priors_mode"],
         },
     )
-    out["tables"]["examination"] = _examination(lake, ds, events)
+    out["tables"]["examination"] = _examination(lake, ds, cfg)
     for cached in (tables["user_item_counts"], tables["priors_state"]):
         cached.unpersist()
     io.write_json(join(lake.reports(ds), "features.json"), out)

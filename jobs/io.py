@@ -485,7 +485,7 @@ def delete_file(uri: str) -> None:
 
 
 def delete_dir(uri: str) -> None:
-    """Delete a remote directory and everything under it (no error if it is absent)."""
+    """Delete a (local or remote) directory and everything under it (no error if it is absent)."""
     fs, base = _fs(uri)
     if fs.get_file_info(base).type != pafs.FileType.NotFound:
         fs.delete_dir(base)

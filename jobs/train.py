@@ -93,11 +93,7 @@ def _prune_mf_cache(lake: Lake, ds: str, cfg: Config) -> None:
     oldest = shift_ds(ds, -cfg.training.label_days)
     for day in io.partitions(base):
         if day < oldest:
-            uri = join(base, f"ds={day}")
-            if io.is_remote(uri):
-                io.delete_dir(uri)
-            else:
-                shutil.rmtree(local_path(uri), ignore_errors=True)
+            io.delete_dir(join(base, f"ds={day}"))
 
 
 def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict[str, float]]:
