@@ -15,6 +15,11 @@ the users with new events, with the daily feature functions) → pages (their ca
 re-scored from the stored α, γ and calibration, out-of-stock items taken out of every affected
 page; a delta of the changed users) → publish (atomic; the lookup server overlays it).
 
+Each task is its own process. With `refresh.spark_remote` set (e.g. `sc://localhost:15002`, in
+the config file or the run's `overrides`), the ingest and priors tasks send their Spark work to a
+resident `homepage spark-connect` server instead of starting a Spark driver each: no JVM start
+or warm-up per task.
+
 A run with nothing published yet is skipped. Params: `lake`, `watermark` (ISO UTC time;
 empty = the run's time), `overrides` (config overrides), `config` (YAML path).
 """

@@ -20,6 +20,12 @@ their served page shows, and clicks on some of them (so their Beta priors move).
   [00:15, 00:30), and the worker is handed the watermark B 00:30. Timed: arrival → the window's
   outcome line.
 
+- connect (the DAG's tasks on a resident Spark Connect server, `refresh.spark_remote`): a
+  `homepage spark-connect` server is started first and warmed by the window B 00:15 (as for the
+  resident worker); then the measured events land and the window B 00:30 runs as the DAG runs
+  it, four `homepage refresh --step` processes one after another (each with its interpreter
+  and imports, no JVM of its own). Timed: arrival → the publish step's exit.
+
 Either way the benchmark then polls the server until a sample of the changed users' pages
 carry the watermark as `refreshed_at`: arrival → served. Reported per mode: wall times (the
 refresh, each step as the steps report it, arrival → served), the delta's users and bytes, peak
@@ -143,11 +149,11 @@ def bench_refresh(
     seed: int,
     overrides: list[str],
     config: str | None = None,
-    modes: tuple[str, ...] = ("cold", "resident"),
+    modes: tuple[str, ...] = ("cold", "resident", "connect"),
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The refresh measured cold and resident on the bench pipeline's export (see the module
-    docstring); {"users", "base", "cold": {...}, "resident": {...}}."""
+    docstring); {"users", "base", "cold": {...}, "resident": {...}, "connect": {...}}."""
     from serving_export.publish import current_ds
     from serving_export.server import start_in_thread
 
@@ -170,7 +176,7 @@ def bench_refresh(
         for mode in modes:
             _clean_day(lake, base)
             say(f"[{users:,} users] {mode} refresh: {events:,} events of {new_users:,} users ...")
-            measure = _cold if mode == "cold" else _resident
+            measure = {"cold": _cold, "resident": _resident, "connect": _connect}[mode]
             result[mode] = measure(_Setting(lake, base, port, args, new_users, events, seed, say))
     finally:
         stop()
@@ -315,6 +321,120 @@ def _resident(b: _Setting) -> dict[str, Any]:
         "window_s": warm_out.get("seconds"),
     }
     return report
+
+
+def _connect(b: _Setting) -> dict[str, Any]:
+    """The DAG's four tasks as four processes on a warm Spark Connect server: a warm-up window
+    B 00:15, then the measured one, B 00:30."""
+    import socket
+
+    lake, base, port, args, say = b.lake, b.base, b.port, b.args, b.say
+    day = parse_ds(base)
+    warm_wm = dt.datetime.combine(day, dt.time(0, 15), tzinfo=dt.UTC)
+    wm = dt.datetime.combine(day, dt.time(0, 30), tzinfo=dt.UTC)
+    table = arrival_events(
+        lake, base, b.new_users, b.events, b.seed, window=(dt.time(0, 15), dt.time(0, 30))
+    )
+    warm = arrival_events(
+        lake,
+        base,
+        max(b.new_users // 100, 1),
+        max(b.events // 100, 1),
+        b.seed + 1,
+        exclude=set(table["user_id"].to_pylist()),
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sc_port = sock.getsockname()[1]
+    server_args = [a for a in args if a != "--lake" and a != lake.root]
+    server_cmd = [sys.executable, "-m", "jobs.cli", "spark-connect", "--port", str(sc_port)]
+    log_path = os.path.join(lake.root, f"bench-refresh-connect-{base}.log")
+    step_args = [*args, "--set", f"refresh.spark_remote=sc://127.0.0.1:{sc_port}"]
+    peak = [0, 0]
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen(server_cmd + server_args, stdout=log, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample() -> None:  # the server's memory; the steps' is measured per step
+            while not done.is_set():
+                pss, anon = tree_memory(server.pid)
+                peak[0], peak[1] = max(peak[0], pss), max(peak[1], anon)
+                done.wait(1.0)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            t0 = time.perf_counter()
+            _wait_port(sc_port, server, 180)
+            started_s = time.perf_counter() - t0
+            _land(lake, base, warm, "bench-warmup.parquet")
+            warm_steps = _steps(step_args, warm_wm, log_path)
+            say(
+                f"  server up in {started_s:.1f} s; warm-up window {warm_wm:%H:%MZ}: "
+                f"{sum(s['s'] for s in warm_steps.values()):.1f} s"
+            )
+            t_arrival = _land(lake, base, table, EVENTS_FILE)
+            steps = _steps(step_args, wm, log_path)
+            refresh_s = time.perf_counter() - t_arrival
+            served_s = _served_after(port, table, wm, t_arrival)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            done.set()
+            sampler.join()
+    step_peak = max(s["peak_gb"] for s in steps.values())
+    mem = {
+        "peak_gb": round(peak[0] / 1024**3 + step_peak, 2),
+        "peak_anon_gb": round(
+            peak[1] / 1024**3 + max(s["peak_anon_gb"] for s in steps.values()), 2
+        ),
+    }
+    report = _report(lake, base, wm, table, round(refresh_s, 1), served_s, mem, log_path)
+    report["task_s"] = {name: s["s"] for name, s in steps.items()}
+    report["server"] = {
+        "start_s": round(started_s, 1),
+        "peak_gb": round(peak[0] / 1024**3, 2),
+        "warmup_window_s": round(sum(s["s"] for s in warm_steps.values()), 1),
+    }
+    return report
+
+
+def _steps(args: list[str], wm: dt.datetime, log_path: str) -> dict[str, dict[str, Any]]:
+    """The window's steps, each in its own process as a DAG task runs it."""
+    from jobs.refresh import STEPS
+
+    out = {}
+    for step in STEPS:
+        cmd = [sys.executable, "-m", "jobs.cli", "refresh", *args]
+        cmd += ["--watermark", wm.isoformat(), "--step", step]
+        measured = run_measured(cmd, log_path)
+        if measured["exit"] != 0:
+            raise RuntimeError(
+                f"refresh step {step} failed (exit {measured['exit']}); see {log_path}"
+            )
+        out[step] = measured
+    return out
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Spark Connect server exited ({proc.returncode})") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no Spark Connect server on port {port} after {timeout} s"
+                ) from None
+            time.sleep(0.2)
 
 
 def _ask(proc: subprocess.Popen[str], wm: dt.datetime) -> dict[str, Any]:

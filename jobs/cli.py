@@ -204,6 +204,25 @@ def _cmd_serve(a: argparse.Namespace) -> Any:
     )
 
 
+def _cmd_spark_connect(a: argparse.Namespace) -> Any:
+    """Replace this process with a Spark Connect server (the project's Spark settings)."""
+    import shlex
+
+    from jobs.config import load_config
+    from jobs.spark import _environment, connect_server_command
+
+    cfg = load_config(a.config, a.set)
+    cmd = connect_server_command(cfg.spark, a.host, a.port)
+    if a.print_command:
+        _print(shlex.join(cmd))
+        return None
+    _environment()
+    _print(f"Spark Connect server on sc://{a.host}:{a.port} (master {cfg.spark.master})")
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
+    return None  # not reached
+
+
 def _bench_pipeline(a: argparse.Namespace) -> list[dict[str, Any]]:
     from jobs.bench_pipeline import bench_pipeline, format_table
 
@@ -247,6 +266,7 @@ def _bench_refresh(a: argparse.Namespace) -> Any:
             seed=a.seed,
             overrides=a.set,
             config=a.config,
+            modes=tuple(a.refresh_modes),
             say=_print,
         )
         results.append(res)
@@ -260,7 +280,7 @@ def _bench_refresh(a: argparse.Namespace) -> Any:
     )
     _print("|---|---|---|---|---|---|---|---|---|")
     for res in results:
-        for mode in ("cold", "resident"):
+        for mode in ("cold", "resident", "connect"):
             r = res.get(mode)
             if r:
                 _print(
@@ -573,6 +593,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rf.set_defaults(fn=_cmd_refresh)
 
+    sc = sub.add_parser(
+        "spark-connect",
+        help="run a Spark Connect server with the config's Spark settings, in the foreground: "
+        "the refresh's tasks reach it with refresh.spark_remote=sc://HOST:PORT",
+    )
+    common(sc, lake=False)
+    sc.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sc.add_argument("--port", type=int, default=15002, help="port (default 15002)")
+    sc.add_argument(
+        "--print-command", action="store_true", help="print the spark-submit command and exit"
+    )
+    sc.set_defaults(fn=_cmd_spark_connect)
+
     sr = sub.add_parser(
         "simulate-refresh",
         help="simulated A/B test on a generated lake: daily-only pages vs pages refreshed "
@@ -714,6 +747,14 @@ def build_parser() -> argparse.ArgumentParser:
     br = bn.add_argument_group("refresh (one intra-day window on the pipeline bench's export)")
     br.add_argument("--new-users", type=int, default=50_000, help="refresh: users with events")
     br.add_argument("--events", type=int, default=100_000, help="refresh: new events")
+    br.add_argument(
+        "--refresh-modes",
+        nargs="+",
+        choices=["cold", "resident", "connect"],
+        default=["cold", "resident", "connect"],
+        help="refresh: one process per window (cold), a resident worker, the DAG's tasks on a "
+        "Spark Connect server (connect); default all three",
+    )
     bs = bn.add_argument_group("serve (a loopback load test of the lookup server)")
     bs.add_argument(
         "--lake",

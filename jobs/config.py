@@ -268,8 +268,16 @@ class RefreshConfig:
     every_minutes: int = 15  # the homepage_refresh schedule and the watermark grid
     allowed_lateness_minutes: int = 60  # a window re-reads this far back for late events
     keep_last: int = 4  # published deltas of the current day kept on disk
+    # Spark Connect server (sc://host:port, `homepage spark-connect`) the ingest and priors
+    # steps use; empty: each process starts its own Spark driver
+    spark_remote: str = ""
 
     def __post_init__(self) -> None:
+        if self.spark_remote and not self.spark_remote.startswith("sc://"):
+            raise ConfigError(
+                "refresh.spark_remote must be empty or a Spark Connect URL like "
+                f"sc://localhost:15002, got {self.spark_remote!r}"
+            )
         if not 1 <= self.every_minutes <= 1440 or 1440 % self.every_minutes:
             raise ConfigError(
                 "refresh.every_minutes must divide a day (1, 2, 3, 5, 10, 15, 30, 60, ...), "
@@ -364,7 +372,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if origin is dict or typ is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
+        return _flat_mapping(value)
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -376,6 +384,22 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         return value
     return value
+
+
+def _flat_mapping(value: dict[Any, Any], prefix: str = "") -> dict[str, str]:
+    """A mapping of dotted names to strings: `--set spark.extra.spark.sql.ansi.enabled=false`
+    arrives nested ({"spark": {"sql": ...}}) and is flattened back to `spark.sql.ansi.enabled`;
+    booleans are written as Spark and YAML spell them (true/false)."""
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_mapping(v, f"{name}."))
+        elif isinstance(v, bool):
+            out[name] = "true" if v else "false"
+        else:
+            out[name] = str(v)
+    return out
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:

@@ -66,8 +66,9 @@ def ingest(
         "read_from": win.lo.isoformat(),
         "partitions": days,
         "files": len(files),
+        "spark": cfg.refresh.spark_remote or cfg.spark.master,
     }
-    spark = get_spark(cfg.spark)
+    spark = get_spark(cfg.spark, remote=cfg.refresh.spark_remote)
     seen = _seen_ids(spark, lake, win)
     groups = check_files(files, EVENT_SCHEMA, REQUIRED_EVENT_COLUMNS) if files else {}
     raw = _read_groups(
@@ -187,11 +188,16 @@ def priors(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     t0 = time.perf_counter()
     win = find_window(lake, wm)
     out = window_dir(lake, win.base, wm)
-    spark = get_spark(cfg.spark)
+    spark = get_spark(cfg.spark, remote=cfg.refresh.spark_remote)
     new = io.read_parquet(join(out, "events"), ["user_id"], marker=None)
     users = np.sort(new["user_id"].dropna().astype(str).unique())
     prev_priors = _previous(lake, win, "priors")
-    report: dict[str, Any] = {"base": win.base, "watermark": wm.isoformat(), "users": len(users)}
+    report: dict[str, Any] = {
+        "base": win.base,
+        "watermark": wm.isoformat(),
+        "users": len(users),
+        "spark": cfg.refresh.spark_remote or cfg.spark.master,
+    }
     frames = []
     if len(users):
         wanted = spark.createDataFrame(pd.DataFrame({"user_id": users}))

@@ -130,6 +130,70 @@ def test_re_running_a_window_changes_nothing(scenario):
     assert scenario["runs"]["w2_again"]["publish"]["served"].endswith("120000Z")
 
 
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory):
+    """A Spark Connect server (`homepage spark-connect`) on a free local port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "jobs.cli", "spark-connect", "--port", str(port)]
+    cmd += ["--set", "spark.driver_memory=1g"]
+    # its log to a file: a pipe nobody reads fills up and blocks the server
+    log = tmp_path_factory.mktemp("spark-connect") / "server.log"
+    out = open(log, "wb")  # noqa: SIM115 - open until the server stops
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the Spark Connect server did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.5)
+    yield f"sc://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    out.close()
+
+
+def test_dag_tasks_on_a_spark_connect_server_give_the_same_window(scenario, connect_server):
+    """The window's steps as separate processes (as the DAG's tasks run them), their Spark work
+    on a resident Spark Connect server: the same events, priors and delta as in one process."""
+    import subprocess
+    import sys
+
+    lake, base, (_, w2, _) = scenario["lake"], scenario["base"], scenario["windows"]
+    out = refresh.window_dir(lake, base, w2)
+    events = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
+    (sums, priors), _ = scenario["rerun"]
+    for step in ("ingest", "priors", "pages"):  # not publish: w3's delta stays the served one
+        cmd = [sys.executable, "-m", "jobs.cli", "refresh", "--lake", lake.root]
+        cmd += ["--watermark", w2.isoformat(), "--step", step]
+        cmd += ["--set", f"refresh.spark_remote={connect_server}"]
+        for k, v in SMALL_LAKE_OVERRIDES.items():
+            cmd += ["--set", f"{k}={v}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{step}: {done.stderr[-3000:]}"
+        if step != "pages":  # the Spark steps ran on the server
+            assert orjson.loads(done.stdout[done.stdout.index("{") :])["spark"] == connect_server
+    again = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
+    pd.testing.assert_frame_equal(
+        events.reset_index(drop=True), again.reset_index(drop=True), check_like=True
+    )
+    pd.testing.assert_frame_equal(priors, pd.read_parquet(os.path.join(out, "priors.parquet")))
+    assert checksums(lake, base, w2) == sums
+
+
 def full_recompute(scenario) -> pd.DataFrame:
     """Every warm user's page from scratch: priors from all events before the last watermark
     with the daily feature functions, then the rank step's scoring with the daily models."""
