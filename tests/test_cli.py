@@ -20,6 +20,7 @@ COMMANDS = [
     "simulate",
     "simulate-refresh",
     "refresh",
+    "spark-connect",
     "serve",
     "bench",
     "airflow-test",
