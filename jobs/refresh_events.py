@@ -218,6 +218,7 @@ def priors(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
         state = advance_state(state, counts, half_life_days=0.0, days=0)
         prior = spark.read.parquet(lake.feature("carousel_priors", win.base))
         post = user_carousel_priors(state, prior).toPandas()
+        post.attrs = {}  # a Spark Connect client attaches its plan metrics, not serialisable
         report["trials_today"] = int(trials.count())
         frames.append(post[list(PRIOR_COLUMNS)])
     if prev_priors is not None:

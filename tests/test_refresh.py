@@ -166,32 +166,54 @@ def connect_server(tmp_path_factory):
     out.close()
 
 
-def test_dag_tasks_on_a_spark_connect_server_give_the_same_window(scenario, connect_server):
+def test_dag_tasks_on_a_spark_connect_server_give_the_same_window(
+    scenario, connect_server, tmp_path
+):
     """The window's steps as separate processes (as the DAG's tasks run them), their Spark work
     on a resident Spark Connect server: the same events, priors and delta as in one process."""
+    import shutil
     import subprocess
     import sys
 
-    lake, base, (_, w2, _) = scenario["lake"], scenario["base"], scenario["windows"]
-    out = refresh.window_dir(lake, base, w2)
-    events = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
-    (sums, priors), _ = scenario["rerun"]
-    for step in ("ingest", "priors", "pages"):  # not publish: w3's delta stays the served one
-        cmd = [sys.executable, "-m", "jobs.cli", "refresh", "--lake", lake.root]
-        cmd += ["--watermark", w2.isoformat(), "--step", step]
-        cmd += ["--set", f"refresh.spark_remote={connect_server}"]
-        for k, v in SMALL_LAKE_OVERRIDES.items():
-            cmd += ["--set", f"{k}={v}"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"{step}: {done.stderr[-3000:]}"
-        if step != "pages":  # the Spark steps ran on the server
-            assert orjson.loads(done.stdout[done.stdout.index("{") :])["spark"] == connect_server
-    again = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
-    pd.testing.assert_frame_equal(
-        events.reset_index(drop=True), again.reset_index(drop=True), check_like=True
-    )
-    pd.testing.assert_frame_equal(priors, pd.read_parquet(os.path.join(out, "priors.parquet")))
-    assert checksums(lake, base, w2) == sums
+    lake, base, (w1, w2, _) = scenario["lake"], scenario["base"], scenario["windows"]
+
+    def steps(root: str, wm: dt.datetime) -> None:
+        for step in ("ingest", "priors", "pages"):  # not publish: w3's delta stays served
+            cmd = [sys.executable, "-m", "jobs.cli", "refresh", "--lake", root]
+            cmd += ["--watermark", wm.isoformat(), "--step", step]
+            cmd += ["--set", f"refresh.spark_remote={connect_server}"]
+            for k, v in SMALL_LAKE_OVERRIDES.items():
+                cmd += ["--set", f"{k}={v}"]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"{wm} {step}: {done.stderr[-3000:]}"
+            if step != "pages":  # the Spark steps ran on the server
+                report = orjson.loads(done.stdout[done.stdout.index("{") :])
+                assert report["spark"] == connect_server
+
+    def outputs(lk: Lake, wm: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        out = refresh.window_dir(lk, base, wm)
+        events = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
+        events = events[sorted(events.columns)].reset_index(drop=True)
+        return events, pd.read_parquet(os.path.join(out, "priors.parquet")), checksums(lk, base, wm)
+
+    # a later window of the day, re-run: what the in-process run wrote
+    before = outputs(lake, w2)
+    steps(lake.root, w2)
+    after = outputs(lake, w2)
+    pd.testing.assert_frame_equal(before[0], after[0])
+    pd.testing.assert_frame_equal(before[1], after[1])
+    assert before[2] == after[2] == scenario["rerun"][0][0]
+    # the day's first window (no predecessor), on a copy of the lake (its raw files have grown
+    # since the window first ran): on the server, then in this process
+    copy = Lake(str(shutil.copytree(lake.root, tmp_path / "lake", symlinks=True)))
+    steps(copy.root, w1)
+    remote = outputs(copy, w1)
+    for step in ("ingest", "priors", "pages"):
+        refresh.run_step(step, copy.root, w1, SMALL_LAKE_OVERRIDES)
+    local = outputs(copy, w1)
+    pd.testing.assert_frame_equal(remote[0], local[0])
+    pd.testing.assert_frame_equal(remote[1], local[1])
+    assert remote[2] == local[2]
 
 
 def full_recompute(scenario) -> pd.DataFrame:
