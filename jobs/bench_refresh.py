@@ -255,39 +255,14 @@ def _resident(b: _Setting) -> dict[str, Any]:
     """A `homepage refresh --watermarks-from -` worker: a small warm-up window B 00:15, then
     the measured one, B 00:30."""
     lake, base, port, args, say = b.lake, b.base, b.port, b.args, b.say
-    new_users, events, seed = b.new_users, b.events, b.seed
-    day = parse_ds(base)
-    warm_wm = dt.datetime.combine(day, dt.time(0, 15), tzinfo=dt.UTC)
-    wm = dt.datetime.combine(day, dt.time(0, 30), tzinfo=dt.UTC)
-    table = arrival_events(
-        lake, base, new_users, events, seed, window=(dt.time(0, 15), dt.time(0, 30))
-    )
-    measured_users = set(table["user_id"].to_pylist())
-    warm = arrival_events(
-        lake,
-        base,
-        max(new_users // 100, 1),
-        max(events // 100, 1),
-        seed + 1,
-        exclude=measured_users,
-    )
+    warm_wm, wm, warm, table = _warm_and_measured(b)
     cmd = [sys.executable, "-m", "jobs.cli", "refresh", *args, "--watermarks-from", "-"]
     log_path = os.path.join(lake.root, f"bench-refresh-resident-{base}.log")
-    peak = [0, 0]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1
         )
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                pss, anon = tree_memory(proc.pid)
-                peak[0], peak[1] = max(peak[0], pss), max(peak[1], anon)
-                done.wait(1.0)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        peak, done = _sample_peak(proc.pid)
         try:
             assert proc.stdin is not None and proc.stdout is not None
             _land(lake, base, warm, "bench-warmup.parquet")
@@ -305,7 +280,6 @@ def _resident(b: _Setting) -> dict[str, Any]:
             if proc.poll() is None:
                 proc.kill()
             done.set()
-            sampler.join()
     if code != 0:
         raise RuntimeError(f"the refresh worker exited with {code}; see {log_path}")
     mem = {
@@ -324,26 +298,50 @@ def _resident(b: _Setting) -> dict[str, Any]:
     return report
 
 
+def _warm_and_measured(
+    b: _Setting,
+) -> tuple[dt.datetime, dt.datetime, pa.Table, pa.Table]:
+    """The warm-up window B 00:15 with its events (1% of the measured ones, of other users),
+    then the measured window B 00:30 with its events."""
+    day = parse_ds(b.base)
+    warm_wm = dt.datetime.combine(day, dt.time(0, 15), tzinfo=dt.UTC)
+    wm = dt.datetime.combine(day, dt.time(0, 30), tzinfo=dt.UTC)
+    table = arrival_events(
+        b.lake, b.base, b.new_users, b.events, b.seed, window=(dt.time(0, 15), dt.time(0, 30))
+    )
+    warm = arrival_events(
+        b.lake,
+        b.base,
+        max(b.new_users // 100, 1),
+        max(b.events // 100, 1),
+        b.seed + 1,
+        exclude=set(table["user_id"].to_pylist()),
+    )
+    return warm_wm, wm, warm, table
+
+
+def _sample_peak(pid: int) -> tuple[list[int], threading.Event]:
+    """Sample the PSS and anonymous PSS of `pid`'s process tree once a second into the returned
+    [peak, peak_anon] (bytes) until the returned event is set."""
+    peak, done = [0, 0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            pss, anon = tree_memory(pid)
+            peak[0], peak[1] = max(peak[0], pss), max(peak[1], anon)
+            done.wait(1.0)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return peak, done
+
+
 def _connect(b: _Setting) -> dict[str, Any]:
     """The DAG's four tasks as four processes on a warm Spark Connect server: a warm-up window
     B 00:15, then the measured one, B 00:30."""
     import socket
 
     lake, base, port, args, say = b.lake, b.base, b.port, b.args, b.say
-    day = parse_ds(base)
-    warm_wm = dt.datetime.combine(day, dt.time(0, 15), tzinfo=dt.UTC)
-    wm = dt.datetime.combine(day, dt.time(0, 30), tzinfo=dt.UTC)
-    table = arrival_events(
-        lake, base, b.new_users, b.events, b.seed, window=(dt.time(0, 15), dt.time(0, 30))
-    )
-    warm = arrival_events(
-        lake,
-        base,
-        max(b.new_users // 100, 1),
-        max(b.events // 100, 1),
-        b.seed + 1,
-        exclude=set(table["user_id"].to_pylist()),
-    )
+    warm_wm, wm, warm, table = _warm_and_measured(b)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sc_port = sock.getsockname()[1]
@@ -351,19 +349,9 @@ def _connect(b: _Setting) -> dict[str, Any]:
     server_cmd = [sys.executable, "-m", "jobs.cli", "spark-connect", "--port", str(sc_port)]
     log_path = os.path.join(lake.root, f"bench-refresh-connect-{base}.log")
     step_args = [*args, "--set", f"refresh.spark_remote=sc://127.0.0.1:{sc_port}"]
-    peak = [0, 0]
     with open(log_path, "ab") as log:
         server = subprocess.Popen(server_cmd + server_args, stdout=log, stderr=subprocess.STDOUT)
-        done = threading.Event()
-
-        def sample() -> None:  # the server's memory; the steps' is measured per step
-            while not done.is_set():
-                pss, anon = tree_memory(server.pid)
-                peak[0], peak[1] = max(peak[0], pss), max(peak[1], anon)
-                done.wait(1.0)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        peak, done = _sample_peak(server.pid)  # the server's; the steps' is measured per step
         try:
             t0 = time.perf_counter()
             _wait_port(sc_port, server, 180)
@@ -385,7 +373,6 @@ def _connect(b: _Setting) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 server.kill()
             done.set()
-            sampler.join()
     step_peak = max(s["peak_gb"] for s in steps.values())
     mem = {
         "peak_gb": round(peak[0] / 1024**3 + step_peak, 2),
