@@ -172,7 +172,11 @@ def estimate_examination(
     missing = [col for col in COUNT_COLUMNS if col not in counts.columns]
     if missing:
         raise ValueError(f"counts is missing required column(s): {', '.join(missing)}")
-    df = counts.loc[counts["impressions"] > 0, list(COUNT_COLUMNS)]
+    # in a fixed order: a Spark groupBy returns its rows in any order, and the bootstrap draws
+    # per row (the same counts in another order gave other replicates, hence other intervals)
+    df = counts.loc[counts["impressions"] > 0, list(COUNT_COLUMNS)].sort_values(
+        list(COUNT_COLUMNS), kind="stable"
+    )
     if df.empty:
         raise ValueError(
             "no randomised impressions: examination propensities need randomised traffic"
