@@ -101,19 +101,17 @@ def read_json(uri: str) -> Any:
         return json.loads(f.read())
 
 
-def list_files(uri: str, *, with_mtime: bool = False) -> list[tuple[Any, ...]]:
-    """(relative name, size) of the data files under a directory, sorted; [] if absent. With
-    `with_mtime`, (relative name, size, modification time in ns)."""
+def list_files(uri: str) -> list[tuple[str, int]]:
+    """(relative name, size) of the data files under a directory, sorted; [] if absent."""
     fs, path = _fs(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    out: list[tuple[Any, ...]] = []
+    out: list[tuple[str, int]] = []
     for info in infos:
         base = info.base_name
         if info.type == pafs.FileType.File and not base.startswith((".", "_")):
-            entry = (info.path[len(path) :].lstrip("/"), info.size)
-            out.append((*entry, info.mtime_ns) if with_mtime else entry)
+            out.append((info.path[len(path) :].lstrip("/"), info.size))
     return sorted(out)
 
 

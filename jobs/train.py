@@ -68,16 +68,21 @@ def engagement_params(cfg: Config, objectives: tuple[str, ...], positions: bool)
 MF_CACHE = "mf_cache"
 
 
-def mf_cache_key(lake: Lake, ds: str, table: str, params: Any, backend: str) -> str:
-    """What a factorisation of `table` as of `ds` depends on: the MF settings, the backend and
-    the exact feature files, by name, size and modification time (a rebuilt partition, e.g.
-    after late events were ingested, gives a new key)."""
+def mf_cache_key(rows: pd.DataFrame, table: str, params: Any, backend: str) -> str:
+    """What a factorisation depends on: the MF settings, the backend, the table and its rows
+    (user, key, eta) as a multiset: Spark writes the same rows in a different order or split
+    from run to run, so neither the files' bytes nor their names and times identify them (a
+    key of those gave a backfill and seven single runs different cache entries)."""
+    h = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+    # two order-free sums of the rows' 64-bit hashes (wrapping): the rows, in any order
+    content = [len(h), int(h.sum(dtype=np.uint64)), int((h * h).sum(dtype=np.uint64))]
     blob = json.dumps(
         {
             "params": dataclasses.asdict(params),
             "backend": backend,
             "table": table,
-            "files": io.list_files(lake.feature(table, ds), with_mtime=True),
+            "columns": list(rows.columns),
+            "rows": content,
         },
         sort_keys=True,
     )
@@ -85,13 +90,16 @@ def mf_cache_key(lake: Lake, ds: str, table: str, params: Any, backend: str) -> 
 
 
 def _prune_mf_cache(lake: Lake, ds: str, cfg: Config) -> None:
-    """Drop factorisations no later run reads: the run of `ds` fits as of ds and as of its
-    cutoff, so runs after it need none older than their own cutoffs."""
+    """Drop factorisations no later run reads: the run of a day d fits as of d and as of its
+    cutoff d - training.label_days, so runs from the newest day on need none older than the
+    newest day's cutoff. Measured from the newest day, not from `ds`: a re-run of a past day
+    (a backfill reprocessing it) then leaves the cache as it found it."""
     from jobs.lake import shift_ds
 
     base = join(lake.warehouse, MF_CACHE)
-    oldest = shift_ds(ds, -cfg.training.label_days)
-    for day in io.partitions(base):
+    days = io.partitions(base)
+    oldest = shift_ds(max([ds, *days]), -cfg.training.label_days)
+    for day in days:
         if day < oldest:
             io.delete_dir(join(base, f"ds={day}"))
 
@@ -121,21 +129,21 @@ def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict
         ("item", "user_item_counts", "item_id"),
         ("category", "user_category_counts", "category_id"),
     ):
+        t0 = time.perf_counter()
+        df = io.read_parquet(lake.feature(table, ds), ["user_id", key, "eta"], marker="_SUCCESS")
+        df = df[df["eta"] > 0]
         cached = join(
             lake.warehouse,
             MF_CACHE,
             f"ds={ds}",
-            f"{name}-{mf_cache_key(lake, ds, table, params, cfg.mf.backend)}.npz",
+            f"{name}-{mf_cache_key(df, table, params, cfg.mf.backend)}.npz",
         )
-        t0 = time.perf_counter()
         if io.exists(cached):
             models.append(MFModel.from_bytes(io.read_bytes(cached)))
             seconds[name] = time.perf_counter() - t0
             seconds[f"{name}_cached"] = 1.0
             log.info("MF %s as of %s read from %s", name, ds, cached)
             continue
-        df = io.read_parquet(lake.feature(table, ds), ["user_id", key, "eta"], marker="_SUCCESS")
-        df = df[df["eta"] > 0]
         t0 = time.perf_counter()
         model = fit(df["user_id"].to_numpy(), df[key].to_numpy(), df["eta"].to_numpy(), params)
         seconds[name] = time.perf_counter() - t0
