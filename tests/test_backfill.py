@@ -319,9 +319,18 @@ def test_homepage_backfill_with_the_airflow_scheduler(generated, backfilled, tmp
     config_hash = load_config(None, OVERRIDES).hash()
     assert f"exports/ds={DATES[1]}/pages.lmdb#content" in c
     assert f"warehouse/models/ds={DATES[1]}/{config_hash[:8]}/mf_item.npz" in c
-    # lake A went on to five more days: compare what C has, but CURRENT and the log
+    # lake A went on to five more days: compare what C has, but CURRENT, the log and the
+    # factorisations A's later days dropped from the cache (older than A's newest cutoff)
+    cutoff = (
+        dt.date.fromisoformat(DATES[-1])
+        - dt.timedelta(days=load_config(None, OVERRIDES).training.label_days)
+    ).isoformat()
+    dropped = [k for k in c if k.startswith("warehouse/mf_cache/") and k not in a]
+    assert dropped and all(k.split("/")[2] < f"ds={cutoff}" for k in dropped)
     shared = {
-        k: v for k, v in c.items() if k not in ("exports/CURRENT", "_mlflow/promotions.jsonl")
+        k: v
+        for k, v in c.items()
+        if k not in ("exports/CURRENT", "_mlflow/promotions.jsonl", *dropped)
     }
     assert _diff(shared, {k: a.get(k) for k in shared}) == []
 
