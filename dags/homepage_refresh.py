@@ -18,7 +18,9 @@ page; a delta of the changed users) → publish (atomic; the lookup server overl
 Each task is its own process. With `refresh.spark_remote` set (e.g. `sc://localhost:15002`, in
 the config file or the run's `overrides`), the ingest and priors tasks send their Spark work to a
 resident `homepage spark-connect` server instead of starting a Spark driver each: no JVM start
-or warm-up per task.
+or warm-up per task. With `refresh.worker_url` set (e.g. `http://localhost:15003`), every task
+hands its whole step to a resident `homepage refresh-server` and waits for the result (the
+step's log lines come back into the task's log): no imports, JVM start or warm-up per task.
 
 A run with nothing published yet is skipped. Params: `lake`, `watermark` (ISO UTC time;
 empty = the run's time), `overrides` (config overrides), `config` (YAML path).

@@ -25,6 +25,9 @@ their served page shows, and clicks on some of them (so their Beta priors move).
   resident worker); then the measured events land and the window B 00:30 runs as the DAG runs
   it, four `homepage refresh --step` processes one after another (each with its interpreter
   and imports, no JVM of its own). Timed: arrival → the publish step's exit.
+- worker (the DAG's tasks on a resident refresh worker, `refresh.worker_url`): as connect, but
+  the server is a `homepage refresh-server` and each task process hands its whole step to it
+  (the step runs in the worker's warm interpreter, on its Spark driver).
 
 Either way the benchmark then polls the server until a sample of the changed users' pages
 carry the watermark as `refreshed_at`: arrival → served. Reported per mode: wall times (the
@@ -150,11 +153,12 @@ def bench_refresh(
     seed: int,
     overrides: list[str],
     config: str | None = None,
-    modes: tuple[str, ...] = ("cold", "resident", "connect"),
+    modes: tuple[str, ...] = ("cold", "resident", "connect", "worker"),
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The refresh measured cold and resident on the bench pipeline's export (see the module
-    docstring); {"users", "base", "cold": {...}, "resident": {...}, "connect": {...}}."""
+    """The refresh measured in each of `modes` on the bench pipeline's export (see the module
+    docstring); {"users", "base", "cold": {...}, "resident": {...}, "connect": {...},
+    "worker": {...}}."""
     from serving_export.publish import current_ds
     from serving_export.server import start_in_thread
 
@@ -177,7 +181,12 @@ def bench_refresh(
         for mode in modes:
             _clean_day(lake, base)
             say(f"[{users:,} users] {mode} refresh: {events:,} events of {new_users:,} users ...")
-            measure = {"cold": _cold, "resident": _resident, "connect": _connect}[mode]
+            measure = {
+                "cold": _cold,
+                "resident": _resident,
+                "connect": _connect,
+                "worker": _worker,
+            }[mode]
             result[mode] = measure(_Setting(lake, base, port, args, new_users, events, seed, say))
     finally:
         stop()
@@ -336,25 +345,43 @@ def _sample_peak(pid: int) -> tuple[list[int], threading.Event]:
 
 
 def _connect(b: _Setting) -> dict[str, Any]:
-    """The DAG's four tasks as four processes on a warm Spark Connect server: a warm-up window
-    B 00:15, then the measured one, B 00:30."""
+    """The DAG's four tasks as four processes on a warm Spark Connect server."""
+    return _on_server(b, "connect")
+
+
+def _worker(b: _Setting) -> dict[str, Any]:
+    """The DAG's four tasks as four processes that hand their steps to a warm refresh worker."""
+    return _on_server(b, "worker")
+
+
+def _on_server(b: _Setting, kind: str) -> dict[str, Any]:
+    """The DAG's four tasks as four processes with a resident server (`kind`: a Spark Connect
+    server or a refresh worker): a warm-up window B 00:15, then the measured one, B 00:30."""
     import socket
 
     lake, base, port, args, say = b.lake, b.base, b.port, b.args, b.say
     warm_wm, wm, warm, table = _warm_and_measured(b)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        sc_port = sock.getsockname()[1]
-    server_args = [a for a in args if a != "--lake" and a != lake.root]
-    server_cmd = [sys.executable, "-m", "jobs.cli", "spark-connect", "--port", str(sc_port)]
-    log_path = os.path.join(lake.root, f"bench-refresh-connect-{base}.log")
-    step_args = [*args, "--set", f"refresh.spark_remote=sc://127.0.0.1:{sc_port}"]
+        sv_port = sock.getsockname()[1]
+    if kind == "connect":
+        # the server gets the steps' Spark settings (--config, --set), not their lake
+        server_args = [a for a in args if a != "--lake" and a != lake.root]
+        server_cmd = ["spark-connect", "--port", str(sv_port), *server_args]
+        setting = f"refresh.spark_remote=sc://127.0.0.1:{sv_port}"
+    else:  # the worker takes each step's lake and config from the step
+        server_cmd = ["refresh-server", "--port", str(sv_port)]
+        setting = f"refresh.worker_url=http://127.0.0.1:{sv_port}"
+    log_path = os.path.join(lake.root, f"bench-refresh-{kind}-{base}.log")
+    step_args = [*args, "--set", setting]
     with open(log_path, "ab") as log:
-        server = subprocess.Popen(server_cmd + server_args, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", *server_cmd], stdout=log, stderr=subprocess.STDOUT
+        )
         peak, done = _sample_peak(server.pid)  # the server's; the steps' is measured per step
         try:
             t0 = time.perf_counter()
-            _wait_port(sc_port, server, 180)
+            _wait_port(sv_port, server, 180)
             started_s = time.perf_counter() - t0
             _land(lake, base, warm, "bench-warmup.parquet")
             warm_steps = _steps(step_args, warm_wm, log_path)
@@ -383,6 +410,7 @@ def _connect(b: _Setting) -> dict[str, Any]:
     report = _report(lake, base, wm, table, round(refresh_s, 1), served_s, mem, log_path)
     report["task_s"] = {name: s["s"] for name, s in steps.items()}
     report["server"] = {
+        "kind": kind,
         "start_s": round(started_s, 1),
         "peak_gb": round(peak[0] / 1024**3, 2),
         "warmup_window_s": round(sum(s["s"] for s in warm_steps.values()), 1),

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -223,6 +224,31 @@ def _cmd_spark_connect(a: argparse.Namespace) -> Any:
     return None  # not reached
 
 
+def _cmd_refresh_server(a: argparse.Namespace) -> Any:
+    """Serve refresh steps to the DAG's tasks from this warm process until stopped."""
+    import signal
+
+    from jobs import refresh_server
+    from jobs.refresh_worker import preload
+
+    preload()  # Spark's Python side now, Great Expectations on a thread
+    server = refresh_server.make_server(a.host, a.port)
+    host, port = server.server_address[:2]
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    _print(
+        f"refresh worker on http://{host}:{port}: the refresh's tasks reach it with "
+        f"refresh.worker_url=http://{host}:{port}"
+    )
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return None
+
+
 def _bench_pipeline(a: argparse.Namespace) -> list[dict[str, Any]]:
     from jobs.bench_pipeline import bench_pipeline, format_table
 
@@ -280,7 +306,7 @@ def _bench_refresh(a: argparse.Namespace) -> Any:
     )
     _print("|---|---|---|---|---|---|---|---|---|")
     for res in results:
-        for mode in ("cold", "resident", "connect"):
+        for mode in ("cold", "resident", "connect", "worker"):
             r = res.get(mode)
             if r:
                 _print(
@@ -606,6 +632,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.set_defaults(fn=_cmd_spark_connect)
 
+    rs = sub.add_parser(
+        "refresh-server",
+        help="run a resident refresh worker in the foreground: the homepage_refresh DAG's "
+        "tasks hand it their steps with refresh.worker_url=http://HOST:PORT (no imports or "
+        "Spark start per task)",
+    )
+    rs.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (it runs steps on any lake)"
+    )
+    rs.add_argument("--port", type=int, default=15003, help="port (default 15003)")
+    rs.set_defaults(fn=_cmd_refresh_server)
+
     sr = sub.add_parser(
         "simulate-refresh",
         help="simulated A/B test on a generated lake: daily-only pages vs pages refreshed "
@@ -750,10 +788,11 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument(
         "--refresh-modes",
         nargs="+",
-        choices=["cold", "resident", "connect"],
-        default=["cold", "resident", "connect"],
+        choices=["cold", "resident", "connect", "worker"],
+        default=["cold", "resident", "connect", "worker"],
         help="refresh: one process per window (cold), a resident worker, the DAG's tasks on a "
-        "Spark Connect server (connect); default all three",
+        "Spark Connect server (connect), the DAG's tasks on a refresh worker (worker); "
+        "default all four",
     )
     bs = bn.add_argument_group("serve (a loopback load test of the lookup server)")
     bs.add_argument(

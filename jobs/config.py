@@ -271,12 +271,20 @@ class RefreshConfig:
     # Spark Connect server (sc://host:port, `homepage spark-connect`) the ingest and priors
     # steps use; empty: each process starts its own Spark driver
     spark_remote: str = ""
+    # resident refresh worker (http://host:port, `homepage refresh-server`) the steps run on;
+    # empty: each step runs in the process that asks for it (the DAG's task)
+    worker_url: str = ""
 
     def __post_init__(self) -> None:
         if self.spark_remote and not self.spark_remote.startswith("sc://"):
             raise ConfigError(
                 "refresh.spark_remote must be empty or a Spark Connect URL like "
                 f"sc://localhost:15002, got {self.spark_remote!r}"
+            )
+        if self.worker_url and not self.worker_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                "refresh.worker_url must be empty or a refresh worker's URL like "
+                f"http://localhost:15003, got {self.worker_url!r}"
             )
         if not 1 <= self.every_minutes <= 1440 or 1440 % self.every_minutes:
             raise ConfigError(

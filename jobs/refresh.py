@@ -266,15 +266,29 @@ def run_step(
     watermark: str | dt.datetime,
     overrides: Any = None,
     config_path: str | None = None,
+    *,
+    local: bool = False,
 ) -> dict[str, Any]:
-    """One step for one watermark (the DAG's tasks and `run`)."""
+    """One step for one watermark (the DAG's tasks and `run`). With `refresh.worker_url` set
+    (and not `local`), the step runs on that resident worker (`jobs.refresh_server`)."""
     from jobs.config import load_config
 
     if name not in STEPS:
         raise ValueError(f"unknown refresh step {name!r}; steps are {', '.join(STEPS)}")
     cfg = load_config(config_path, overrides)
-    lake = Lake(lake_root)
     wm = parse_watermark(watermark)
+    if cfg.refresh.worker_url and not local:
+        from jobs.refresh_server import call_step
+
+        return call_step(
+            cfg.refresh.worker_url,
+            name,
+            os.path.abspath(lake_root) if "://" not in lake_root else lake_root,
+            wm.isoformat(),
+            overrides,
+            config_path,
+        )
+    lake = Lake(lake_root)
     from jobs.refresh_events import ingest, priors
     from jobs.refresh_pages import pages
 

@@ -20,6 +20,7 @@ COMMANDS = [
     "simulate",
     "simulate-refresh",
     "refresh",
+    "refresh-server",
     "spark-connect",
     "serve",
     "bench",

@@ -27,6 +27,7 @@ def test_overrides_are_typed_and_change_the_hash():
         (["page.min_items=50"], "page.min_items must be in [1, page.items_per_carousel]"),
         (["mf.factors"], "override 'mf.factors' must look like key=value"),
         (["refresh.spark_remote=localhost:15002"], "refresh.spark_remote must be empty or a"),
+        (["refresh.worker_url=localhost:15003"], "refresh.worker_url must be empty or a"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):

@@ -216,6 +216,84 @@ def test_dag_tasks_on_a_spark_connect_server_give_the_same_window(
     assert remote[2] == local[2]
 
 
+@pytest.fixture
+def refresh_worker():
+    """A `homepage refresh-server` in a thread of this process (its steps use this process's
+    Spark); its URL and the server."""
+    import threading
+
+    from jobs.refresh_server import make_server
+
+    server = make_server("127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_dag_tasks_on_a_refresh_worker_give_the_same_window(
+    scenario, refresh_worker, tmp_path, caplog
+):
+    """The window's steps as separate processes (as the DAG's tasks run them) that hand their
+    work to a resident refresh worker: the same events, priors and delta as in one process;
+    the worker's errors come back named, and an absent worker is a clear error."""
+    import logging
+    import subprocess
+    import sys
+
+    from jobs.refresh_server import RefreshWorkerError, call_step
+
+    url, server = refresh_worker
+    lake, base, (_, w2, _) = scenario["lake"], scenario["base"], scenario["windows"]
+    out = refresh.window_dir(lake, base, w2)
+
+    def outputs() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        events = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
+        events = events[sorted(events.columns)].reset_index(drop=True)
+        return (
+            events,
+            pd.read_parquet(os.path.join(out, "priors.parquet")),
+            checksums(lake, base, w2),
+        )
+
+    before = outputs()
+    for step in ("ingest", "priors", "pages"):  # not publish: w3's delta stays served
+        cmd = [sys.executable, "-m", "jobs.cli", "refresh", "--lake", lake.root]
+        cmd += ["--watermark", w2.isoformat(), "--step", step]
+        cmd += ["--set", f"refresh.worker_url={url}"]
+        for k, v in SMALL_LAKE_OVERRIDES.items():
+            cmd += ["--set", f"{k}={v}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{step}: {done.stderr[-3000:]}"
+        assert f"refresh {step} ran on the worker at {url}" in done.stderr
+        assert orjson.loads(done.stdout[done.stdout.index("{") :])["watermark"] == w2.isoformat()
+    assert server.steps == 3
+    after = outputs()
+    pd.testing.assert_frame_equal(before[0], after[0])
+    pd.testing.assert_frame_equal(before[1], after[1])
+    assert before[2] == after[2] == scenario["rerun"][0][0]
+
+    # the step's log lines come back to the task's log
+    caplog.set_level(logging.INFO)
+    overrides = {**SMALL_LAKE_OVERRIDES, "refresh.worker_url": url}
+    refresh.run_step("publish", lake.root, scenario["windows"][2], overrides)
+    assert any(r.getMessage().startswith("[worker] ") for r in caplog.records)
+    # a lake with nothing published: the DAG task skips on NoExport, as in its own process
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(refresh.NoExport):
+        refresh.run_step("ingest", str(empty), w2, overrides)
+    with pytest.raises(RefreshWorkerError, match="ValueError: unknown refresh step"):
+        call_step(url, "nope", lake.root, w2.isoformat())
+    server.shutdown()  # nobody listens any more
+    server.server_close()
+    with pytest.raises(RefreshWorkerError, match=f"no refresh worker at {url}"):
+        refresh.run_step("pages", lake.root, w2, overrides)
+
+
 def full_recompute(scenario) -> pd.DataFrame:
     """Every warm user's page from scratch: priors from all events before the last watermark
     with the daily feature functions, then the rank step's scoring with the daily models."""
