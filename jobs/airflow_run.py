@@ -455,6 +455,28 @@ def _stop(proc: Any, timeout_s: float = 60.0) -> None:
         proc.wait(timeout=30)
 
 
+def scheduler_env(env: dict[str, str], api_port: int) -> dict[str, str]:
+    """The environment of an `airflow api-server --apps execution` on `api_port` and an
+    `airflow scheduler` (LocalExecutor, one task at a time) that runs only the dag runs it is
+    given (no scheduled runs)."""
+    import secrets
+    import sys
+
+    bin_dir = os.path.dirname(sys.executable)
+    return {
+        **os.environ,
+        **env,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "1",  # one task at a time: 2 cores, Spark in each task
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        # the api-server checks the tokens the scheduler signs for its workers
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
+        # only the runs asked for: no scheduled run while the DAG is unpaused
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+    }
+
+
 def _run_scheduler(
     env: dict[str, str],
     backfill_id: int,
@@ -463,7 +485,6 @@ def _run_scheduler(
     progress: Callable[[str], None],
 ) -> None:
     """api-server (execution API only) + scheduler (LocalExecutor) until the backfill is done."""
-    import secrets
     import subprocess
     import sys
     import time
@@ -475,19 +496,7 @@ def _run_scheduler(
     from sqlalchemy.exc import OperationalError
 
     port = _free_port()
-    bin_dir = os.path.dirname(sys.executable)
-    penv = {
-        **os.environ,
-        **env,
-        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "1",  # one task at a time: 2 cores, Spark in each task
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        # the api-server checks the tokens the scheduler signs for its workers
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
-        # only the backfill: no scheduled run of today's interval while the DAG is unpaused
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-    }
+    penv = scheduler_env(env, port)
     logs = os.path.join(env["AIRFLOW_HOME"], "logs", f"backfill-{backfill_id}")
     os.makedirs(logs, exist_ok=True)
     with create_session() as session:

@@ -28,6 +28,11 @@ their served page shows, and clicks on some of them (so their Beta priors move).
 - worker (the DAG's tasks on a resident refresh worker, `refresh.worker_url`): as connect, but
   the server is a `homepage refresh-server` and each task process hands its whole step to it
   (the step runs in the worker's warm interpreter, on its Spark driver).
+- airflow (a `homepage_refresh` DAG run under the real Airflow scheduler): an execution API
+  server, a scheduler (LocalExecutor, one task at a time) and a refresh worker are started on a
+  fresh SQLite Airflow home; a warm-up run B 00:15, then the measured events land and the run
+  B 00:30 is triggered with `refresh.worker_url` in its overrides. Timed: arrival → the run's
+  success, as the metadata DB says; each task's time and the gaps between tasks from it.
 
 Either way the benchmark then polls the server until a sample of the changed users' pages
 carry the watermark as `refreshed_at`: arrival → served. Reported per mode: wall times (the
@@ -59,6 +64,7 @@ from jobs.bench_pipeline import WORK_DIR, run_measured, tree_memory
 from jobs.lake import Lake, parse_ds
 
 REFRESH_DIR = "_bench_refresh"
+REFRESH_DAG = "homepage_refresh"
 EVENTS_FILE = "bench-arrival.parquet"
 
 
@@ -153,12 +159,11 @@ def bench_refresh(
     seed: int,
     overrides: list[str],
     config: str | None = None,
-    modes: tuple[str, ...] = ("cold", "resident", "connect", "worker"),
+    modes: tuple[str, ...] = ("cold", "resident", "connect", "worker", "airflow"),
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The refresh measured in each of `modes` on the bench pipeline's export (see the module
-    docstring); {"users", "base", "cold": {...}, "resident": {...}, "connect": {...},
-    "worker": {...}}."""
+    docstring); {"users", "base", and a report per mode}."""
     from serving_export.publish import current_ds
     from serving_export.server import start_in_thread
 
@@ -186,6 +191,7 @@ def bench_refresh(
                 "resident": _resident,
                 "connect": _connect,
                 "worker": _worker,
+                "airflow": _airflow,
             }[mode]
             result[mode] = measure(_Setting(lake, base, port, args, new_users, events, seed, say))
     finally:
@@ -416,6 +422,139 @@ def _on_server(b: _Setting, kind: str) -> dict[str, Any]:
         "warmup_window_s": round(sum(s["s"] for s in warm_steps.values()), 1),
     }
     return report
+
+
+def _airflow(b: _Setting) -> dict[str, Any]:
+    """`homepage_refresh` DAG runs under the Airflow scheduler (LocalExecutor, one task at a
+    time, an execution API server), the tasks on a warm refresh worker: a warm-up run B 00:15,
+    then the measured run B 00:30, triggered as its events land. A fresh Airflow home (SQLite)
+    under the refresh lake each time."""
+    from jobs import airflow_run as ar
+
+    lake, base, port, args, say = b.lake, b.base, b.port, b.args, b.say
+    home = os.path.join(lake.root, "_airflow")
+    shutil.rmtree(home, ignore_errors=True)
+    env = ar._configure_airflow(home)
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType
+
+    with create_session() as session:
+        ar._sync_dag(session)
+    with create_session() as session:
+        session.get(DagModel, REFRESH_DAG).is_paused = False
+    warm_wm, wm, warm, table = _warm_and_measured(b)
+    worker_port, api_port = ar._free_port(), ar._free_port()
+    overrides = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--set")
+    overrides["refresh.worker_url"] = f"http://127.0.0.1:{worker_port}"
+    config = args[args.index("--config") + 1] if "--config" in args else ""
+    log_path = os.path.join(lake.root, f"bench-refresh-airflow-{base}.log")
+    penv = ar.scheduler_env(env, api_port)
+    procs: list[subprocess.Popen[bytes]] = []
+    samplers: list[threading.Event] = []
+
+    def start(*cmd: str, environ: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", *cmd],
+                env=environ,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # stopped whole, the executor's workers included
+            )
+        procs.append(proc)
+        return proc
+
+    def dag_run(w: dt.datetime, label: str) -> Any:
+        run = trigger_dag(
+            REFRESH_DAG,
+            triggered_by=DagRunTriggeredByType.CLI,
+            run_id=f"bench-{label}-{w:%Y%m%dT%H%M}-{time.time_ns()}",
+            logical_date=w,
+            conf={
+                "lake": lake.root,
+                "watermark": w.isoformat(),
+                "overrides": overrides,
+                "config": config,
+            },
+        )
+        while True:
+            with create_session() as session:
+                r = session.query(DagRun).filter_by(dag_id=REFRESH_DAG, run_id=run.run_id).one()
+                if r.state in (DagRunState.SUCCESS, DagRunState.FAILED):
+                    tis = sorted(
+                        (
+                            (t.task_id, t.start_date, t.end_date)
+                            for t in r.get_task_instances(session=session)
+                        ),
+                        key=lambda t: t[1],
+                    )
+                    if r.state != DagRunState.SUCCESS:
+                        raise RuntimeError(f"DAG run {run.run_id} failed; see {log_path}")
+                    return tis
+            time.sleep(0.2)
+
+    try:
+        worker = start("jobs.cli", "refresh-server", "--port", str(worker_port))
+        _wait_port(worker_port, worker, 120)
+        peak, done = _sample_peak(worker.pid)
+        samplers.append(done)
+        start(
+            "airflow",
+            "api-server",
+            "--apps",
+            "execution",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(api_port),
+            environ=penv,
+        )
+        health = f"http://127.0.0.1:{api_port}/execution/health"
+        _wait(lambda: _ok(health), 180)
+        scheduler = start("airflow", "scheduler", "--skip-serve-logs", environ=penv)
+        sched_peak, sched_done = _sample_peak(scheduler.pid)
+        samplers.append(sched_done)
+        _land(lake, base, warm, "bench-warmup.parquet")
+        t0 = time.perf_counter()
+        dag_run(warm_wm, "warmup")
+        warm_s = time.perf_counter() - t0
+        say(f"  warm-up DAG run {warm_wm:%H:%MZ}: {warm_s:.1f} s (scheduler and worker starts)")
+        t_arrival = _land(lake, base, table, EVENTS_FILE)
+        tis = dag_run(wm, "measured")
+        refresh_s = time.perf_counter() - t_arrival
+        served_s = _served_after(port, table, wm, t_arrival)
+    finally:
+        for proc in reversed(procs):
+            ar._stop(proc)
+        for sampler in samplers:
+            sampler.set()
+    mem = {
+        "peak_gb": round((peak[0] + sched_peak[0]) / 1024**3, 2),
+        "peak_anon_gb": round((peak[1] + sched_peak[1]) / 1024**3, 2),
+    }
+    report = _report(lake, base, wm, table, round(refresh_s, 1), served_s, mem, log_path)
+    report["task_s"] = {t: round((e - s_).total_seconds(), 1) for t, s_, e in tis}
+    report["between_tasks_s"] = [
+        round((tis[i + 1][1] - tis[i][2]).total_seconds(), 2) for i in range(len(tis) - 1)
+    ]
+    report["run_s"] = round((tis[-1][2] - tis[0][1]).total_seconds(), 1)
+    report["worker_peak_gb"] = round(peak[0] / 1024**3, 2)
+    report["warmup_run_s"] = round(warm_s, 1)
+    return report
+
+
+def _ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def _steps(args: list[str], wm: dt.datetime, log_path: str) -> dict[str, dict[str, Any]]:

@@ -306,7 +306,7 @@ def _bench_refresh(a: argparse.Namespace) -> Any:
     )
     _print("|---|---|---|---|---|---|---|---|---|")
     for res in results:
-        for mode in ("cold", "resident", "connect", "worker"):
+        for mode in ("cold", "resident", "connect", "worker", "airflow"):
             r = res.get(mode)
             if r:
                 _print(
@@ -788,11 +788,11 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument(
         "--refresh-modes",
         nargs="+",
-        choices=["cold", "resident", "connect", "worker"],
-        default=["cold", "resident", "connect", "worker"],
+        choices=["cold", "resident", "connect", "worker", "airflow"],
+        default=["cold", "resident", "connect", "worker", "airflow"],
         help="refresh: one process per window (cold), a resident worker, the DAG's tasks on a "
-        "Spark Connect server (connect), the DAG's tasks on a refresh worker (worker); "
-        "default all four",
+        "Spark Connect server (connect), the DAG's tasks on a refresh worker (worker), a DAG "
+        "run under the Airflow scheduler on a refresh worker (airflow); default all five",
     )
     bs = bn.add_argument_group("serve (a loopback load test of the lookup server)")
     bs.add_argument(
