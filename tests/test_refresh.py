@@ -166,40 +166,55 @@ def connect_server(tmp_path_factory):
     out.close()
 
 
+def task_steps(root: str, wm: dt.datetime, setting: str) -> dict[str, dict]:
+    """The window's ingest, priors and pages steps, each in its own `homepage refresh --step`
+    process as a DAG task runs it, with the override `setting`; each step's report (and its
+    stderr, as `_stderr`). Not publish: w3's delta stays served."""
+    import subprocess
+    import sys
+
+    reports = {}
+    for step in ("ingest", "priors", "pages"):
+        cmd = [sys.executable, "-m", "jobs.cli", "refresh", "--lake", root]
+        cmd += ["--watermark", wm.isoformat(), "--step", step, "--set", setting]
+        for k, v in SMALL_LAKE_OVERRIDES.items():
+            cmd += ["--set", f"{k}={v}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{wm} {step}: {done.stderr[-3000:]}"
+        reports[step] = orjson.loads(done.stdout[done.stdout.index("{") :])
+        reports[step]["_stderr"] = done.stderr
+    return reports
+
+
+def window_outputs(
+    lake: Lake, base: str, wm: dt.datetime
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """A window's accepted events (in a fixed order), its priors and its delta's checksums."""
+    out = refresh.window_dir(lake, base, wm)
+    events = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
+    events = events[sorted(events.columns)].reset_index(drop=True)
+    return events, pd.read_parquet(os.path.join(out, "priors.parquet")), checksums(lake, base, wm)
+
+
 def test_dag_tasks_on_a_spark_connect_server_give_the_same_window(
     scenario, connect_server, tmp_path
 ):
     """The window's steps as separate processes (as the DAG's tasks run them), their Spark work
     on a resident Spark Connect server: the same events, priors and delta as in one process."""
     import shutil
-    import subprocess
-    import sys
 
     lake, base, (w1, w2, _) = scenario["lake"], scenario["base"], scenario["windows"]
+    setting = f"refresh.spark_remote={connect_server}"
 
     def steps(root: str, wm: dt.datetime) -> None:
-        for step in ("ingest", "priors", "pages"):  # not publish: w3's delta stays served
-            cmd = [sys.executable, "-m", "jobs.cli", "refresh", "--lake", root]
-            cmd += ["--watermark", wm.isoformat(), "--step", step]
-            cmd += ["--set", f"refresh.spark_remote={connect_server}"]
-            for k, v in SMALL_LAKE_OVERRIDES.items():
-                cmd += ["--set", f"{k}={v}"]
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, f"{wm} {step}: {done.stderr[-3000:]}"
-            if step != "pages":  # the Spark steps ran on the server
-                report = orjson.loads(done.stdout[done.stdout.index("{") :])
-                assert report["spark"] == connect_server
-
-    def outputs(lk: Lake, wm: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-        out = refresh.window_dir(lk, base, wm)
-        events = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
-        events = events[sorted(events.columns)].reset_index(drop=True)
-        return events, pd.read_parquet(os.path.join(out, "priors.parquet")), checksums(lk, base, wm)
+        reports = task_steps(root, wm, setting)
+        for step in ("ingest", "priors"):  # the Spark steps ran on the server
+            assert reports[step]["spark"] == connect_server
 
     # a later window of the day, re-run: what the in-process run wrote
-    before = outputs(lake, w2)
+    before = window_outputs(lake, base, w2)
     steps(lake.root, w2)
-    after = outputs(lake, w2)
+    after = window_outputs(lake, base, w2)
     pd.testing.assert_frame_equal(before[0], after[0])
     pd.testing.assert_frame_equal(before[1], after[1])
     assert before[2] == after[2] == scenario["rerun"][0][0]
@@ -207,10 +222,10 @@ def test_dag_tasks_on_a_spark_connect_server_give_the_same_window(
     # since the window first ran): on the server, then in this process
     copy = Lake(str(shutil.copytree(lake.root, tmp_path / "lake", symlinks=True)))
     steps(copy.root, w1)
-    remote = outputs(copy, w1)
+    remote = window_outputs(copy, base, w1)
     for step in ("ingest", "priors", "pages"):
         refresh.run_step(step, copy.root, w1, SMALL_LAKE_OVERRIDES)
-    local = outputs(copy, w1)
+    local = window_outputs(copy, base, w1)
     pd.testing.assert_frame_equal(remote[0], local[0])
     pd.testing.assert_frame_equal(remote[1], local[1])
     assert remote[2] == local[2]
@@ -241,37 +256,18 @@ def test_dag_tasks_on_a_refresh_worker_give_the_same_window(
     work to a resident refresh worker: the same events, priors and delta as in one process;
     the worker's errors come back named, and an absent worker is a clear error."""
     import logging
-    import subprocess
-    import sys
 
     from jobs.refresh_server import RefreshWorkerError, call_step
 
     url, server = refresh_worker
     lake, base, (_, w2, _) = scenario["lake"], scenario["base"], scenario["windows"]
-    out = refresh.window_dir(lake, base, w2)
-
-    def outputs() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-        events = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
-        events = events[sorted(events.columns)].reset_index(drop=True)
-        return (
-            events,
-            pd.read_parquet(os.path.join(out, "priors.parquet")),
-            checksums(lake, base, w2),
-        )
-
-    before = outputs()
-    for step in ("ingest", "priors", "pages"):  # not publish: w3's delta stays served
-        cmd = [sys.executable, "-m", "jobs.cli", "refresh", "--lake", lake.root]
-        cmd += ["--watermark", w2.isoformat(), "--step", step]
-        cmd += ["--set", f"refresh.worker_url={url}"]
-        for k, v in SMALL_LAKE_OVERRIDES.items():
-            cmd += ["--set", f"{k}={v}"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"{step}: {done.stderr[-3000:]}"
-        assert f"refresh {step} ran on the worker at {url}" in done.stderr
-        assert orjson.loads(done.stdout[done.stdout.index("{") :])["watermark"] == w2.isoformat()
+    before = window_outputs(lake, base, w2)
+    reports = task_steps(lake.root, w2, f"refresh.worker_url={url}")
+    for step, report in reports.items():
+        assert f"refresh {step} ran on the worker at {url}" in report["_stderr"]
+        assert report["watermark"] == w2.isoformat()
     assert server.steps == 3
-    after = outputs()
+    after = window_outputs(lake, base, w2)
     pd.testing.assert_frame_equal(before[0], after[0])
     pd.testing.assert_frame_equal(before[1], after[1])
     assert before[2] == after[2] == scenario["rerun"][0][0]
