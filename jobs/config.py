@@ -203,6 +203,11 @@ class PageConfig:
         5  # "buy it again" candidate rows (the k-th starts at item (k-1)*M + 1)
     )
     best_seller_carousels: int = 2  # "best sellers" candidate rows (30-day engagement, same blocks)
+    for_you_carousels: int = 0  # "picked for you" rows ranked by engagement (rerank mode only)
+    for_you_history: int = 200  # "picked for you" also weighs this many of the most-bought items
+    for_you_pool: int = 100  # ... and this many items of highest MF affinity r̂
+    slot_order: str = "beam"  # beam: slots in the beam plan's order | value: see README
+    for_you_explore_weight: float = 0.0  # weight of explore recall in the "picked for you" order
     curated_file: str = (
         ""  # YAML of curated carousels used when the lake has none (default conf/curated.yaml)
     )
@@ -250,6 +255,13 @@ class PageConfig:
             raise ConfigError("page.candidate_items must be >= page.items_per_carousel")
         if not 1 <= self.min_items <= self.items_per_carousel:
             raise ConfigError("page.min_items must be in [1, page.items_per_carousel]")
+        if self.slot_order not in ("beam", "value"):
+            raise ConfigError(f"page.slot_order must be 'beam' or 'value', got {self.slot_order!r}")
+        if self.for_you_carousels < 0 or self.for_you_explore_weight < 0:
+            raise ConfigError(
+                "page.for_you_carousels and page.for_you_explore_weight must be >= 0, got "
+                f"{self.for_you_carousels} and {self.for_you_explore_weight}"
+            )
         if self.buy_again_carousels < 1 or self.best_seller_carousels < 0:
             raise ConfigError(
                 "page.buy_again_carousels must be >= 1 and page.best_seller_carousels >= 0, got "

@@ -160,6 +160,11 @@ def page_params(cfg: Config) -> Any:
         category_carousels=pc.category_carousels,
         buy_again_carousels=pc.buy_again_carousels,
         best_seller_carousels=pc.best_seller_carousels,
+        for_you_carousels=pc.for_you_carousels,
+        for_you_history=pc.for_you_history,
+        for_you_pool=pc.for_you_pool,
+        slot_order=pc.slot_order,
+        for_you_explore_weight=pc.for_you_explore_weight,
         category_pool=pc.category_pool,
         brand_carousels=pc.brand_carousels,
         new_categories=pc.new_categories,
@@ -234,7 +239,12 @@ def load_inputs(
     bought = ui[(ui["n_purchase"] > 0) & catalog.in_stock[ui["i"].to_numpy()]]
     bought = bought.sort_values(["user_id", "n_purchase"], ascending=[True, False])
     buy_again = _lists(
-        bought, "i", pc.candidate_items + (pc.buy_again_carousels - 1) * pc.items_per_carousel
+        bought,
+        "i",
+        max(
+            pc.candidate_items + (pc.buy_again_carousels - 1) * pc.items_per_carousel,
+            pc.for_you_history if pc.for_you_carousels else 0,
+        ),
     )
     top_brands = _top_brands(ui, catalog, pc.brand_carousels)
     recent = _recent_purchases(ui, catalog, items, ds, pc)

@@ -196,20 +196,25 @@ def candidate_examples(
     inputs: Any, users: np.ndarray, engaged: pd.DataFrame, params: Any, batch: int = 1024
 ) -> pd.DataFrame:
     """One example per distinct item among the carousel candidates each user would have been
-    shown at cutoff; labelled by the user's engagement with it in the window."""
+    shown at cutoff (and, with "picked for you" on, the items of its personal pool: the most
+    bought and the highest-r̂ ones); labelled by the user's engagement with it in the window."""
     from models.candidates import PAD
-    from models.ranking import score_batch
+    from models.ranking import personal_pool, score_batch
 
     warm = np.sort(users[inputs.warm(users)])
     frames = []
     for start in range(0, len(warm), batch):
         bu = warm[start : start + batch]
-        scored = score_batch(inputs, bu, inputs.user_matrices(bu), params, "fixed")
+        matrices = inputs.user_matrices(bu)
+        scored = score_batch(inputs, bu, matrices, params, "fixed")
         cu = np.asarray(scored.cands.user, dtype=np.int64)
         rows, cols = np.nonzero(scored.items != PAD)
-        keys = np.unique(
-            cu[rows] * np.int64(len(inputs.catalog.item_ids)) + scored.items[rows, cols]
-        )
+        key_parts = [cu[rows] * np.int64(len(inputs.catalog.item_ids)) + scored.items[rows, cols]]
+        if params.for_you_carousels:  # what "picked for you" weighs at serving, besides these
+            pool = personal_pool(matrices, params)
+            pr, pc = np.nonzero(pool != PAD)
+            key_parts.append(pr * np.int64(len(inputs.catalog.item_ids)) + pool[pr, pc])
+        keys = np.unique(np.concatenate(key_parts))
         n = len(inputs.catalog.item_ids)
         frames.append(pd.DataFrame({"user_id": bu[keys // n], "item": (keys % n).astype(np.int64)}))
     if not frames:

@@ -246,6 +246,7 @@ def assemble(
     per_carousel: int,
     min_items: int,
     thompson: ThompsonInputs | None = None,
+    values: np.ndarray | None = None,
 ) -> AssembledPages:
     """Fill Z slots per user under the page rules (see module docstring).
 
@@ -253,6 +254,9 @@ def assemble(
     -1 = no candidate; priority: (B, C) lower is preferred (NaN = no candidate).
     Deterministic users take, slot by slot, the feasible candidate of lowest priority
     (propensity 1); Thompson users take the feasible candidate with the highest sampled φ.
+    With `values` (B, C, W), each pool item's value (NaN = 0), deterministic users instead take
+    the feasible candidate whose items that would show (its first M not yet on the page) have
+    the largest total value, ties by priority: a greedy, de-duplication-aware fill.
     """
     n, c, width = cand_items.shape
     if min_items < 1 or per_carousel < min_items:
@@ -268,6 +272,7 @@ def assemble(
     uniq, inv = np.unique(keys, return_inverse=True)
     inv = inv.reshape(keys.shape)
     shown = np.zeros(len(uniq), dtype=bool)
+    vals = None if values is None else np.nan_to_num(np.asarray(values, dtype=np.float64))
 
     column = np.full((n, slots), -1, dtype=np.int64)
     items = np.full((n, slots, per_carousel), PAD, dtype=np.int64)
@@ -294,7 +299,15 @@ def assemble(
         fresh = item_ok & ~shown[inv]
         n_fresh = fresh.sum(axis=2)
         feas = valid & ~placed & (fam != prev[:, None]) & (n_fresh >= min_items)
-        choice = np.argmin(np.where(feas, prio, np.inf), axis=1)
+        if values is None:
+            choice = np.argmin(np.where(feas, prio, np.inf), axis=1)
+        else:
+            would = fresh & (np.cumsum(fresh, axis=2) <= per_carousel)
+            gain = np.where(would, vals, 0.0).sum(axis=2)
+            gain = np.where(feas, gain, -np.inf)
+            best = gain.max(axis=1, keepdims=True)
+            # among the best-valued candidates, the one of lowest priority
+            choice = np.argmin(np.where(feas & (gain >= best), prio, np.inf), axis=1)
         if mc is not None:
             f = feas[ts_rows]
             pick = np.argmax(np.where(f, slot_draws[:, s], -np.inf), axis=1)

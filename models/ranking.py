@@ -2,7 +2,8 @@
 
 `score_batch` does the work that does not depend on w:
   1. candidate carousels from every source (curated, buy it again, trending, category affinity,
-     discover, your top brands, new in your categories);
+     discover, your top brands, new in your categories; in "rerank" mode also "picked for you":
+     the user's whole pool by calibrated engagement, `sources.picked_for_you`);
   2. each carousel's item order — the policy layer for items: relevance from the combined
      calibrated engagement score ("rerank") or the source's order ("fixed"); business rules
      (penalise items without an image, down-rank recent purchases in non-repeat categories);
@@ -12,7 +13,10 @@
 `build_pages` then orders carousels for any w: φ = w·α + (1 − w)·γ, calibrated to the carousel's
 engagement probability q, slot assignment by beam search (or Thompson sampling for a share of
 users), page assembly with de-duplication, and epsilon-greedy exploration of new items; every
-placement carries its propensity. A grid search over w scores each batch once.
+placement carries its propensity. With `slot_order="value"` the deterministic users' slots are
+instead filled greedily, each with the feasible carousel whose items not yet on the page have the
+largest total item score (in "rerank" mode: the most expected engagements), so de-duplication is
+part of the choice; the beam plan only breaks ties. A grid search over w scores each batch once.
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ from models.item_features import FeatureSource
 from models.item_policy import apply_penalties, brand_run_rule, mmr_order, relevance
 from models.policy import ThompsonInputs, assemble, beam_plan, explore_new_items, user_table
 from models.scoring import discounted_sum
-from models.sources import brand_carousels, group_pools, merge, new_in_categories
+from models.sources import (
+    brand_carousels,
+    group_pools,
+    merge,
+    new_in_categories,
+    picked_for_you,
+)
 
 ITEM_MODES: tuple[str, ...] = ("fixed", "rerank")
 PAGE_COLUMNS: tuple[str, ...] = (
@@ -57,6 +67,11 @@ class PageParams:
     category_carousels: int = 6
     buy_again_carousels: int = 5  # "buy it again" rows; the k-th from item (k-1)*M + 1
     best_seller_carousels: int = 2  # "best sellers" candidate rows (the same blocks)
+    for_you_carousels: int = 0  # "picked for you" rows (rerank mode; see sources.picked_for_you)
+    for_you_history: int = 200  # most-bought items "picked for you" weighs besides the candidates
+    for_you_pool: int = 100  # items of highest r̂ it weighs besides the candidates
+    for_you_explore_weight: float = 0.0  # weight of explore recall in their allocation
+    slot_order: str = "beam"  # beam: the beam plan's order | value: greedy by shown item scores
     category_pool: int = 100  # most popular in-stock items per category a carousel draws from
     brand_carousels: int = 1  # "your top brands" carousels per user
     brand_pool: int = 30
@@ -308,15 +323,51 @@ class ScoredBatch:
         )
 
 
+def _widen(a: np.ndarray, width: int, fill: Any) -> np.ndarray:
+    """`a` (n, L <= width) padded on the right with `fill` to `width` columns."""
+    if a.shape[1] == width:
+        return a
+    out = np.full((a.shape[0], width), fill, dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
+
+
+def personal_pool(m: BatchMatrices, params: PageParams) -> np.ndarray:
+    """(B, L) items "picked for you" weighs besides the candidate carousels' items: the user's
+    `for_you_history` most-bought items and the `for_you_pool` items of highest r̂ over the
+    scored universe (in stock), PAD-padded."""
+    hist, _ = _pack(m.buy, params.for_you_history)
+    if params.for_you_pool and m.r_hat.shape[1]:
+        cols = top_k_rows(m.r_hat, params.for_you_pool)
+        inv = np.full(m.r_hat.shape[1], PAD, dtype=np.int64)
+        inv[m.col_of[m.col_of >= 0]] = np.flatnonzero(m.col_of >= 0)
+        top = np.where(cols >= 0, inv[np.maximum(cols, 0)], PAD)
+        hist = np.concatenate([hist, top], axis=1)
+    return hist
+
+
+def _pack(lists: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n entries of each list as a PAD-padded (B, n) matrix, and the list lengths."""
+    b = len(lists)
+    lens = np.fromiter((min(len(a), n) for a in lists), dtype=np.int64, count=b)
+    out = np.full((b, n), PAD, dtype=np.int64)
+    if b and lens.sum():
+        flat = np.concatenate([np.asarray(a[:n], dtype=np.int64) for a in lists])
+        out[np.arange(n)[None, :] < lens[:, None]] = flat
+    return out, lens
+
+
 def engagement_scores(
     inputs: RankInputs,
     users: np.ndarray,
     cu: np.ndarray,
     items: np.ndarray,
     m: BatchMatrices,
-) -> np.ndarray:
+    with_bought: bool = False,
+) -> Any:
     """Combined calibrated engagement score Σ_o w_o·p_o of each (batch user cu, item) pair,
-    with the placement fixed to the first slot and position (position debiasing)."""
+    with the placement fixed to the first slot and position (position debiasing); with
+    `with_bought` also whether the user has bought the item before (its purchase count > 0)."""
     if inputs.engagement is None or inputs.features is None:
         raise ValueError("rerank mode needs an engagement model and its feature source")
     n_items = np.int64(len(inputs.catalog.item_ids))
@@ -333,7 +384,10 @@ def engagement_scores(
     )
     preds = inputs.engagement.predict(frame, position_override="first")
     score = inputs.engagement.combined_score(preds, inputs.objective_weights)
-    return score[inverse]
+    if not with_bought:
+        return score[inverse]
+    bought = np.nan_to_num(frame["ui_n_purchase"].to_numpy(np.float64)) > 0
+    return score[inverse], bought[inverse]
 
 
 class _Clock:
@@ -418,10 +472,51 @@ def score_batch(
     if mode == "rerank" and len(cu):
         rows, cols = np.nonzero(valid)
         score = np.full(mat.shape, np.nan)
+        bought = np.zeros(mat.shape, dtype=bool)
         clock.lap("item_policy")
-        score[rows, cols] = engagement_scores(inputs, users, cu[rows], mat[rows, cols], m)
+        pool = personal_pool(m, params) if params.for_you_carousels else None
+        pair_u, pair_i = cu[rows], mat[rows, cols]
+        if pool is not None:  # one scoring pass over the candidates' and the pool's pairs
+            pr, pc = np.nonzero(pool != PAD)
+            pair_u = np.concatenate([pair_u, pr])
+            pair_i = np.concatenate([pair_i, pool[pr, pc]])
+        s_all, b_all = engagement_scores(inputs, users, pair_u, pair_i, m, with_bought=True)
+        n_c = len(rows)
+        score[rows, cols], bought[rows, cols] = s_all[:n_c], b_all[:n_c]
         clock.lap("engagement")
-        rel = relevance(score)
+        value = score
+        if params.for_you_carousels:
+            pool_score = np.full(pool.shape, np.nan)
+            pool_bought = np.zeros(pool.shape, dtype=bool)
+            pool_score[pr, pc], pool_bought[pr, pc] = s_all[n_c:], b_all[n_c:]
+            width_all = max(width, pool.shape[1])
+            fy, fy_score, fy_value = picked_for_you(
+                np.concatenate([cu, np.arange(len(users))]),
+                np.concatenate([_widen(mat, width_all, PAD), _widen(pool, width_all, PAD)]),
+                np.concatenate(
+                    [_widen(score, width_all, np.nan), _widen(pool_score, width_all, np.nan)]
+                ),
+                np.concatenate(
+                    [_widen(bought, width_all, False), _widen(pool_bought, width_all, False)]
+                ),
+                rows=params.for_you_carousels,
+                per_carousel=params.items_per_carousel,
+                n_items=width,
+                min_items=params.min_items,
+                explore_weight=params.for_you_explore_weight,
+            )
+            if len(fy):
+                # the same stable order by user that `merge` gives the candidates
+                order = np.argsort(np.concatenate([cu, fy.user]), kind="stable")
+                r = np.concatenate([r, m.affinity(fy.user, fy.items)])[order]
+                mat = np.concatenate([mat, fy.items])[order]
+                score = np.concatenate([score, fy_score])[order]
+                value = np.concatenate([value, fy_value])[order]
+                cands = merge([cands, fy], width)
+                cu = cands.user
+                valid = mat != PAD
+            clock.lap("for_you")
+        rel = relevance(value)
     else:
         score = np.where(np.isfinite(r), r, np.where(valid, 0.0, np.nan))
         # fixed mode keeps each source's own order: relevance falls with the position
@@ -735,6 +830,11 @@ def build_pages(
             keys=ukeys,
         )
     pools = np.where(has[:, :, None], scored.items[t], PAD)
+    values = None
+    if params.slot_order not in ("beam", "value"):
+        raise ValueError(f"slot_order must be 'beam' or 'value', got {params.slot_order!r}")
+    if params.slot_order == "value":
+        values = np.where(pools != PAD, np.maximum(scored.item_scores[t], 0.0), 0.0)
     out = assemble(
         pools,
         fam,
@@ -743,6 +843,7 @@ def build_pages(
         per_carousel=params.items_per_carousel,
         min_items=params.min_items,
         thompson=thompson,
+        values=values,
     )
     placed = np.where(out.column >= 0, tab[rows[:, None], np.maximum(out.column, 0)], -1)
     items = out.items

@@ -94,6 +94,9 @@ def test_user_table_pads_per_user():
         user_table(np.array([1, 0]), 2)
 
 
+N = np.nan
+
+
 def _pools(rows):
     width = max(len(r) for r in rows)
     out = np.full((1, len(rows), width), PAD)
@@ -114,6 +117,36 @@ def test_assembly_dedups_fills_from_the_pool_and_drops_short_carousels():
     assert out.items[0, 2].tolist() == [10, 11, 12]
     assert out.exhausted[0] and out.n_slots[0] == 3
     assert np.all(out.slot_propensity[0, :3] == 1.0)
+
+
+def test_value_assembly_takes_the_carousel_whose_unshown_items_are_worth_most():
+    # carousel 0 (family 0) shows 1, 2 worth 0.9 + 0.8; then carousel 1 (family 1) repeats 1,
+    # 2, so what it would show is 6 (0.1) and 7 (0.1): carousel 2 (0.5 + 0.4) wins slot 2,
+    # although the priorities (a beam plan) say 0, 1, 2
+    pools = _pools([[1, 2, 3], [1, 2, 6, 7], [4, 5], [8, 9]])
+    fam = np.array([[0, 1, 2, 0]])
+    prio = np.array([[0.0, 1.0, 2.0, 3.0]])
+    values = np.array(
+        [[[0.9, 0.8, 0.2, N], [0.9, 0.8, 0.1, 0.1], [0.5, 0.4, N, N], [0.3, 0.3, N, N]]]
+    )
+    out = assemble(pools, fam, prio, slots=4, per_carousel=2, min_items=1, values=values)
+    assert out.column[0].tolist() == [0, 2, 3, 1]
+    assert out.items[0, 1].tolist() == [4, 5]
+    assert out.items[0, 3].tolist() == [6, 7]  # de-duplicated: filled from deeper in its pool
+    # equal values: the priority decides; without values the priority order is kept
+    flat = np.where(np.isnan(values), np.nan, 1.0)
+    tie = assemble(
+        pools[:, 2:],
+        fam[:, 2:],
+        prio[:, 2:] * -1,
+        slots=2,
+        per_carousel=2,
+        min_items=1,
+        values=flat[:, 2:],
+    )
+    assert tie.column[0].tolist() == [1, 0]
+    plain = assemble(pools, fam, prio, slots=4, per_carousel=2, min_items=1)
+    assert plain.column[0].tolist() == [0, 1, 2, 3]
 
 
 def test_assembly_never_puts_one_family_in_adjacent_slots():

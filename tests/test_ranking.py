@@ -129,14 +129,18 @@ def _mf(factors: np.ndarray, ids: np.ndarray) -> MFModel:
     return MFModel(USERS.copy(), ids, np.eye(2, dtype=np.float32), factors.astype(np.float32))
 
 
-def _feature_source(catalog: Catalog) -> FeatureSource:
+def _feature_source(catalog: Catalog, bought: dict[str, list[int]] | None = None) -> FeatureSource:
+    """`bought`: user -> items with one purchase each in user_item_counts (none by default)."""
+    pairs = [(u, ITEM_IDS[i]) for u, items in (bought or {}).items() for i in items]
     empty_ui = pd.DataFrame(
         {
-            "user_id": pd.Series(dtype=object),
-            "item_id": pd.Series(dtype=object),
-            **{c: pd.Series(dtype=float) for c in ("n_click", "n_add_to_cart", "n_purchase")},
-            "eta": pd.Series(dtype=float),
-            "last_ts": pd.Series(dtype="datetime64[ns]"),
+            "user_id": pd.Series([u for u, _ in pairs], dtype=object),
+            "item_id": pd.Series([i for _, i in pairs], dtype=object),
+            "n_click": pd.Series([0.0] * len(pairs), dtype=float),
+            "n_add_to_cart": pd.Series([0.0] * len(pairs), dtype=float),
+            "n_purchase": pd.Series([1.0] * len(pairs), dtype=float),
+            "eta": pd.Series([1.0] * len(pairs), dtype=float),
+            "last_ts": pd.Series([pd.Timestamp("2024-03-01")] * len(pairs)),
         }
     )
     return FeatureSource.build(
@@ -992,6 +996,117 @@ def test_rerank_without_an_engagement_model_raises():
         _score("rerank", _inputs(features=True))
     with pytest.raises(ValueError, match="engagement model"):
         _score("rerank", _inputs())
+
+
+FY_WEIGHTS = {"click": 1.0, "purchase": 0.0513}  # no two items of a user score alike
+
+
+def _for_you_expected(scored, u: str, params: PageParams, explore_weight: float, bought):
+    """u's "picked for you" list by hand: the distinct items of its other candidates, its
+    most-bought items and its top-r̂ items, by fake score (never bought ones boosted)."""
+    cu = np.asarray(scored.cands.user)
+    pool = {
+        i
+        for j in range(len(cu))
+        if scored.users[cu[j]] == u and scored.cands.reason[j] != "for_you"
+        for i in _items(scored, j)
+    }
+    pool |= set(BUY_AGAIN[u][: params.for_you_history].tolist())
+    pool |= set(np.argsort(-R_HAT[u], kind="stable")[: params.for_you_pool].tolist())
+    p = {i: POP_7D[i] / 100.0 + FY_WEIGHTS["purchase"] * R_HAT[u][i] for i in pool}
+    total = sum(p.values())
+    fresh = sum(v for i, v in p.items() if i not in bought)
+    value = {
+        i: v * (1 + explore_weight * total / fresh) if i not in bought and fresh else v
+        for i, v in p.items()
+    }
+    return sorted(pool, key=lambda i: (-value[i], i)), p
+
+
+@pytest.mark.parametrize("explore_weight", [0.0, 2.0])
+def test_picked_for_you_rows_rank_the_users_whole_pool_by_engagement(explore_weight):
+    bought = {"u1": [4, 6, 0], "u2": [1]}
+    inputs = _inputs(engagement=FakeEngagement(), objective_weights=FY_WEIGHTS)
+    inputs.features = _feature_source(inputs.catalog, bought)
+    params = replace(
+        PARAMS,
+        for_you_carousels=2,
+        for_you_history=2,
+        for_you_pool=2,
+        for_you_explore_weight=explore_weight,
+    )
+    scored = _score("rerank", inputs, params)
+    plain = _score("rerank", _inputs(engagement=FakeEngagement(), objective_weights=FY_WEIGHTS))
+    rows = _rows(scored)
+    # the other candidates are untouched
+    for key, j in _rows(plain).items():
+        assert _items(scored, rows[key]) == _items(plain, j), key
+    assert np.all(np.diff(np.asarray(scored.cands.user)) >= 0)  # still sorted by user
+    m, width = params.items_per_carousel, params.candidate_items
+    for u in USERS:
+        want, p = _for_you_expected(scored, u, params, explore_weight, set(bought[u]))
+        for k, cid in enumerate(("for_you", "for_you:2")):
+            j = rows[u, cid]
+            assert scored.cands.family[j] == "for_you" and scored.cands.reason[j] == "for_you"
+            got = _items(scored, j)
+            assert got == want[k * m : k * m + width], (u, cid, explore_weight)
+            # the score shown is the engagement score, not the boosted value
+            np.testing.assert_allclose(
+                scored.item_scores[j][: len(got)], [p[i] for i in got], rtol=1e-6
+            )
+    if explore_weight:  # the boost moves never-bought items ahead of some bought ones
+        want0, _ = _for_you_expected(scored, "u1", params, 0.0, {4, 6, 0})
+        assert _items(scored, rows["u1", "for_you"]) != want0[:width]
+
+
+def test_picked_for_you_needs_the_rerank_mode():
+    params = replace(PARAMS, for_you_carousels=2)
+    fixed = _score("fixed", _inputs(), params)
+    assert "for_you" not in set(fixed.cands.reason)  # fixed mode has no engagement scores
+    scored = _score("rerank", _inputs(engagement=FakeEngagement()), params)
+    assert "for_you" in set(scored.cands.reason)
+
+
+def _worth(scored, j: int, shown: set[str], m: int) -> float:
+    """Total score of the first m items of candidate j not in `shown`."""
+    fresh = [k for k, i in enumerate(_items(scored, j)) if ITEM_IDS[i] not in shown][:m]
+    return float(np.nansum(scored.item_scores[j][fresh]))
+
+
+def test_value_slot_order_fills_each_slot_with_the_most_valuable_unshown_items():
+    params = replace(PARAMS, for_you_carousels=2, slot_order="value")
+    scored = _score("rerank", _inputs(engagement=FakeEngagement()), params)
+    df = pages(scored, 0.5, params, ITEM_IDS)
+    _assert_page_rules(df, scored, 0.5, params)
+    rows = _rows(scored)
+    m = params.items_per_carousel
+    for u in USERS:
+        p = _page(df, u)
+        shown: set[str] = set()
+        placed: set[str] = set()
+        prev = None
+        for _, g in p.groupby("slot"):
+            # the placed carousel's unshown items are worth the most among the feasible ones
+
+            feasible = [
+                j
+                for (uu, cid), j in rows.items()
+                if uu == u
+                and scored.cands.family[j] != prev
+                and cid not in placed
+                and sum(ITEM_IDS[i] not in shown for i in _items(scored, j)) >= params.min_items
+            ]
+            got = _worth(scored, rows[u, g["carousel_id"].iloc[0]], shown, m)
+            assert len(feasible) > 1 or placed  # a real choice at least at the top
+            assert all(got >= _worth(scored, j, shown, m) - 1e-12 for j in feasible)
+            shown.update(g["item_id"])
+            placed.add(g["carousel_id"].iloc[0])
+            prev = g["family"].iloc[0]
+    # the beam's order differs on these pages
+    beam = pages(scored, 0.5, replace(params, slot_order="beam"), ITEM_IDS)
+    assert not beam[["user_id", "slot", "carousel_id"]].equals(
+        df[["user_id", "slot", "carousel_id"]]
+    )
 
 
 # ---------------------------------------------------------------------------------------------

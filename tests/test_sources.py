@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from models.candidates import PAD, Candidates, Catalog
-from models.sources import brand_carousels, group_pools, merge, new_in_categories
+from models.sources import (
+    brand_carousels,
+    group_pools,
+    merge,
+    new_in_categories,
+    picked_for_you,
+)
 
 NEG = -np.inf
 
@@ -241,3 +247,70 @@ def test_merge_sorts_by_user_keeping_each_tables_order():
 def test_merge_of_nothing_is_empty(parts):
     out = merge(parts, 3)
     assert len(out) == 0 and out.items.shape == (0, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# "picked for you"
+
+N = np.nan
+# two users' candidate rows: user 0 has two rows sharing item 3, user 1 one short row
+FY_USER = np.array([0, 0, 1])
+FY_ITEMS = np.array([[3, 1, 4, PAD], [5, 3, 2, 6], [7, 8, PAD, PAD]])
+FY_SCORES = np.array([[0.5, 0.4, N, N], [0.1, 0.5, 0.2, 0.3], [0.6, 0.2, N, N]])
+FY_BOUGHT = np.array([[1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 0, 0]], dtype=bool)
+
+
+def _fy(**kw):
+    args = {"rows": 2, "per_carousel": 2, "n_items": 3, "min_items": 2, "explore_weight": 0.0}
+    args.update(kw)
+    return picked_for_you(FY_USER, FY_ITEMS, FY_SCORES, FY_BOUGHT, **args)
+
+
+def test_picked_for_you_ranks_each_users_distinct_items_in_blocks():
+    cands, p, v = _fy()
+    # user 0's distinct scored items: 3 (0.5), 1 (0.4), 6 (0.3), 2 (0.2), 5 (0.1); item 4 has
+    # no score; row k starts at the k-th block of 2 and holds 3 items
+    assert cands.user.tolist() == [0, 0, 1]
+    assert cands.carousel_id.tolist() == ["for_you", "for_you:2", "for_you"]
+    assert cands.title.tolist() == ["Picked for you", "More picked for you", "Picked for you"]
+    assert set(cands.family) == {"for_you"} and set(cands.reason) == {"for_you"}
+    assert not cands.fixed_order.any()
+    assert cands.items.tolist() == [[3, 1, 6], [6, 2, 5], [7, 8, PAD]]
+    np.testing.assert_allclose(p[0], [0.5, 0.4, 0.3])
+    np.testing.assert_allclose(v, p)  # explore_weight 0: the value is the score
+    assert np.isnan(p[2, 2])
+    # user 1's second block would hold nothing: no row; min_items 3 also drops its first
+    cands, _, _ = _fy(min_items=3)
+    assert cands.user.tolist() == [0, 0]
+
+
+def test_picked_for_you_weights_never_bought_items_by_the_users_expected_mix():
+    cands, p, v = _fy(explore_weight=1.0, rows=1, n_items=5)
+    # user 0: R = 0.5 + 0.4 + 0.3 + 0.2 + 0.1 = 1.5; never bought: 2 (0.2), 5 (0.1): E = 0.3
+    # so a new item's value is p * (1 + 1.5 / 0.3) = 6p: 2 -> 1.2, 5 -> 0.6
+    assert cands.items[0].tolist() == [2, 5, 3, 1, 6]
+    np.testing.assert_allclose(v[0], [1.2, 0.6, 0.5, 0.4, 0.3])
+    np.testing.assert_allclose(p[0], [0.2, 0.1, 0.5, 0.4, 0.3])
+    # user 1: R = 0.8, E = 0.2 (item 8): 8 -> 0.2 * 5 = 1.0 goes ahead of 7 (0.6)
+    assert cands.items[1].tolist()[:2] == [8, 7]
+    # a user without never-bought items is ranked by score alone
+    only_bought = np.ones_like(FY_BOUGHT)
+    c2, _, v2 = picked_for_you(
+        FY_USER,
+        FY_ITEMS,
+        FY_SCORES,
+        only_bought,
+        rows=1,
+        per_carousel=2,
+        n_items=5,
+        min_items=2,
+        explore_weight=3.0,
+    )
+    assert c2.items[0].tolist() == [3, 1, 6, 2, 5]
+
+
+def test_picked_for_you_off_or_invalid():
+    cands, p, v = _fy(rows=0)
+    assert len(cands) == 0 and p.shape == (0, 3) and v.shape == (0, 3)
+    with pytest.raises(ValueError, match="explore_weight"):
+        _fy(explore_weight=-1.0)
