@@ -129,6 +129,7 @@ class ScoringConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     label_days: int = 3  # label window [ds - label_days, ds); training features as of its start
+    label_windows: int = 1  # also learn from the windows before it, each as of its own start
     max_users: int = 50_000  # users sampled (by hash) into the engagement training set
     min_impressions: int = 2_000  # logged item impressions needed to train on them
     validation_users: int = 2_000  # held-out users whose pages choose w
@@ -143,6 +144,8 @@ class TrainingConfig:
             )
         if self.label_days < 1:
             raise ConfigError(f"training.label_days must be >= 1, got {self.label_days}")
+        if self.label_windows < 1:
+            raise ConfigError(f"training.label_windows must be >= 1, got {self.label_windows}")
         if self.max_users < 10 or self.validation_users < 1:
             raise ConfigError("training.max_users must be >= 10 and validation_users >= 1")
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from jobs import io
 from jobs.config import Config
-from jobs.lake import Lake, join, local_path
+from jobs.lake import Lake, join, local_path, shift_ds
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _prune_mf_cache(lake: Lake, ds: str, cfg: Config) -> None:
 
     base = join(lake.warehouse, MF_CACHE)
     days = io.partitions(base)
-    oldest = shift_ds(max([ds, *days]), -cfg.training.label_days)
+    oldest = shift_ds(max([ds, *days]), -cfg.training.label_days * cfg.training.label_windows)
     for day in days:
         if day < oldest:
             io.delete_dir(join(base, f"ds={day}"))
@@ -219,6 +219,42 @@ def window_dataset(lake: Lake, start: str, end: str, cfg: Config) -> WindowData:
     inputs = load_inputs(lake, start, cfg, mf_item, mf_cat, with_features=True, feature_users=users)
     examples, engaged, source = build_examples(lake, end, cfg, inputs, users, events)
     return WindowData(inputs, examples, engaged, source, mf_seconds, features, features_seconds)
+
+
+def _older_windows(
+    lake: Lake,
+    cutoff: str,
+    cfg: Config,
+    examples: pd.DataFrame,
+    source: str,
+    timings: dict[str, float],
+) -> tuple[pd.DataFrame, list[str]]:
+    """The examples of the `training.label_windows` − 1 label windows before the newest one,
+    each as of its own start (its features, MF factors and candidates), appended to `examples`.
+    A user's rows of every window land in one train/calibration/evaluation split (the split
+    hashes the user). An older window the lake cannot give (too little history, too few labels)
+    or that learns from another source ends the list, with a log line."""
+    from jobs import training_data as td
+
+    frames, starts = [examples], [cutoff]
+    days = cfg.training.label_days
+    for k in range(1, cfg.training.label_windows):
+        start, end = shift_ds(cutoff, -k * days), shift_ds(cutoff, -(k - 1) * days)
+        try:
+            older = window_dataset(lake, start, end, cfg)
+        except td.TrainingDataError as exc:
+            log.info("label window %s..%s left out: %s", start, end, exc)
+            break
+        if older.source != source:
+            log.info(
+                "label window %s..%s left out: it has %s, not %s", start, end, older.source, source
+            )
+            break
+        frames.append(older.examples)
+        starts.append(start)
+        timings["cutoff_features_s"] += older.features_seconds
+        timings["mf_cutoff_s"] += older.mf_seconds
+    return pd.concat(frames, ignore_index=True), starts
 
 
 def trainable_objectives(examples: pd.DataFrame, cfg: Config) -> tuple[str, ...]:
@@ -429,7 +465,10 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     cutoff_features = data.features
     timings["cutoff_features_s"] = data.features_seconds
     timings["mf_cutoff_s"] = data.mf_seconds
-    timings["examples_s"] = time.perf_counter() - t0 - data.mf_seconds - data.features_seconds
+    examples, windows = _older_windows(lake, cutoff, cfg, examples, source, timings)
+    timings["examples_s"] = (
+        time.perf_counter() - t0 - timings["mf_cutoff_s"] - timings["cutoff_features_s"]
+    )
     objectives = trainable_objectives(examples, cfg)
     checks = run_suite("training_examples", examples, training_examples, engine="pandas")
     positions = source == "logged_impressions"
@@ -521,6 +560,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             "path": bundle,
             "cutoff": cutoff,
             "cutoff_features": cutoff_features,
+            "label_windows": windows,
             "training_source": source,
             "objectives": list(objectives),
             "weights": dict(params.weights),
