@@ -134,6 +134,7 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
             item_brand=arrays["item_brand"],
             per_carousel=params.items_per_carousel,
             unavailable=gone,
+            calibrated=meta.get("item_mode") == "rerank",
         )
         frame = build_pages(
             scored,

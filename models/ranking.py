@@ -13,10 +13,11 @@
 `build_pages` then orders carousels for any w: φ = w·α + (1 − w)·γ, calibrated to the carousel's
 engagement probability q, slot assignment by beam search (or Thompson sampling for a share of
 users), page assembly with de-duplication, and epsilon-greedy exploration of new items; every
-placement carries its propensity. With `slot_order="value"` the deterministic users' slots are
-instead filled greedily, each with the feasible carousel whose items not yet on the page have the
-largest total item score (in "rerank" mode: the most expected engagements), so de-duplication is
-part of the choice; the beam plan only breaks ties. A grid search over w scores each batch once.
+placement carries its propensity. With `slot_order="value"` and calibrated item scores ("rerank"
+mode) the deterministic users' slots are instead filled greedily, each with the feasible carousel
+whose items not yet on the page have the largest total score (the most expected engagements), so
+de-duplication is part of the choice; the beam plan only breaks ties. In "fixed" mode the item
+scores are r̂, not probabilities, and the beam order is kept. A grid search over w scores each batch once.
 """
 
 from __future__ import annotations
@@ -304,6 +305,7 @@ class ScoredBatch:
     new_score: np.ndarray  # (B, P) their r̂
     reason_override: str | None = None
     rel_sum: np.ndarray | None = None  # (n_c,) Σ_l r̂ / log(1 + l): α = λ · rel_sum
+    calibrated: bool = False  # item_scores are calibrated engagement scores (rerank mode)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per part of score_batch
 
     def candidates_frame(self, w: float) -> pd.DataFrame:
@@ -584,6 +586,7 @@ def score_batch(
         new_score=new_score,
         reason_override=reason_override,
         rel_sum=rel_sum,
+        calibrated=mode == "rerank",
         timings=clock.lap("carousel_terms"),
     )
 
@@ -612,6 +615,7 @@ def scored_from_state(
     item_brand: np.ndarray,
     per_carousel: int,
     unavailable: np.ndarray | None = None,
+    calibrated: bool = False,
 ) -> ScoredBatch:
     """A ScoredBatch from a daily rank's stored score components and (new) Beta posteriors.
 
@@ -620,7 +624,8 @@ def scored_from_state(
     α = λ · rel_sum, γ and the carousels' similarity inputs as the daily run computed them.
     `unavailable` (bool per catalogue item, e.g. gone out of stock since): such items are taken
     out of every pool (the carousel fills from deeper in its pool, as de-duplication does) and out
-    of the exploration pool; the carousel scores stay the daily run's.
+    of the exploration pool; the carousel scores stay the daily run's. `calibrated`: the stored
+    item scores are calibrated engagement scores (the daily run ranked in "rerank" mode).
     """
     lam, a, b = posterior_lambda(post, carousel_id, carousel_ab, carousel_lam, p_global)
     items = np.asarray(items, dtype=np.int64)
@@ -657,6 +662,7 @@ def scored_from_state(
         new_pool=new_pool,
         new_score=np.asarray(new_score, dtype=np.float64),
         rel_sum=np.asarray(rel_sum, dtype=np.float64),
+        calibrated=calibrated,
     )
 
 
@@ -833,7 +839,7 @@ def build_pages(
     values = None
     if params.slot_order not in ("beam", "value"):
         raise ValueError(f"slot_order must be 'beam' or 'value', got {params.slot_order!r}")
-    if params.slot_order == "value":
+    if params.slot_order == "value" and scored.calibrated:
         values = np.where(pools != PAD, np.maximum(scored.item_scores[t], 0.0), 0.0)
     out = assemble(
         pools,

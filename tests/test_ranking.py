@@ -1109,6 +1109,18 @@ def test_value_slot_order_fills_each_slot_with_the_most_valuable_unshown_items()
     )
 
 
+def test_value_slot_order_keeps_the_beam_order_without_calibrated_scores():
+    # fixed mode: the item scores are r̂, not probabilities
+    params = replace(PARAMS, slot_order="value")
+    scored = _score("fixed", _inputs(), params)
+    assert not scored.calibrated
+    beam = pages(scored, 0.5, replace(params, slot_order="beam"), ITEM_IDS)
+    pd.testing.assert_frame_equal(pages(scored, 0.5, params, ITEM_IDS), beam)
+    assert _score("rerank", _inputs(engagement=FakeEngagement()), params).calibrated
+    with pytest.raises(ValueError, match="slot_order"):
+        pages(scored, 0.5, replace(params, slot_order="best"), ITEM_IDS)
+
+
 # ---------------------------------------------------------------------------------------------
 # models.holdout
 
