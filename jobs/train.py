@@ -94,8 +94,6 @@ def _prune_mf_cache(lake: Lake, ds: str, cfg: Config) -> None:
     cutoff d - training.label_days, so runs from the newest day on need none older than the
     newest day's cutoff. Measured from the newest day, not from `ds`: a re-run of a past day
     (a backfill reprocessing it) then leaves the cache as it found it."""
-    from jobs.lake import shift_ds
-
     base = join(lake.warehouse, MF_CACHE)
     days = io.partitions(base)
     oldest = shift_ds(max([ds, *days]), -cfg.training.label_days * cfg.training.label_windows)

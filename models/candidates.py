@@ -353,15 +353,15 @@ def _usable_counts(
     return counts
 
 
-def _buy_again(buy_again: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Buy-again lists packed into (B, n) (most bought first, PAD-padded) and their full
-    lengths (B,)."""
-    b = len(buy_again)
-    lens = np.fromiter((len(a) for a in buy_again), dtype=np.int64, count=b)
+def pack_lists(lists: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user item lists (e.g. buy again, most bought first) packed into (B, n), their first
+    n items PAD-padded, and their full lengths (B,)."""
+    b = len(lists)
+    lens = np.fromiter((len(a) for a in lists), dtype=np.int64, count=b)
     out = np.full((b, n), PAD, dtype=np.int64)
     if not b or not lens.sum() or not n:
         return out, lens
-    flat = np.concatenate([np.asarray(a).reshape(-1) for a in buy_again]).astype(np.int64)
+    flat = np.concatenate([np.asarray(a).reshape(-1) for a in lists]).astype(np.int64)
     starts = np.cumsum(lens) - lens
     pos = np.arange(n)[None, :]
     take = pos < lens[:, None]
@@ -435,7 +435,7 @@ def generate(
     if buy_again_carousels < 1:
         raise ValueError(f"buy_again_carousels must be >= 1, got {buy_again_carousels}")
     step = int(per_carousel)
-    ba_all, ba_len = _buy_again(buy_again, n + (buy_again_carousels - 1) * step)
+    ba_all, ba_len = pack_lists(buy_again, n + (buy_again_carousels - 1) * step)
     # most bought first, re-ranked by engagement in "rerank" mode; the k-th row's pool starts
     # at the k-th block of M items, so each row adds the next most-bought items
     for k in range(buy_again_carousels):

@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.candidates import PAD, Candidates, Catalog, CuratedCarousel, generate, top_k_rows
+from models.candidates import (
+    PAD,
+    Candidates,
+    Catalog,
+    CuratedCarousel,
+    generate,
+    pack_lists,
+    top_k_rows,
+)
 from models.item_features import FeatureSource
 from models.item_policy import apply_penalties, brand_run_rule, mmr_order, relevance
 from models.policy import ThompsonInputs, assemble, beam_plan, explore_new_items, user_table
@@ -325,20 +333,11 @@ class ScoredBatch:
         )
 
 
-def _widen(a: np.ndarray, width: int, fill: Any) -> np.ndarray:
-    """`a` (n, L <= width) padded on the right with `fill` to `width` columns."""
-    if a.shape[1] == width:
-        return a
-    out = np.full((a.shape[0], width), fill, dtype=a.dtype)
-    out[:, : a.shape[1]] = a
-    return out
-
-
 def personal_pool(m: BatchMatrices, params: PageParams) -> np.ndarray:
     """(B, L) items "picked for you" weighs besides the candidate carousels' items: the user's
     `for_you_history` most-bought items and the `for_you_pool` items of highest r̂ over the
     scored universe (in stock), PAD-padded."""
-    hist, _ = _pack(m.buy, params.for_you_history)
+    hist, _ = pack_lists(m.buy, params.for_you_history)
     if params.for_you_pool and m.r_hat.shape[1]:
         cols = top_k_rows(m.r_hat, params.for_you_pool)
         inv = np.full(m.r_hat.shape[1], PAD, dtype=np.int64)
@@ -346,17 +345,6 @@ def personal_pool(m: BatchMatrices, params: PageParams) -> np.ndarray:
         top = np.where(cols >= 0, inv[np.maximum(cols, 0)], PAD)
         hist = np.concatenate([hist, top], axis=1)
     return hist
-
-
-def _pack(lists: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first n entries of each list as a PAD-padded (B, n) matrix, and the list lengths."""
-    b = len(lists)
-    lens = np.fromiter((min(len(a), n) for a in lists), dtype=np.int64, count=b)
-    out = np.full((b, n), PAD, dtype=np.int64)
-    if b and lens.sum():
-        flat = np.concatenate([np.asarray(a[:n], dtype=np.int64) for a in lists])
-        out[np.arange(n)[None, :] < lens[:, None]] = flat
-    return out, lens
 
 
 def engagement_scores(
@@ -474,33 +462,24 @@ def score_batch(
     if mode == "rerank" and len(cu):
         rows, cols = np.nonzero(valid)
         score = np.full(mat.shape, np.nan)
-        bought = np.zeros(mat.shape, dtype=bool)
         clock.lap("item_policy")
-        pool = personal_pool(m, params) if params.for_you_carousels else None
         pair_u, pair_i = cu[rows], mat[rows, cols]
-        if pool is not None:  # one scoring pass over the candidates' and the pool's pairs
+        if params.for_you_carousels:  # one scoring pass over the candidates' and the pool's pairs
+            pool = personal_pool(m, params)
             pr, pc = np.nonzero(pool != PAD)
             pair_u = np.concatenate([pair_u, pr])
             pair_i = np.concatenate([pair_i, pool[pr, pc]])
         s_all, b_all = engagement_scores(inputs, users, pair_u, pair_i, m, with_bought=True)
-        n_c = len(rows)
-        score[rows, cols], bought[rows, cols] = s_all[:n_c], b_all[:n_c]
+        score[rows, cols] = s_all[: len(rows)]
         clock.lap("engagement")
         value = score
         if params.for_you_carousels:
-            pool_score = np.full(pool.shape, np.nan)
-            pool_bought = np.zeros(pool.shape, dtype=bool)
-            pool_score[pr, pc], pool_bought[pr, pc] = s_all[n_c:], b_all[n_c:]
-            width_all = max(width, pool.shape[1])
             fy, fy_score, fy_value = picked_for_you(
-                np.concatenate([cu, np.arange(len(users))]),
-                np.concatenate([_widen(mat, width_all, PAD), _widen(pool, width_all, PAD)]),
-                np.concatenate(
-                    [_widen(score, width_all, np.nan), _widen(pool_score, width_all, np.nan)]
-                ),
-                np.concatenate(
-                    [_widen(bought, width_all, False), _widen(pool_bought, width_all, False)]
-                ),
+                pair_u,
+                pair_i,
+                s_all,
+                b_all,
+                n_users=len(users),
                 rows=params.for_you_carousels,
                 per_carousel=params.items_per_carousel,
                 n_items=width,

@@ -131,59 +131,22 @@ def merge(parts: list[Candidates], width: int) -> Candidates:
     )
 
 
-def _distinct(
-    cand_user: np.ndarray, items: np.ndarray, scores: np.ndarray, *extra: np.ndarray
-) -> tuple[np.ndarray, ...]:
-    """The distinct scored (user, item) pairs of candidate rows: user, item, score and the
-    `extra` (n_c, L) arrays' values, one entry per pair (PAD and NaN scores left out)."""
-    ok = (items != PAD) & np.isfinite(scores)
-    r, c = np.nonzero(ok)
-    user = np.asarray(cand_user, dtype=np.int64)[r]
-    item = items[r, c].astype(np.int64)
-    n_all = np.int64(item.max() + 1) if len(item) else np.int64(1)
-    _, first = np.unique(user * n_all + item, return_index=True)
-    return (user[first], item[first], scores[r, c][first], *(x[r, c][first] for x in extra))
-
-
-def _ranked(
-    user: np.ndarray, item: np.ndarray, value: np.ndarray, n_users: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The order of the entries by user, then value (highest first), then item; and each
-    sorted entry's rank within its user (0-based)."""
-    order = np.lexsort((item, -value, user))
-    starts = np.searchsorted(user[order], np.arange(n_users + 1))
-    return order, np.arange(len(order)) - starts[user[order]]
-
-
-def _block(
-    user: np.ndarray,
-    rank: np.ndarray,
-    k: np.ndarray | int,
-    per_carousel: int,
-    n_items: int,
-    n_users: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where each sorted entry goes in the (n_users, n_items) matrix of the block that starts at
-    rank k·per_carousel (k per user or one for all): (take mask, position)."""
-    lo = (np.broadcast_to(np.asarray(k, dtype=np.int64), (n_users,)) * per_carousel)[user]
-    take = (rank >= lo) & (rank < lo + n_items)
-    return take, rank - lo
-
-
 def picked_for_you(
-    cand_user: np.ndarray,  # (n_c,) batch row of each candidate carousel
-    items: np.ndarray,  # (n_c, L) its items, PAD-padded
-    scores: np.ndarray,  # (n_c, L) calibrated engagement score of each item (NaN: none)
-    bought: np.ndarray,  # (n_c, L) bool: the user has bought the item before
+    user: np.ndarray,  # (n,) batch row of each scored (user, item) pair; pairs may repeat
+    item: np.ndarray,  # (n,) item index
+    score: np.ndarray,  # (n,) calibrated engagement score (NaN: left out)
+    bought: np.ndarray,  # (n,) bool: the user has bought the item before
     *,
+    n_users: int,
     rows: int,
     per_carousel: int,
     n_items: int,
     min_items: int,
     explore_weight: float,
 ) -> tuple[Candidates, np.ndarray, np.ndarray]:
-    """ "Picked for you": every distinct item of a user's other candidates, by value, in `rows`
-    rows (the k-th from the k-th block of `per_carousel` items, like buy it again).
+    """ "Picked for you": every distinct item of a user's pool (its other candidates' items and
+    whatever else was scored for it), by value, in `rows` rows (the k-th from the k-th block of
+    `per_carousel` items, like buy it again).
 
     The value of an item is its calibrated engagement score p, times 1 + explore_weight·R̂/Ê for
     an item the user never bought, with R̂ = Σ p over the user's pool and Ê = Σ p over its never
@@ -193,59 +156,52 @@ def picked_for_you(
     with many likely repeats gets mostly repeats, and one who mostly tries new things gets
     mostly new things.
 
-    Returns the candidates, their raw scores and their values, (n, n_items) each (NaN on PAD).
+    Returns the candidates (by user, then row), their raw scores and their values, (n_c,
+    n_items) each (NaN on PAD).
     """
     if rows < 0 or explore_weight < 0:
         raise ValueError(f"rows and explore_weight must be >= 0, got {rows}, {explore_weight}")
     empty = np.empty((0, n_items))
-    if rows == 0 or not len(cand_user):
+    ok = np.isfinite(score)
+    if rows == 0 or not ok.any():
         return Candidates.empty(n_items), empty, empty.copy()
-    user, item, p, bought_pair = _distinct(cand_user, items, scores, bought)
-    p = np.maximum(p, 0.0)
-    new = ~bought_pair.astype(bool)
-    b = int(user.max()) + 1 if len(user) else 0
-    total = np.bincount(user, weights=p, minlength=b)
-    fresh = np.bincount(user, weights=p * new, minlength=b)
-    boost = np.divide(total, fresh, out=np.zeros(b), where=fresh > 0)
+    user = np.asarray(user, dtype=np.int64)[ok]
+    item = np.asarray(item, dtype=np.int64)[ok]
+    _, first = np.unique(user * np.int64(item.max() + 1) + item, return_index=True)
+    user, item = user[first], item[first]
+    p = np.maximum(np.asarray(score, dtype=np.float64)[ok][first], 0.0)
+    new = ~np.asarray(bought, dtype=bool)[ok][first]
+    total = np.bincount(user, weights=p, minlength=n_users)
+    fresh = np.bincount(user, weights=p * new, minlength=n_users)
+    boost = np.divide(total, fresh, out=np.zeros(n_users), where=fresh > 0)
     value = p * (1.0 + explore_weight * boost[user] * new)
-    order, rank = _ranked(user, item, value, b)
+    order = np.lexsort((item, -value, user))  # by user, value (best first), item
     user, item, p, value = user[order], item[order], p[order], value[order]
-    out_users, out_items, out_p, out_v, out_k = [], [], [], [], []
-    for k in range(rows):  # rows is small (a few): one vectorised pass per row
-        take, pos = _block(user, rank, k, per_carousel, n_items, b)
-        counts = np.bincount(user[take], minlength=b)
-        emit = np.flatnonzero(counts >= min_items)
-        if not len(emit):
-            continue
-        mat = np.full((b, n_items), PAD, dtype=np.int64)
-        pm, vm = np.full((b, n_items), np.nan), np.full((b, n_items), np.nan)
-        uu, pp = user[take], pos[take]
-        mat[uu, pp], pm[uu, pp], vm[uu, pp] = item[take], p[take], value[take]
-        out_users.append(emit)
-        out_items.append(mat[emit])
-        out_p.append(pm[emit])
-        out_v.append(vm[emit])
-        out_k.append(np.full(len(emit), k))
-    if not out_users:
-        return Candidates.empty(n_items), empty, empty.copy()
-    users = np.concatenate(out_users)
-    ks = np.concatenate(out_k)
-    order = np.argsort(users, kind="stable")  # by user, then row
-    users, ks = users[order], ks[order]
+    rank = np.arange(len(user)) - np.searchsorted(user, user, side="left")
+    # each user's list up to the last row's end; row k is a window of it
+    deep = (rows - 1) * per_carousel + n_items
+    keep = rank < deep
+    ranked = np.full((n_users, deep), PAD, dtype=np.int64)
+    ranked_p, ranked_v = np.full((n_users, deep), np.nan), np.full((n_users, deep), np.nan)
+    at = (user[keep], rank[keep])
+    ranked[at], ranked_p[at], ranked_v[at] = item[keep], p[keep], value[keep]
+    window = np.arange(rows)[:, None] * per_carousel + np.arange(n_items)[None, :]  # (rows, L)
+    blocks = ranked[:, window]  # (n_users, rows, n_items)
+    u, k = np.nonzero((blocks != PAD).sum(axis=2) >= min_items)  # row-major: by user, then row
     return (
         Candidates(
-            user=users.astype(np.int64),
+            user=u.astype(np.int64),
             carousel_id=np.array(
-                ["for_you" if k == 0 else f"for_you:{k + 1}" for k in ks], dtype=object
+                ["for_you" if j == 0 else f"for_you:{j + 1}" for j in k], dtype=object
             ),
             title=np.array(
-                ["Picked for you" if k == 0 else "More picked for you" for k in ks], dtype=object
+                ["Picked for you" if j == 0 else "More picked for you" for j in k], dtype=object
             ),
-            family=np.full(len(users), "for_you", dtype=object),
-            reason=np.full(len(users), "for_you", dtype=object),
-            fixed_order=np.zeros(len(users), dtype=bool),
-            items=np.concatenate(out_items)[order],
+            family=np.full(len(u), "for_you", dtype=object),
+            reason=np.full(len(u), "for_you", dtype=object),
+            fixed_order=np.zeros(len(u), dtype=bool),
+            items=blocks[u, k],
         ),
-        np.concatenate(out_p)[order],
-        np.concatenate(out_v)[order],
+        ranked_p[:, window][u, k],
+        ranked_v[:, window][u, k],
     )

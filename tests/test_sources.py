@@ -260,10 +260,17 @@ FY_SCORES = np.array([[0.5, 0.4, N, N], [0.1, 0.5, 0.2, 0.3], [0.6, 0.2, N, N]])
 FY_BOUGHT = np.array([[1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 0, 0]], dtype=bool)
 
 
-def _fy(**kw):
+def _pairs(bought: np.ndarray = FY_BOUGHT):
+    """The fixture's candidate rows as the (user, item, score, bought) pairs they hold; item 3
+    of user 0 comes twice (two rows), PAD cells are not pairs, item 4 has no score."""
+    r, c = np.nonzero(FY_ITEMS != PAD)
+    return FY_USER[r], FY_ITEMS[r, c], FY_SCORES[r, c], bought[r, c]
+
+
+def _fy(bought: np.ndarray = FY_BOUGHT, **kw):
     args = {"rows": 2, "per_carousel": 2, "n_items": 3, "min_items": 2, "explore_weight": 0.0}
     args.update(kw)
-    return picked_for_you(FY_USER, FY_ITEMS, FY_SCORES, FY_BOUGHT, **args)
+    return picked_for_you(*_pairs(bought), n_users=2, **args)
 
 
 def test_picked_for_you_ranks_each_users_distinct_items_in_blocks():
@@ -295,17 +302,7 @@ def test_picked_for_you_weights_never_bought_items_by_the_users_expected_mix():
     assert cands.items[1].tolist()[:2] == [8, 7]
     # a user without never-bought items is ranked by score alone
     only_bought = np.ones_like(FY_BOUGHT)
-    c2, _, v2 = picked_for_you(
-        FY_USER,
-        FY_ITEMS,
-        FY_SCORES,
-        only_bought,
-        rows=1,
-        per_carousel=2,
-        n_items=5,
-        min_items=2,
-        explore_weight=3.0,
-    )
+    c2, _, v2 = _fy(only_bought, rows=1, n_items=5, explore_weight=3.0)
     assert c2.items[0].tolist() == [3, 1, 6, 2, 5]
 
 
