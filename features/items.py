@@ -11,6 +11,7 @@ from features.events import require_columns
 
 POP_DAYS: tuple[int, ...] = (1, 7, 30)
 PRICE_BANDS = 5
+NEW_BUYER_DAYS = 30
 
 
 def item_stats(
@@ -21,14 +22,17 @@ def item_stats(
 
     Also: `pop_1d`, `pop_7d`, `pop_30d` (the same weighting over the last 1/7/30 days),
     `days_since_last_event` (double, from the event to midnight of `as_of`; null if never),
-    `age_days` (as_of − first_seen in days; null when first_seen is), `price_band` (1..5, the
+    `age_days` (as_of − first_seen in days; null when first_seen is), `n_buyers` (users who
+    bought the item) and `repeat_rate` (the share of them who bought it in two or more orders,
+    an order being one purchase timestamp; null without buyers), `new_buyers_30d` (users whose
+    first purchase of the item fell in the last 30 days), `price_band` (1..5, the
     price quintile within the item's category among items with a price, ties share a band; null
     without a price), `in_stock` and `has_image` (from `items`, true when absent or null).
 
     Items with no events get zeros, so every catalogue item has a row. `items` needs only
     item_id and first_seen; category_id, price, in_stock and has_image are optional.
     """
-    require_columns(events, ["item_id", "event_type", "ts"], "events")
+    require_columns(events, ["user_id", "item_id", "event_type", "ts"], "events")
     require_columns(items, ["item_id", "first_seen"], "items")
     start = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
     recent = F.lit(start - dt.timedelta(days=recent_days)).cast("timestamp")
@@ -61,12 +65,25 @@ def item_stats(
         F.max("ts").alias("last_event_ts"),
         *pops,
     )
+    new_buyer_since = F.lit(start - dt.timedelta(days=NEW_BUYER_DAYS)).cast("timestamp")
+    buyers = (
+        ev.filter((F.col("event_type") == "purchase") & F.col("user_id").isNotNull())
+        .groupBy("item_id", "user_id")
+        .agg(F.countDistinct("ts").alias("n_orders"), F.min("ts").alias("first_ts"))
+        .groupBy("item_id")
+        .agg(
+            F.count("*").cast("double").alias("n_buyers"),
+            (F.sum((F.col("n_orders") >= 2).cast("double")) / F.count("*")).alias("repeat_rate"),
+            F.sum((F.col("first_ts") >= new_buyer_since).cast("double")).alias("new_buyers_30d"),
+        )
+    )
     new_since = F.lit(as_of - dt.timedelta(days=recent_days * 2)).cast("date")
     pop_cols = ["pop_recent", "pop_prior", "pop_total", *[f"pop_{d}d" for d in POP_DAYS]]
     return (
         _item_attributes(items, as_of=as_of)
         .join(agg, "item_id", "left")
-        .fillna(0.0, subset=pop_cols)
+        .join(buyers, "item_id", "left")
+        .fillna(0.0, subset=[*pop_cols, "n_buyers", "new_buyers_30d"])
         .withColumn("trend", (F.col("pop_recent") + 1.0) / (F.col("pop_prior") + 1.0))
         .withColumn("is_new", F.coalesce(F.col("first_seen") >= new_since, F.lit(False)))
         .withColumn(
@@ -83,6 +100,9 @@ def item_stats(
             "is_new",
             *[f"pop_{d}d" for d in POP_DAYS],
             "days_since_last_event",
+            "n_buyers",
+            "repeat_rate",
+            "new_buyers_30d",
             "age_days",
             "price_band",
             "in_stock",
@@ -122,11 +142,39 @@ def _item_attributes(items: DataFrame, *, as_of: dt.date) -> DataFrame:
 
 
 def user_activity(events: DataFrame, *, as_of: dt.date) -> DataFrame:
-    """Every user seen before `as_of`: user_id, n_events, last_ts (the pipeline's known users)."""
-    require_columns(events, ["user_id", "ts"], "events")
+    """Every user seen before `as_of` (the pipeline's known users): user_id, n_events, last_ts,
+    and the user's orders, an order being one purchase timestamp: `n_orders`, `basket_size`
+    (purchase rows per order), `days_since_order` (from the last order to midnight of `as_of`)
+    and `order_gap_days` (mean days between consecutive orders). The last three are null for a
+    user with no orders, and the gap also for a user with one."""
+    require_columns(events, ["user_id", "event_type", "ts"], "events")
     end = F.lit(dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)).cast("timestamp")
-    return (
+    bought = F.col("event_type") == "purchase"
+    order_ts = F.when(bought, F.col("ts"))
+    out = (
         events.filter(F.col("ts") < end)
         .groupBy("user_id")
-        .agg(F.count("*").alias("n_events"), F.max("ts").alias("last_ts"))
+        .agg(
+            F.count("*").alias("n_events"),
+            F.max("ts").alias("last_ts"),
+            F.countDistinct(order_ts).alias("n_orders"),
+            F.count(order_ts).alias("_n_bought"),
+            F.min(order_ts).alias("_first"),
+            F.max(order_ts).alias("_last"),
+        )
+    )
+    days = 86400.0
+    return out.select(
+        "user_id",
+        "n_events",
+        "last_ts",
+        "n_orders",
+        F.when(F.col("n_orders") > 0, F.col("_n_bought") / F.col("n_orders")).alias("basket_size"),
+        ((end.cast("double") - F.col("_last").cast("double")) / days).alias("days_since_order"),
+        F.when(
+            F.col("n_orders") > 1,
+            (F.col("_last").cast("double") - F.col("_first").cast("double"))
+            / days
+            / (F.col("n_orders") - 1),
+        ).alias("order_gap_days"),
     )

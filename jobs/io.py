@@ -115,6 +115,17 @@ def list_files(uri: str) -> list[tuple[str, int]]:
     return sorted(out)
 
 
+def parquet_columns(uri: str) -> list[str]:
+    """Column names of a Parquet directory, from its first data file; [] if it has none."""
+    import pyarrow.parquet as pq
+
+    files = list_files(uri)
+    if not files:
+        return []
+    fs, path = _fs(uri)
+    return list(pq.read_schema(f"{path}/{files[0][0]}", filesystem=fs).names)
+
+
 def partitions(uri: str) -> list[str]:
     """Sorted `ds` values of a partitioned table directory (local or remote)."""
     fs, path = _fs(uri)

@@ -58,10 +58,29 @@ def cutoff_for(ds: str, cfg: Config) -> str:
     return shift_ds(ds, -cfg.training.label_days)
 
 
+def stale_columns(lake: Lake, day: str) -> dict[str, list[str]]:
+    """Per feature table as of `day`: the columns the engagement features read that it lacks
+    (tables written before those features existed); tables that have them all are left out."""
+    from models.item_features import ACTIVITY_COLUMNS, ITEM_COLUMNS
+
+    needed = {"item_stats": list(ITEM_COLUMNS.values()), "user_activity": list(ACTIVITY_COLUMNS)}
+    out = {}
+    for table, cols in needed.items():
+        have = set(io.parquet_columns(lake.feature(table, day)))
+        if missing := [c for c in cols if c not in have]:
+            out[table] = missing
+    return out
+
+
 def ensure_cutoff_features(lake: Lake, cutoff: str, cfg: Config) -> str:
-    """The feature tables as of `cutoff`: reused when that day's run wrote them, else built."""
+    """The feature tables as of `cutoff`: reused when that day's run wrote them, else built.
+    Tables written by an older version, without columns the features now read, are rebuilt:
+    training on them would learn from NaN where serving sees values."""
     if all(io.exists(join(lake.feature(t, cutoff), "_SUCCESS")) for t in CUTOFF_TABLES):
-        return "existing"
+        stale = stale_columns(lake, cutoff)
+        if not stale:
+            return "existing"
+        log.warning("feature tables as of %s lack %s: rebuilding them", cutoff, stale)
     if not [p for p in io.partitions(lake.events) if p < cutoff]:
         raise TrainingDataError(
             f"no accepted events before the label window's start {cutoff}: the lake's history "

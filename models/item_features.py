@@ -4,11 +4,12 @@ One `FeatureSource` is built from the feature tables *as of* a date (and the MF 
 on the same data). Training builds it as of the label window's start, serving as of `ds`: the
 same code gives both, so what the trees learn on is what they score on.
 
-Feature groups (METHODS §3): item historical engagement (popularity over 1/7/30 days, trend,
-age, price band, image), user aggregates over 7 and 30 days with their rates, user × category
-cross features (decayed counts, share of active days), user × item history (decayed counts,
-days since last engagement), MF affinity r̂_ui, category affinity ŝ_uc and discovery
-g = ŝ·exp(−η), and the placement (slot, position; fixed to the first slot at serving).
+Feature groups (METHODS §3): item historical engagement (popularity over 1/7/30 days, trend, age,
+price band, image, buyers, their repeat rate, new buyers over 30 days), user aggregates over 7 and
+30 days with their rates, the user's orders (count, basket size, days since the last, mean gap),
+user × category cross features (decayed counts, share of active days), user × item history (decayed
+counts, days since last engagement), MF affinity r̂_ui, category affinity ŝ_uc and discovery g =
+ŝ·exp(−η), and the placement (slot, position; fixed to the first slot at serving).
 Missing values stay NaN: XGBoost learns a default direction for them.
 """
 
@@ -30,21 +31,35 @@ ITEM_COLUMNS: Mapping[str, str] = {
     "item_price_band": "price_band",
     "item_has_image": "has_image",
     "item_days_since_event": "days_since_last_event",
+    "item_buyers": "n_buyers",
+    "item_repeat_rate": "repeat_rate",
+    "item_new_buyers_30d": "new_buyers_30d",
 }
-USER_COLUMNS: tuple[str, ...] = tuple(
-    f"{what}_{days}d"
-    for days in (7, 30)
-    for what in (
-        "impressions",
-        "views",
-        "clicks",
-        "add_to_carts",
-        "purchases",
-        "click_rate",
-        "cart_rate",
-        "purchase_rate",
+# from the user_activity table (whole history): events, and orders (one purchase timestamp each)
+ACTIVITY_COLUMNS: tuple[str, ...] = (
+    "n_events",
+    "n_orders",
+    "basket_size",
+    "days_since_order",
+    "order_gap_days",
+)
+USER_COLUMNS: tuple[str, ...] = (
+    tuple(
+        f"{what}_{days}d"
+        for days in (7, 30)
+        for what in (
+            "impressions",
+            "views",
+            "clicks",
+            "add_to_carts",
+            "purchases",
+            "click_rate",
+            "cart_rate",
+            "purchase_rate",
+        )
     )
-) + ("n_events",)
+    + ACTIVITY_COLUMNS
+)
 PAIR_COLUMNS: tuple[str, ...] = (
     "ui_n_click",
     "ui_n_add_to_cart",
@@ -138,7 +153,9 @@ class FeatureSource:
             )
         user_ids = np.unique(np.asarray(users, dtype=str)).astype(object)
         agg = user_aggregates.merge(
-            user_activity[["user_id", "n_events"]], on="user_id", how="outer"
+            user_activity[["user_id", *(c for c in ACTIVITY_COLUMNS if c in user_activity)]],
+            on="user_id",
+            how="outer",
         )
         agg = agg.set_index("user_id").reindex(user_ids)
         user_values = np.vstack(

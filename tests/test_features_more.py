@@ -8,7 +8,7 @@ from pyspark.sql import types as T
 
 from features.aggregates import carousel_slot_engagement, user_aggregates, user_category_frequency
 from features.context import event_context, user_context
-from features.items import item_stats
+from features.items import item_stats, user_activity
 from features.sessions import INTENT_COLUMNS, purchase_intent, sessionize
 
 AS_OF = dt.date(2026, 1, 11)  # a Sunday
@@ -342,6 +342,57 @@ def test_item_stats_extension(spark):
     got = by(item_stats(frame(spark, rows), slim, as_of=AS_OF, recent_days=7), "item_id")
     assert (got["a"].in_stock, got["b"].in_stock, got["a"].has_image) == (False, True, True)
     assert got["a"].price_band is None and got["a"].pop_7d == 4.0
+
+
+def test_item_stats_buyers_and_repeat_rate(spark):
+    items = spark.createDataFrame(
+        [(i, "c1", dt.date(2026, 1, 1)) for i in "abc"],
+        "item_id string, category_id string, first_seen date",
+    )
+    rows = [
+        # a: u1 buys it in two orders, u2 twice in one order, u3 and u5 once -> 1 of 4 repeat
+        ev("1", ts(2), "u1", "purchase", "a"),
+        ev("2", ts(5), "u1", "purchase", "a"),
+        ev("3", ts(3, 9), "u2", "purchase", "a"),
+        ev("4", ts(3, 9), "u2", "purchase", "a"),
+        ev("5", ts(4), "u3", "purchase", "a"),
+        ev("6", ts(4), "u3", "click", "b"),  # b: clicked, never bought
+        ev("7", ts(6), "u4", "purchase", "c"),  # c: bought again only on as_of: not counted
+        ev("8", ts(11, 1), "u4", "purchase", "c"),
+        ev("9", ts(11, 12, month=12), "u5", "purchase", "a"),  # a's first buyer, 31 days back
+    ]
+    got = by(item_stats(frame(spark, rows), items, as_of=AS_OF, recent_days=7), "item_id")
+    assert (got["a"].n_buyers, got["a"].repeat_rate) == (4.0, 0.25)
+    assert (got["b"].n_buyers, got["b"].repeat_rate) == (0.0, None)
+    assert (got["c"].n_buyers, got["c"].repeat_rate) == (1.0, 0.0)
+    # first purchases in the last 30 days: a's u1, u2, u3 (not u5); c's u4
+    assert [got[i].new_buyers_30d for i in "abc"] == [3.0, 0.0, 1.0]
+
+
+def test_user_activity_orders(spark):
+    rows = [
+        # u1: orders at day 1 (two rows), day 4 and day 7 -> 3 orders, 4 rows, gap 3 days
+        ev("1", ts(1), "u1", "purchase", "a"),
+        ev("2", ts(1), "u1", "purchase", "b"),
+        ev("3", ts(4), "u1", "purchase", "a"),
+        ev("4", ts(7), "u1", "purchase", "c"),
+        ev("5", ts(8), "u1", "click", "a"),
+        ev("6", ts(11, 1), "u1", "purchase", "a"),  # on as_of: not counted
+        ev("7", ts(9), "u2", "purchase", "a"),  # one order: no gap
+        ev("8", ts(9), "u3", "click", "a"),  # no orders
+    ]
+    got = by(user_activity(frame(spark, rows), as_of=AS_OF), "user_id")
+    u1, u2, u3 = got["u1"], got["u2"], got["u3"]
+    assert (u1.n_events, u1.n_orders, u1.basket_size) == (5, 3, pytest.approx(4 / 3))
+    assert u1.days_since_order == pytest.approx(3.5)  # day 7 noon -> day 11 midnight
+    assert u1.order_gap_days == pytest.approx(3.0)
+    assert (u2.n_orders, u2.basket_size, u2.order_gap_days) == (1, 1.0, None)
+    assert (u3.n_orders, u3.basket_size, u3.days_since_order, u3.order_gap_days) == (
+        0,
+        None,
+        None,
+        None,
+    )
 
 
 # --- cross-cutting --------------------------------------------------------------------------

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.item_features import FEATURES, ITEM_COLUMNS, USER_COLUMNS, FeatureSource
+from models.item_features import (
+    ACTIVITY_COLUMNS,
+    FEATURES,
+    ITEM_COLUMNS,
+    USER_COLUMNS,
+    FeatureSource,
+)
 
 AS_OF = "2024-03-10"
 # catalogue order deliberately not sorted, so a lookup by sorted id would misalign
@@ -17,18 +23,47 @@ I3, I1, I4, I2 = range(4)  # catalogue positions
 
 # item_stats source values per item id ("i4" has no row at all)
 STATS = {
-    "i1": dict(pop_1d=1.0, pop_7d=10.0, pop_30d=100.0, trend=1.5, is_new=True, age_days=3.0),
-    "i2": dict(pop_1d=2.0, pop_7d=20.0, pop_30d=200.0, trend=0.5, is_new=False, age_days=30.0),
-    "i3": dict(pop_1d=3.0, pop_7d=30.0, pop_30d=300.0, trend=2.0, is_new=False, age_days=90.0),
+    "i1": dict(
+        pop_1d=1.0,
+        pop_7d=10.0,
+        pop_30d=100.0,
+        trend=1.5,
+        is_new=True,
+        age_days=3.0,
+        n_buyers=4.0,
+        repeat_rate=0.25,
+    ),
+    "i2": dict(
+        pop_1d=2.0,
+        pop_7d=20.0,
+        pop_30d=200.0,
+        trend=0.5,
+        is_new=False,
+        age_days=30.0,
+        n_buyers=0.0,
+        repeat_rate=np.nan,
+    ),
+    "i3": dict(
+        pop_1d=3.0,
+        pop_7d=30.0,
+        pop_30d=300.0,
+        trend=2.0,
+        is_new=False,
+        age_days=90.0,
+        n_buyers=2.0,
+        repeat_rate=1.0,
+    ),
 }
 EXTRA = {"i1": (1, True, 0.5), "i2": (2, False, 4.0), "i3": (3, True, 1.0)}  # band, image, days
+# user_activity rows: events, orders, basket size, days since the last order, mean order gap
+ACTIVITY = [("u2", 7, 3, 4.5, 2.0, 6.0), ("u1", 40, 0, np.nan, np.nan, np.nan)]
 
 
 def _user_aggregates() -> pd.DataFrame:
     rows = []
     for base, u in ((100.0, "u1"), (200.0, "u2")):
         row = {"user_id": u}
-        row.update({c: base + j for j, c in enumerate(USER_COLUMNS) if c != "n_events"})
+        row.update({c: base + j for j, c in enumerate(USER_COLUMNS) if c not in ACTIVITY_COLUMNS})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -46,7 +81,7 @@ def _tables() -> dict[str, pd.DataFrame]:
             for i in ("i2", "i3", "i1")  # shuffled relative to the catalogue, i4 missing
         ]
     )
-    user_activity = pd.DataFrame({"user_id": ["u2", "u1"], "n_events": [7, 40]})
+    user_activity = pd.DataFrame(ACTIVITY, columns=["user_id", *ACTIVITY_COLUMNS])
     user_item_counts = pd.DataFrame(
         {
             "user_id": ["u1", "u1", "u2", "u1", "u9"],
@@ -115,8 +150,8 @@ def _pair(frame: pd.DataFrame, user_pos: int, item: int) -> pd.Series:
 def test_columns_are_features_in_order_and_float32():
     f = _cross(_source(), ["u1", "u2"])
     assert list(f.columns) == list(FEATURES)
-    # 9 item + 17 user + 5 user×item + 4 user×category + 3 MF + 2 placement
-    assert len(FEATURES) == len(set(FEATURES)) == 9 + 17 + 5 + 4 + 3 + 2
+    # 12 item + 21 user + 5 user×item + 4 user×category + 3 MF + 2 placement
+    assert len(FEATURES) == len(set(FEATURES)) == 12 + 21 + 5 + 4 + 3 + 2
     assert len(f) == 8
     assert all(f[c].dtype == np.float32 for c in f.columns)
 
@@ -131,7 +166,7 @@ def test_item_columns_follow_catalogue_order_with_nan_for_missing_items():
             else:
                 band, image, days = EXTRA[item_id]
                 want = {"price_band": band, "has_image": image, "days_since_last_event": days}[src]
-            assert row[name] == pytest.approx(float(want)), (item_id, name)
+            assert row[name] == pytest.approx(float(want), nan_ok=True), (item_id, name)
     # exact spot checks, so a misalignment cannot hide behind the loop above
     assert f["item_pop_7d"].iloc[[I3, I1, I2]].tolist() == [30.0, 10.0, 20.0]
     assert f["item_pop_30d"].iloc[[I3, I1, I2]].tolist() == [300.0, 100.0, 200.0]
@@ -152,12 +187,14 @@ def test_user_aggregates_are_looked_up_per_user():
     src = _source()
     assert list(src.user_ids) == ["u1", "u2", "u9"]  # activity ∪ user_item_counts, sorted
     f = _cross(src, ["u2", "u1", "u9"])
-    for pos, base, n_events in ((0, 200.0, 7.0), (1, 100.0, 40.0)):
+    for pos, base, activity in ((0, 200.0, ACTIVITY[0]), (1, 100.0, ACTIVITY[1])):
         for item in range(4):
             row = _pair(f, pos, item)
-            for j, c in enumerate(USER_COLUMNS[:-1]):
-                assert row[f"user_{c}"] == base + j
-            assert row["user_n_events"] == n_events
+            for j, c in enumerate(USER_COLUMNS):
+                if c not in ACTIVITY_COLUMNS:
+                    assert row[f"user_{c}"] == base + j
+            got = row[[f"user_{c}" for c in ACTIVITY_COLUMNS]].to_numpy(float)
+            np.testing.assert_array_equal(got, np.array(activity[1:], float))
     # u9 only has user × item counts: known user, but no aggregates
     u9 = _pair(f, 2, I2)
     assert u9[[f"user_{c}" for c in USER_COLUMNS]].isna().all()

@@ -80,8 +80,11 @@ def item_stats(e: Any) -> list[Any]:
                 "pop_7d",
                 "pop_30d",
                 "days_since_last_event",
+                "n_buyers",
+                "new_buyers_30d",
             )
         ],
+        e.ExpectColumnValuesToBeBetween(column="repeat_rate", min_value=0, max_value=1),
         e.ExpectColumnValuesToBeBetween(column="trend", min_value=0, strict_min=True),
         e.ExpectColumnValuesToBeBetween(column="price_band", min_value=1, max_value=5),
         e.ExpectColumnValuesToNotBeNull(column="in_stock"),
@@ -93,6 +96,11 @@ def user_activity(e: Any) -> list[Any]:
         e.ExpectColumnValuesToNotBeNull(column="user_id"),
         e.ExpectColumnValuesToBeUnique(column="user_id"),
         e.ExpectColumnValuesToBeBetween(column="n_events", min_value=1),
+        *[
+            e.ExpectColumnValuesToBeBetween(column=c, min_value=0)
+            for c in ("n_orders", "days_since_order", "order_gap_days")
+        ],
+        e.ExpectColumnValuesToBeBetween(column="basket_size", min_value=1),
     ]
 
 
