@@ -32,6 +32,7 @@ STATS = {
         age_days=3.0,
         n_buyers=4.0,
         repeat_rate=0.25,
+        new_buyers_30d=1.0,
     ),
     "i2": dict(
         pop_1d=2.0,
@@ -42,6 +43,7 @@ STATS = {
         age_days=30.0,
         n_buyers=0.0,
         repeat_rate=np.nan,
+        new_buyers_30d=0.0,
     ),
     "i3": dict(
         pop_1d=3.0,
@@ -52,6 +54,7 @@ STATS = {
         age_days=90.0,
         n_buyers=2.0,
         repeat_rate=1.0,
+        new_buyers_30d=0.0,
     ),
 }
 EXTRA = {"i1": (1, True, 0.5), "i2": (2, False, 4.0), "i3": (3, True, 1.0)}  # band, image, days
