@@ -209,6 +209,7 @@ class PageConfig:
     for_you_carousels: int = 0  # "picked for you" rows ranked by engagement (rerank mode only)
     for_you_history: int = 200  # "picked for you" also weighs this many of the most-bought items
     for_you_pool: int = 100  # ... and this many items of highest MF affinity r̂
+    for_you_popular: int = 0  # ... and this many best sellers (30-day engagement, in stock)
     slot_order: str = "beam"  # beam: slots in the beam plan's order | value: see README
     for_you_explore_weight: float = 0.0  # weight of explore recall in the "picked for you" order
     curated_file: str = (
@@ -264,6 +265,14 @@ class PageConfig:
             raise ConfigError(
                 "page.for_you_carousels and page.for_you_explore_weight must be >= 0, got "
                 f"{self.for_you_carousels} and {self.for_you_explore_weight}"
+            )
+        pools = {"history": self.for_you_history, "pool": self.for_you_pool}
+        pools["popular"] = self.for_you_popular
+        bad = {k: v for k, v in pools.items() if v < 0}
+        if bad:
+            raise ConfigError(
+                "page.for_you_history, page.for_you_pool and page.for_you_popular must be >= 0, "
+                f"got {', '.join(f'for_you_{k}={v}' for k, v in bad.items())}"
             )
         if self.buy_again_carousels < 1 or self.best_seller_carousels < 0:
             raise ConfigError(

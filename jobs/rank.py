@@ -66,14 +66,20 @@ def load_catalog(lake: Lake, ds: str, cfg: Config) -> tuple[Any, pd.DataFrame]:
         category_pool=cfg.page.category_pool,
         brands=items["brand"].to_numpy(object) if "brand" in items else None,
         pop_window=items["pop_30d"].fillna(0.0).to_numpy(float) if "pop_30d" in items else None,
-        best_sellers_n=(
-            cfg.page.candidate_items
-            + max(cfg.page.best_seller_carousels - 1, 0) * cfg.page.items_per_carousel
-            if cfg.page.best_seller_carousels
-            else 0
-        ),
+        best_sellers_n=_best_sellers_n(cfg.page),
     )
     return catalog, items
+
+
+def _best_sellers_n(pc: Any) -> int:
+    """Best sellers the catalogue keeps: as far as the last "Best sellers" row reaches, or the
+    "picked for you" pool's `for_you_popular` if that is longer (rows only read their blocks)."""
+    rows = (
+        pc.candidate_items + max(pc.best_seller_carousels - 1, 0) * pc.items_per_carousel
+        if pc.best_seller_carousels
+        else 0
+    )
+    return max(rows, pc.for_you_popular if pc.for_you_carousels else 0)
 
 
 def _rule_items(rule: str, catalog: Any, n: int) -> np.ndarray:
@@ -163,6 +169,7 @@ def page_params(cfg: Config) -> Any:
         for_you_carousels=pc.for_you_carousels,
         for_you_history=pc.for_you_history,
         for_you_pool=pc.for_you_pool,
+        for_you_popular=pc.for_you_popular,
         slot_order=pc.slot_order,
         for_you_explore_weight=pc.for_you_explore_weight,
         category_pool=pc.category_pool,

@@ -216,7 +216,7 @@ def candidate_examples(
 ) -> pd.DataFrame:
     """One example per distinct item among the carousel candidates each user would have been
     shown at cutoff (and, with "picked for you" on, the items of its personal pool: the most
-    bought and the highest-r̂ ones); labelled by the user's engagement with it in the window."""
+    bought, the highest-r̂ ones and the best sellers); labelled by the user's engagement with it in the window."""
     from models.candidates import PAD
     from models.ranking import personal_pool, score_batch
 
@@ -230,7 +230,7 @@ def candidate_examples(
         rows, cols = np.nonzero(scored.items != PAD)
         key_parts = [cu[rows] * np.int64(len(inputs.catalog.item_ids)) + scored.items[rows, cols]]
         if params.for_you_carousels:  # what "picked for you" weighs at serving, besides these
-            pool = personal_pool(matrices, params)
+            pool = personal_pool(matrices, params, inputs.catalog.best_sellers)
             pr, pc = np.nonzero(pool != PAD)
             key_parts.append(pr * np.int64(len(inputs.catalog.item_ids)) + pool[pr, pc])
         keys = np.unique(np.concatenate(key_parts))

@@ -79,6 +79,7 @@ class PageParams:
     for_you_carousels: int = 0  # "picked for you" rows (rerank mode; see sources.picked_for_you)
     for_you_history: int = 200  # most-bought items "picked for you" weighs besides the candidates
     for_you_pool: int = 100  # items of highest r̂ it weighs besides the candidates
+    for_you_popular: int = 0  # best sellers it weighs besides the candidates
     for_you_explore_weight: float = 0.0  # weight of explore recall in their allocation
     slot_order: str = "beam"  # beam: the beam plan's order | value: greedy by shown item scores
     category_pool: int = 100  # most popular in-stock items per category a carousel draws from
@@ -333,10 +334,13 @@ class ScoredBatch:
         )
 
 
-def personal_pool(m: BatchMatrices, params: PageParams) -> np.ndarray:
+def personal_pool(
+    m: BatchMatrices, params: PageParams, best_sellers: np.ndarray | None = None
+) -> np.ndarray:
     """(B, L) items "picked for you" weighs besides the candidate carousels' items: the user's
-    `for_you_history` most-bought items and the `for_you_pool` items of highest r̂ over the
-    scored universe (in stock), PAD-padded."""
+    `for_you_history` most-bought items, the `for_you_pool` items of highest r̂ over the
+    scored universe (in stock) and the first `for_you_popular` of `best_sellers` (the same for
+    every user), PAD-padded."""
     hist, _ = pack_lists(m.buy, params.for_you_history)
     if params.for_you_pool and m.r_hat.shape[1]:
         cols = top_k_rows(m.r_hat, params.for_you_pool)
@@ -344,6 +348,9 @@ def personal_pool(m: BatchMatrices, params: PageParams) -> np.ndarray:
         inv[m.col_of[m.col_of >= 0]] = np.flatnonzero(m.col_of >= 0)
         top = np.where(cols >= 0, inv[np.maximum(cols, 0)], PAD)
         hist = np.concatenate([hist, top], axis=1)
+    if params.for_you_popular and best_sellers is not None and len(best_sellers):
+        top = np.asarray(best_sellers, dtype=np.int64)[: params.for_you_popular]
+        hist = np.concatenate([hist, np.broadcast_to(top, (len(hist), len(top)))], axis=1)
     return hist
 
 
@@ -465,7 +472,7 @@ def score_batch(
         clock.lap("item_policy")
         pair_u, pair_i = cu[rows], mat[rows, cols]
         if params.for_you_carousels:  # one scoring pass over the candidates' and the pool's pairs
-            pool = personal_pool(m, params)
+            pool = personal_pool(m, params, cat.best_sellers)
             pr, pc = np.nonzero(pool != PAD)
             pair_u = np.concatenate([pair_u, pr])
             pair_i = np.concatenate([pair_i, pool[pr, pc]])

@@ -25,6 +25,7 @@ def test_overrides_are_typed_and_change_the_hash():
         (["scoring.w=1.5"], "scoring.w must be in [0, 1], got 1.5"),
         (["mf.algorithm=svd"], "mf.algorithm must be 'als' or 'bpr', got 'svd'"),
         (["page.min_items=50"], "page.min_items must be in [1, page.items_per_carousel]"),
+        (["page.for_you_popular=-1"], "must be >= 0, got for_you_popular=-1"),
         (["mf.factors"], "override 'mf.factors' must look like key=value"),
         (["refresh.spark_remote=localhost:15002"], "refresh.spark_remote must be empty or a"),
         (["refresh.worker_url=localhost:15003"], "refresh.worker_url must be empty or a"),
@@ -90,3 +91,19 @@ def test_cluster_yaml_overlays_default_yaml():
     assert cfg.spark.master.startswith("spark://")
     assert cfg.mf.backend == "spark" and cfg.engagement.backend == "xgboost_spark"
     assert cfg.page == base.page and cfg.features == base.features
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kept"),
+    [
+        ([], 40),  # two "Best sellers" rows: 30 candidate items, the second 10 further on
+        (["page.best_seller_carousels=0"], 0),
+        (["page.for_you_popular=300"], 40),  # no "Picked for you" rows: nothing weighs them
+        (["page.for_you_popular=300", "page.for_you_carousels=10"], 300),
+        (["page.for_you_popular=20", "page.for_you_carousels=10"], 40),
+    ],
+)
+def test_the_catalogue_keeps_the_best_sellers_its_rows_and_pool_read(overrides, kept):
+    from jobs.rank import _best_sellers_n
+
+    assert _best_sellers_n(load_config(overrides=overrides).page) == kept

@@ -23,6 +23,7 @@ from models.ranking import (
     RankInputs,
     build_pages,
     pages,
+    personal_pool,
     score_batch,
 )
 
@@ -1001,9 +1002,12 @@ def test_rerank_without_an_engagement_model_raises():
 FY_WEIGHTS = {"click": 1.0, "purchase": 0.0513}  # no two items of a user score alike
 
 
-def _for_you_expected(scored, u: str, params: PageParams, explore_weight: float, bought):
+def _for_you_expected(
+    scored, u: str, params: PageParams, explore_weight: float, bought, best_sellers=()
+):
     """u's "picked for you" list by hand: the distinct items of its other candidates, its
-    most-bought items and its top-r̂ items, by fake score (never bought ones boosted)."""
+    most-bought items, its top-r̂ items and the first best sellers, by fake score (never bought
+    ones boosted)."""
     cu = np.asarray(scored.cands.user)
     pool = {
         i
@@ -1013,6 +1017,7 @@ def _for_you_expected(scored, u: str, params: PageParams, explore_weight: float,
     }
     pool |= set(BUY_AGAIN[u][: params.for_you_history].tolist())
     pool |= set(np.argsort(-R_HAT[u], kind="stable")[: params.for_you_pool].tolist())
+    pool |= set(list(best_sellers)[: params.for_you_popular])
     p = {i: POP_7D[i] / 100.0 + FY_WEIGHTS["purchase"] * R_HAT[u][i] for i in pool}
     total = sum(p.values())
     fresh = sum(v for i, v in p.items() if i not in bought)
@@ -1023,20 +1028,45 @@ def _for_you_expected(scored, u: str, params: PageParams, explore_weight: float,
     return sorted(pool, key=lambda i: (-value[i], i)), p
 
 
-@pytest.mark.parametrize("explore_weight", [0.0, 2.0])
-def test_picked_for_you_rows_rank_the_users_whole_pool_by_engagement(explore_weight):
+def test_personal_pool_is_history_then_top_r_hat_then_best_sellers():
+    inputs = _inputs()
+    m = inputs.user_matrices(USERS)
+    params = replace(PARAMS, for_you_history=2, for_you_pool=3, for_you_popular=2)
+    best = np.array([7, 3, 9])  # only the first for_you_popular are weighed
+    pool = personal_pool(m, params, best)
+    plain = personal_pool(m, replace(params, for_you_popular=0), best)
+    np.testing.assert_array_equal(pool[:, : plain.shape[1]], plain)
+    np.testing.assert_array_equal(pool[:, plain.shape[1] :], [[7, 3], [7, 3]])
+    for k, u in enumerate(USERS):
+        hist = [i for i in plain[k, :2].tolist() if i != PAD]
+        assert hist == BUY_AGAIN[u][:2].tolist()
+        assert sorted(plain[k, 2:].tolist()) == sorted(np.argsort(-R_HAT[u])[:3].tolist())
+    # no best sellers (a lake without 30-day popularity): the pool is left as it is
+    np.testing.assert_array_equal(personal_pool(m, params, np.empty(0, np.int64)), plain)
+
+
+@pytest.mark.parametrize(("explore_weight", "popular"), [(0.0, 0), (2.0, 0), (0.0, 2)])
+def test_picked_for_you_rows_rank_the_users_whole_pool_by_engagement(explore_weight, popular):
     bought = {"u1": [4, 6, 0], "u2": [1]}
-    inputs = _inputs(engagement=FakeEngagement(), objective_weights=FY_WEIGHTS)
+    catalog = _catalog()
+    catalog.best_sellers = np.array([11, 2, 8])  # the first `popular` join every user's pool
+    inputs = _inputs(engagement=FakeEngagement(), objective_weights=FY_WEIGHTS, catalog=catalog)
     inputs.features = _feature_source(inputs.catalog, bought)
     params = replace(
         PARAMS,
+        best_seller_carousels=0,
         for_you_carousels=2,
         for_you_history=2,
         for_you_pool=2,
+        for_you_popular=popular,
         for_you_explore_weight=explore_weight,
     )
     scored = _score("rerank", inputs, params)
-    plain = _score("rerank", _inputs(engagement=FakeEngagement(), objective_weights=FY_WEIGHTS))
+    plain = _score(
+        "rerank",
+        _inputs(engagement=FakeEngagement(), objective_weights=FY_WEIGHTS, catalog=catalog),
+        replace(PARAMS, best_seller_carousels=0),
+    )
     rows = _rows(scored)
     # the other candidates are untouched
     for key, j in _rows(plain).items():
@@ -1044,7 +1074,9 @@ def test_picked_for_you_rows_rank_the_users_whole_pool_by_engagement(explore_wei
     assert np.all(np.diff(np.asarray(scored.cands.user)) >= 0)  # still sorted by user
     m, width = params.items_per_carousel, params.candidate_items
     for u in USERS:
-        want, p = _for_you_expected(scored, u, params, explore_weight, set(bought[u]))
+        want, p = _for_you_expected(
+            scored, u, params, explore_weight, set(bought[u]), catalog.best_sellers
+        )
         for k, cid in enumerate(("for_you", "for_you:2")):
             j = rows[u, cid]
             assert scored.cands.family[j] == "for_you" and scored.cands.reason[j] == "for_you"
