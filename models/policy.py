@@ -48,6 +48,9 @@ class ThompsonInputs:
     draws: int = 256
     seed: int = 0
     keys: np.ndarray | None = None  # uint64 (B,) per-user random stream keys (None: row index)
+    # with value-ordered slots: 1 / λ̄_uk, so a draw of the carousel's value (the expected
+    # engagements of the items it would show) is value · λ / λ̄ (None: sample φ as above)
+    value_scale: np.ndarray | None = None
 
 
 def user_uniforms(keys: np.ndarray, seed: int, stream: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -256,7 +259,10 @@ def assemble(
     (propensity 1); Thompson users take the feasible candidate with the highest sampled φ.
     With `values` (B, C, W), each pool item's value (NaN = 0), deterministic users instead take
     the feasible candidate whose items that would show (its first M not yet on the page) have
-    the largest total value, ties by priority: a greedy, de-duplication-aware fill.
+    the largest total value, ties by priority: a greedy, de-duplication-aware fill. Thompson
+    users then take the feasible candidate of the highest sampled value, value · λ / λ̄
+    (`thompson.value_scale` = 1 / λ̄), so their pages explore around the same order rather than
+    around φ's.
     """
     n, c, width = cand_items.shape
     if min_items < 1 or per_carousel < min_items:
@@ -293,25 +299,35 @@ def assemble(
             lam[j] = gen.beta(a_ts[j], b_ts[j], size=(thompson.draws + slots, c))
         slope = thompson.slope[ts_rows][:, None, :]
         intercept = thompson.intercept[ts_rows][:, None, :]
-        mc = slope * lam[:, : thompson.draws] + intercept
-        slot_draws = slope * lam[:, thompson.draws :] + intercept  # (T, slots, C)
+        if values is not None and thompson.value_scale is not None:
+            # relative draws of the engagement rate; the value they scale changes slot by slot
+            scale = np.maximum(thompson.value_scale[ts_rows], 0.0)[:, None, :]
+            mc, slot_draws = scale * lam[:, : thompson.draws], scale * lam[:, thompson.draws :]
+        else:
+            mc = slope * lam[:, : thompson.draws] + intercept
+            slot_draws = slope * lam[:, thompson.draws :] + intercept  # (T, slots, C)
+    by_value = mc is not None and values is not None and thompson.value_scale is not None
     for s in range(slots):
         fresh = item_ok & ~shown[inv]
         n_fresh = fresh.sum(axis=2)
         feas = valid & ~placed & (fam != prev[:, None]) & (n_fresh >= min_items)
+        gain = None
         if values is None:
             choice = np.argmin(np.where(feas, prio, np.inf), axis=1)
         else:
             would = fresh & (np.cumsum(fresh, axis=2) <= per_carousel)
             gain = np.where(would, vals, 0.0).sum(axis=2)
-            gain = np.where(feas, gain, -np.inf)
-            best = gain.max(axis=1, keepdims=True)
+            best = np.where(feas, gain, -np.inf).max(axis=1, keepdims=True)
             # among the best-valued candidates, the one of lowest priority
             choice = np.argmin(np.where(feas & (gain >= best), prio, np.inf), axis=1)
         if mc is not None:
             f = feas[ts_rows]
-            pick = np.argmax(np.where(f, slot_draws[:, s], -np.inf), axis=1)
-            winners = np.argmax(np.where(f[:, None, :], mc, -np.inf), axis=2)
+            now, sims = slot_draws[:, s], mc
+            if by_value:
+                g = gain[ts_rows]
+                now, sims = g * now, g[:, None, :] * mc
+            pick = np.argmax(np.where(f, now, -np.inf), axis=1)
+            winners = np.argmax(np.where(f[:, None, :], sims, -np.inf), axis=2)
             hits = (winners == pick[:, None]).sum(axis=1)
             choice[ts_rows] = pick
             # the draw actually used counts as one more Monte Carlo sample: never 0

@@ -806,6 +806,12 @@ def build_pages(
     for s in range(params.slots):
         ok = plan[:, s] >= 0
         prio[rows[ok], plan[ok, s]] = s
+    pools = np.where(has[:, :, None], scored.items[t], PAD)
+    values = None
+    if params.slot_order not in ("beam", "value"):
+        raise ValueError(f"slot_order must be 'beam' or 'value', got {params.slot_order!r}")
+    if params.slot_order == "value" and scored.calibrated:
+        values = np.where(pools != PAD, np.maximum(scored.item_scores[t], 0.0), 0.0)
     thompson = None
     personal = scored.reason_override is None
     ukeys = user_keys(scored.users) if randomise and personal else None
@@ -820,13 +826,8 @@ def build_pages(
             draws=params.thompson_draws,
             seed=seed,
             keys=ukeys,
+            value_scale=None if values is None else np.where(has, 1.0 / lam[t], 0.0),
         )
-    pools = np.where(has[:, :, None], scored.items[t], PAD)
-    values = None
-    if params.slot_order not in ("beam", "value"):
-        raise ValueError(f"slot_order must be 'beam' or 'value', got {params.slot_order!r}")
-    if params.slot_order == "value" and scored.calibrated:
-        values = np.where(pools != PAD, np.maximum(scored.item_scores[t], 0.0), 0.0)
     out = assemble(
         pools,
         fam,

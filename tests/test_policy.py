@@ -3,6 +3,8 @@ epsilon-greedy exploration, on small cases with known answers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -184,6 +186,54 @@ def test_thompson_sampling_logs_the_probability_of_each_choice():
         logged = out.slot_propensity[tsu, 0][first == k].mean()
         assert logged == pytest.approx((first == k).mean(), abs=0.08)
     assert np.all((out.slot_propensity[tsu] > 0) & (out.slot_propensity[tsu] <= 1))
+
+
+def test_thompson_sampling_over_slot_values_samples_the_value_not_phi():
+    n, c = 600, 3
+    pools = np.tile(np.arange(c * 2).reshape(1, c, 2), (n, 1, 1))
+    fam = np.tile(np.arange(c), (n, 1))
+    prio = np.tile(np.arange(c, dtype=float)[::-1], (n, 1))  # φ's order is the reverse
+    values = np.tile(np.array([[3.0, 3.0], [2.0, 2.0], [0.5, 0.5]]), (n, 1, 1))
+    a, b = np.full((n, c), 20.0), np.full((n, c), 80.0)  # the same uncertain rate everywhere
+
+    def ts(slope: float) -> ThompsonInputs:
+        return ThompsonInputs(
+            users=np.ones(n, dtype=bool),
+            a=a,
+            b=b,
+            slope=np.full((n, c), slope),
+            intercept=np.tile([0.0, 0.0, 5.0], (n, 1)),  # φ would always pick candidate 2
+            draws=512,
+            seed=3,
+            value_scale=np.full((n, c), 5.0),  # 1 / λ̄ with λ̄ = 0.2
+        )
+
+    out = assemble(
+        pools, fam, prio, slots=3, per_carousel=2, min_items=1, thompson=ts(1.0), values=values
+    )
+    first = out.column[:, 0]
+    # a value 1.5 times larger wins most draws, not always; 0.5 against 3 almost never
+    assert 0.7 < (first == 0).mean() < 0.995 and (first == 2).mean() < 0.01
+    logged = out.slot_propensity[first == 0, 0].mean()
+    assert logged == pytest.approx((first == 0).mean(), abs=0.05)
+    # φ's pieces play no part
+    again = assemble(
+        pools, fam, prio, slots=3, per_carousel=2, min_items=1, thompson=ts(9.0), values=values
+    )
+    assert np.array_equal(out.column, again.column)
+    assert np.array_equal(out.slot_propensity, again.slot_propensity)
+    # without value_scale, the draws rank φ as before (candidate 2 by its intercept)
+    phi = assemble(
+        pools,
+        fam,
+        prio,
+        slots=3,
+        per_carousel=2,
+        min_items=1,
+        thompson=replace(ts(1.0), value_scale=None),
+        values=values,
+    )
+    assert np.all(phi.column[:, 0] == 2)
 
 
 def test_exploration_inserts_new_items_from_position_k_with_propensities():

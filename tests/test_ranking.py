@@ -1141,6 +1141,37 @@ def test_value_slot_order_fills_each_slot_with_the_most_valuable_unshown_items()
     )
 
 
+def test_thompson_users_of_value_ordered_pages_sample_the_value(monkeypatch):
+    import models.ranking as ranking
+
+    seen = []
+    real = ranking.assemble
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["thompson"], kwargs["values"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ranking, "assemble", spy)
+    params = replace(
+        PARAMS, for_you_carousels=2, slot_order="value", thompson_share=1.0, explore_epsilon=0.0
+    )
+    scored = _score("rerank", _inputs(engagement=FakeEngagement()), params)
+    df = pages(scored, 0.3, params, ITEM_IDS, randomise=True, seed=4)
+    _assert_page_rules(df, scored, 0.3, params)
+    assert ((df["propensity"] > 0.0) & (df["propensity"] <= 1.0)).all()
+    ts, values = seen[-1]
+    assert values is not None and ts.value_scale is not None
+    # 1 / λ̄ of each candidate: a draw of λ scales its value by λ / λ̄
+    worth = values.sum(axis=2) > 0
+    assert worth.any()
+    lam = np.sort(np.unique(np.maximum(scored.lam, 1e-12)))
+    got = 1.0 / ts.value_scale[worth]
+    assert np.allclose(lam[np.clip(np.searchsorted(lam, got), 0, len(lam) - 1)], got)
+    # beam order (or uncalibrated scores): the draws rank φ, as the beam does
+    pages(scored, 0.3, replace(params, slot_order="beam"), ITEM_IDS, randomise=True, seed=4)
+    assert seen[-1][0].value_scale is None and seen[-1][1] is None
+
+
 def test_value_slot_order_keeps_the_beam_order_without_calibrated_scores():
     # fixed mode: the item scores are r̂, not probabilities
     params = replace(PARAMS, slot_order="value")
