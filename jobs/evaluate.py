@@ -4,7 +4,9 @@
    the source lake's input tables, its own warehouse, models and MLflow store. In it the daily
    steps run as of the split (ingest, features, train, promote, rank), so the models and pages
    only ever see events before the split. The test window's events are ingested (validated)
-   too, but no feature reads them.
+   too, but no feature reads them. A re-run with the same config re-uses what the lake holds
+   (ingested days, feature tables), but only if the same code wrote it: the lake records the
+   code's fingerprint (`CODE_STAMP`), and outputs written by other code are removed first.
 2. Pages: the pipeline's pages of the split (`__default__` for users without one) and three
    baselines built from the same pre-split events (`models.baselines`): static, popularity,
    personal top frequency. All are scored against what each user did in
@@ -25,10 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +47,11 @@ log = logging.getLogger(__name__)
 
 BASELINES = ("static", "popularity", "top_freq")
 INPUT_TABLES = ("events", "items", "users", "carousels", "_truth")
+CODE_STAMP = "CODE_FINGERPRINT"  # in an evaluation lake: the fingerprint of the code that wrote it
+CODE_DIRS = ("jobs", "models", "features", "validation")
+# modules no evaluation runs: editing them keeps recorded evaluations valid
+NOT_EVALUATION_CODE = ("cli.py", "experiment.py", "bench.py", "bench_serve.py", "airflow_run.py")
+REPO = Path(__file__).resolve().parent.parent
 EVAL_STEPS = ("build_features", "train", "promote", "rank")
 LIFT_METRICS = ("ndcg_2d", "page_recall", "repeat_recall", "explore_recall", "carousel_ndcg")
 
@@ -49,11 +59,78 @@ LIFT_METRICS = ("ndcg_2d", "page_recall", "repeat_recall", "explore_recall", "ca
 # ---------------------------------------------------------------- the evaluation lake
 
 
-def evaluation_lake(lake: Lake, work_dir: str) -> Lake:
-    """A lake at `work_dir` whose input tables are symlinks to `lake`'s (outputs are its own)."""
+def code_fingerprint() -> str:
+    """sha256 of the code an evaluation runs (the pipeline's modules and conf/*.yaml)."""
+    h = hashlib.sha256()
+    files = [
+        p
+        for d in CODE_DIRS
+        for p in sorted((REPO / d).rglob("*.py"))
+        if not (d == "jobs" and p.name in NOT_EVALUATION_CODE)
+    ]
+    files += sorted((REPO / "conf").glob("*.yaml"))
+    for f in files:
+        h.update(str(f.relative_to(REPO)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def stamp_code(work_dir: str) -> None:
+    """Record that the current code wrote `work_dir`'s outputs."""
+    with open(os.path.join(work_dir, CODE_STAMP), "w") as f:
+        f.write(code_fingerprint() + "\n")
+
+
+def _outputs_of_other_code(work_dir: str) -> list[str]:
+    """`work_dir`'s outputs (entries that are not links to input tables) when the code that
+    wrote them is not the current code (another fingerprint, or none recorded); else []."""
+    outputs = [
+        e
+        for e in sorted(os.listdir(work_dir))
+        if e != CODE_STAMP and not os.path.islink(os.path.join(work_dir, e))
+    ]
+    if not outputs:
+        return []
+    try:
+        with open(os.path.join(work_dir, CODE_STAMP)) as f:
+            written_by = f.read().strip()
+    except FileNotFoundError:
+        written_by = ""
+    return [] if written_by == code_fingerprint() else outputs
+
+
+def evaluation_lake(lake: Lake, work_dir: str, *, say: Callable[[str], None] = log.info) -> Lake:
+    """A lake at `work_dir` whose input tables are symlinks to `lake`'s (outputs are its own).
+
+    Outputs another version of the code wrote (ingested days, feature tables, factorisation
+    caches, models) are removed first: an evaluation must measure the code that runs it."""
     if not lake.root.startswith("/") or not work_dir.startswith("/"):
         raise ValueError("evaluation lakes are local directories (absolute paths)")
     os.makedirs(work_dir, exist_ok=True)
+    real = [
+        n
+        for n in INPUT_TABLES
+        if os.path.lexists(os.path.join(work_dir, n))
+        and not os.path.islink(os.path.join(work_dir, n))
+    ]
+    if real:
+        raise ValueError(
+            f"{work_dir} is not an evaluation lake: its input table(s) {', '.join(real)} are not "
+            "links to the source lake's"
+        )
+    stale = _outputs_of_other_code(work_dir)
+    if stale:
+        say(
+            f"{work_dir} holds outputs written by other code ({', '.join(stale)}): "
+            "removing them, the evaluation starts afresh"
+        )
+        for e in stale:
+            path = os.path.join(work_dir, e)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    stamp_code(work_dir)
     for name in INPUT_TABLES:
         src, dst = os.path.join(lake.root, name), os.path.join(work_dir, name)
         if os.path.exists(src) and not os.path.lexists(dst):
@@ -358,7 +435,7 @@ def _run(
 
     from jobs.tracking import experiment
 
-    elake = evaluation_lake(lake, work)
+    elake = evaluation_lake(lake, work, say=say)
     ecfg = _eval_config(cfg)
     steps = run_pipeline_at(elake, split_ds, end, ecfg, say)
     out_dir = local_path(join(lake.reports(split_ds), "evaluate", label))

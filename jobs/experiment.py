@@ -45,7 +45,6 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Collection, Mapping
-from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, ConfigError, load_config
@@ -67,10 +66,6 @@ SEED_TABLES = ("events", "quarantine", "items", "quarantine_items", "features")
 SEED_BLOCKERS = ("ingest", "features")
 # settings that cannot change a metric: an experiment changing only these is refused
 NO_EFFECT_SECTIONS = ("spark", "serve", "export")
-CODE_DIRS = ("jobs", "models", "features", "validation")
-# modules no evaluation runs: editing them keeps recorded evaluations valid
-NOT_EVALUATION_CODE = ("cli.py", "experiment.py", "bench.py", "bench_serve.py", "airflow_run.py")
-REPO = Path(__file__).resolve().parent.parent
 COLUMNS = (
     "metric",
     "champion",
@@ -258,21 +253,6 @@ def side_config(p: Mapping[str, Any], side: str) -> Config:
 # ---------------------------------------------------------------- evaluating one side
 
 
-def _code_fingerprint() -> str:
-    h = hashlib.sha256()
-    files = [
-        p
-        for d in CODE_DIRS
-        for p in sorted((REPO / d).rglob("*.py"))
-        if not (d == "jobs" and p.name in NOT_EVALUATION_CODE)
-    ]
-    files += sorted((REPO / "conf").glob("*.yaml"))
-    for f in files:
-        h.update(str(f.relative_to(REPO)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def _input_fingerprint(lake_root: str) -> str:
     """Paths, sizes and modification times of the source lake's input files."""
     from jobs.evaluate import INPUT_TABLES
@@ -291,6 +271,8 @@ def _input_fingerprint(lake_root: str) -> str:
 
 def fingerprint(p: Mapping[str, Any], side: str) -> str:
     """What an evaluation of one side depends on: config, split, test window, inputs, code."""
+    from jobs.evaluate import code_fingerprint
+
     blob = json.dumps(
         {
             "config": p[f"{side}_hash"],
@@ -298,7 +280,7 @@ def fingerprint(p: Mapping[str, Any], side: str) -> str:
             "test_days": p["test_days"],
             "test_end": p["test_end"],
             "inputs": _input_fingerprint(local_path(p["lake"])),
-            "code": _code_fingerprint(),
+            "code": code_fingerprint(),
         },
         sort_keys=True,
     )
@@ -427,6 +409,8 @@ def seed_from_champion(p: Mapping[str, Any], *, say: Callable[[str], None] = log
             if os.path.isdir(os.path.join(src, table)):
                 shutil.copytree(os.path.join(src, table), os.path.join(dst, table))
                 copied.append(table)
+    if copied:  # the champion's evaluation is up to date: the current code wrote these
+        evaluate.stamp_code(p["experiment_dir"])
     return copied
 
 
