@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from jobs.config import Config
@@ -22,6 +24,24 @@ def tracking_uri(lake: Lake, cfg: Config) -> str:
     return f"sqlite:///{os.path.join(lake.mlflow_dir, 'mlflow.db')}"
 
 
+@contextlib.contextmanager
+def _first_use_lock(lake: Lake, uri: str) -> Iterator[None]:
+    """Serialise the first touches of a lake's SQLite store between processes: MLflow creates
+    and migrates the schema on first use, and two evaluations starting at once on a new lake
+    would both migrate it (`duplicate column name`) or both create the experiment."""
+    if not uri.startswith("sqlite:") or not is_local(lake.root):
+        yield
+        return
+    import fcntl
+
+    with open(os.path.join(lake.mlflow_dir, ".init.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def experiment(lake: Lake, cfg: Config, name: str | None = None) -> Any:
     """Configure MLflow for this lake and return the experiment id (created on first use)."""
     import logging
@@ -34,13 +54,14 @@ def experiment(lake: Lake, cfg: Config, name: str | None = None) -> Any:
     mlflow.set_tracking_uri(uri)
     exp_name = name or cfg.mlflow.experiment
     try:
-        exp = mlflow.get_experiment_by_name(exp_name)
-        if exp is not None:
-            return exp.experiment_id
-        location = None
-        if uri.startswith("sqlite:"):
-            location = "file://" + os.path.join(lake.mlflow_dir, "artifacts")
-        return mlflow.create_experiment(exp_name, artifact_location=location)
+        with _first_use_lock(lake, uri):
+            exp = mlflow.get_experiment_by_name(exp_name)
+            if exp is not None:
+                return exp.experiment_id
+            location = None
+            if uri.startswith("sqlite:"):
+                location = "file://" + os.path.join(lake.mlflow_dir, "artifacts")
+            return mlflow.create_experiment(exp_name, artifact_location=location)
     except Exception as exc:  # the store itself is down: say so plainly
         raise TrackingUnavailable(
             f"MLflow tracking store {uri} is unavailable (unreachable or failing: check "

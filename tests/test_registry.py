@@ -255,3 +255,31 @@ def test_set_champion_to_unknown_version_errors(lake: Lake, cfg: Any) -> None:
     with pytest.raises(MlflowException, match="not found|does not exist"):
         registry.set_champion(lake, cfg, "99")
     assert champion(lake, cfg) is None
+
+
+def _first_use(root: str, out: str) -> None:
+    from jobs.config import load_config as load
+    from jobs.lake import Lake as L
+    from jobs.tracking import experiment as exp
+
+    with open(out, "w") as f:
+        f.write(str(exp(L(root), load())))
+
+
+def test_two_processes_starting_on_a_new_lake_share_one_store_and_experiment(tmp_path):
+    # MLflow creates and migrates a new SQLite store on first use: two evaluations starting
+    # at once on a new lake must not both migrate it or both create the experiment
+    import multiprocessing as mp
+
+    root = str(tmp_path / "lake")
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_first_use, args=(root, str(tmp_path / f"id{k}"))) for k in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    ids = {(tmp_path / f"id{k}").read_text() for k in range(3)}
+    assert len(ids) == 1
