@@ -316,22 +316,23 @@ def w_grid_search(
     cfg: Config,
     modes: tuple[str, ...],
     exam: np.ndarray | None = None,
-) -> tuple[pd.DataFrame, dict[tuple[str, float], Any]]:
-    """NDCG_2D of the pages of `users` (as of cutoff) for each w and item mode, and the
-    carousel calibration (φ -> engagement probability) fitted at each w.
+) -> tuple[pd.DataFrame, dict[tuple[str, float], Any], dict[tuple[str, float], pd.Series]]:
+    """NDCG_2D of the pages of `users` (as of cutoff) for each w and item mode, the carousel
+    calibration (φ -> engagement probability) fitted at each w, and each user's NDCG_2D at
+    each (mode, w) (what `choose_item_mode` compares the modes on).
 
     The pages are built the way rank builds them (beam search over the calibrated q, page
     rules) without the randomised exploration.
     """
     from jobs.rank import page_params
-    from models.holdout import page_ndcg
+    from models.holdout import page_ndcg_by_user
     from models.ranking import pages, score_batch
 
     params = page_params(cfg)
     rel = engaged.assign(rel=engaged[["click", "add_to_cart", "purchase"]].sum(axis=1))
     users = np.sort(users[inputs.warm(users)])
     if len(users) == 0:  # no held-out user known to the cutoff's MF: keep scoring.w
-        return pd.DataFrame(columns=["mode", "w", "page_ndcg", "users"]), {}
+        return pd.DataFrame(columns=["mode", "w", "page_ndcg", "users"]), {}, {}
     coarse = np.linspace(0.0, 1.0, cfg.scoring.w_grid_steps)
     step = coarse[1] - coarse[0]
     scored = {
@@ -352,6 +353,7 @@ def w_grid_search(
     }
     seen: dict[str, dict[float, float]] = {mode: {} for mode in modes}
     calibrations: dict[tuple[str, float], Any] = {}
+    by_user: dict[tuple[str, float], pd.Series] = {}
 
     def evaluate(ws: np.ndarray) -> None:
         from jobs.rank import carousel_calibration
@@ -371,7 +373,9 @@ def w_grid_search(
                     ],
                     ignore_index=True,
                 )
-                seen[mode][w] = page_ndcg(built, rel, params.slots, params.items_per_carousel)
+                scores = page_ndcg_by_user(built, rel, params.slots, params.items_per_carousel)
+                by_user[(mode, w)] = scores
+                seen[mode][w] = float(np.mean(scores.to_numpy())) if len(scores) else np.nan
 
     evaluate(coarse)
     # α and γ live on different scales, so the best w can sit between two coarse points:
@@ -386,25 +390,59 @@ def w_grid_search(
             for w, v in sorted(seen[mode].items())
         ]
     )
-    return grid, calibrations
+    return grid, calibrations, by_user
 
 
-def choose_item_mode(grid: pd.DataFrame, configured: str, choose_w: bool, w: float) -> str:
+MODE_RESAMPLES = 2000
+
+
+def choose_item_mode(
+    grid: pd.DataFrame,
+    configured: str,
+    choose_w: bool,
+    w: float,
+    by_user: dict[tuple[str, float], pd.Series] | None = None,
+    evidence: dict[str, Any] | None = None,
+) -> str:
     """The item mode to serve: the configured one, or for "auto" the mode whose validation page
     NDCG_2D is higher (at its best w when w is searched, else at the configured w). Ties and an
-    empty grid give "fixed", the cheaper mode (no engagement predictions at rank time)."""
+    empty grid give "fixed", the cheaper mode (no engagement predictions at rank time).
+
+    With each user's scores (`by_user`, from `w_grid_search`), "rerank" must also be better
+    beyond chance: the 5th percentile of a paired bootstrap of the mean per-user difference
+    (rerank − fixed, users scored in both) must be above 0. Validation sets are small (tens of
+    users on the real grocery datasets), and a higher mean there is often noise that costs
+    page recall on the test split. `evidence` (if given) receives the comparison."""
     if configured != "auto":
         return configured
-    best: dict[str, float] = {}
+    best: dict[str, tuple[float, float]] = {}
     for mode in ("fixed", "rerank"):
         rows = grid[grid["mode"] == mode].dropna(subset=["page_ndcg"]) if len(grid) else grid
         if not choose_w and len(rows):
             rows = rows[np.isclose(rows["w"].astype(float), w)]
         if len(rows):
-            best[mode] = float(rows["page_ndcg"].max())
-    if "rerank" in best and best["rerank"] > best.get("fixed", -np.inf):
+            top = rows.loc[rows["page_ndcg"].astype(float).idxmax()]
+            best[mode] = (float(top["page_ndcg"]), float(top["w"]))
+    if "rerank" not in best or best["rerank"][0] <= best.get("fixed", (-np.inf, 0.0))[0]:
+        return "fixed"
+    if "fixed" not in best or not by_user:
         return "rerank"
-    return "fixed"
+    fixed = by_user.get(("fixed", round(best["fixed"][1], 6)))
+    rerank = by_user.get(("rerank", round(best["rerank"][1], 6)))
+    if fixed is None or rerank is None:
+        return "rerank"
+    both = fixed.index.intersection(rerank.index)
+    diff = (rerank.loc[both] - fixed.loc[both]).to_numpy(np.float64)
+    if len(diff) < 2:
+        return "fixed"
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), size=(MODE_RESAMPLES, len(diff)))].mean(axis=1)
+    low = float(np.quantile(means, 0.05))
+    if evidence is not None:
+        evidence.update(
+            {"rerank_minus_fixed": float(diff.mean()), "p05": low, "users": int(len(diff))}
+        )
+    return "rerank" if low > 0 else "fixed"
 
 
 def _plots(model: Any, holdout: pd.DataFrame, grid: pd.DataFrame, out: str) -> list[str]:
@@ -513,11 +551,14 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     from jobs.rank import slot_examination
 
     exam = slot_examination(lake, cutoff)
-    grid, calibrations = w_grid_search(
+    grid, calibrations, by_user = w_grid_search(
         inputs, val_users, engaged, cfg, ("fixed", "rerank"), exam=exam
     )
     timings["w_grid_s"] = time.perf_counter() - t0
-    mode = choose_item_mode(grid, cfg.scoring.item_mode, cfg.scoring.choose_w, cfg.scoring.w)
+    mode_evidence: dict[str, Any] = {}
+    mode = choose_item_mode(
+        grid, cfg.scoring.item_mode, cfg.scoring.choose_w, cfg.scoring.w, by_user, mode_evidence
+    )
     chosen = grid[grid["mode"] == mode].dropna(subset=["page_ndcg"])
     if cfg.scoring.choose_w and len(chosen):
         best = chosen.loc[chosen["page_ndcg"].idxmax()]
@@ -565,6 +606,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             "w": w,
             "w_page_ndcg": w_ndcg,
             "item_mode": mode,
+            "item_mode_evidence": mode_evidence,
             "carousel_calibration": calibrations.get((mode, round(w, 6))),
             "examples": int(len(examples)),
             "holdout_rows": int(len(holdout)),
@@ -603,6 +645,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             metrics[f"{r.objective}.{r.split}.{r.stage}.{r.metric}"] = r.value
         metrics |= {f"time.{k}": v for k, v in timings.items()}
         metrics |= {"examples": len(examples), "w": w, "page_ndcg": w_ndcg}
+        metrics |= {f"item_mode.{k}": v for k, v in mode_evidence.items()}
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
         for r in grid.itertuples():
             if np.isfinite(r.page_ndcg):

@@ -70,10 +70,19 @@ def holdout_metrics(
 def page_ndcg(pages: pd.DataFrame, relevance: pd.DataFrame, slots: int, per_carousel: int) -> float:
     """Mean NDCG_2D of each user's page grid; `relevance` has user_id, item_id, rel (> 0).
     Only users with at least one relevant item count (the others' NDCG is 0 for any page)."""
+    scores = page_ndcg_by_user(pages, relevance, slots, per_carousel)
+    return float(np.mean(scores.to_numpy())) if len(scores) else float("nan")
+
+
+def page_ndcg_by_user(
+    pages: pd.DataFrame, relevance: pd.DataFrame, slots: int, per_carousel: int
+) -> pd.Series:
+    """Each user's page NDCG_2D (indexed by user_id), for the users with a page and at least one
+    relevant item."""
     rel = relevance[relevance["rel"] > 0]
     users = np.intersect1d(pages["user_id"].unique(), rel["user_id"].unique())
     if len(users) == 0:
-        return float("nan")
+        return pd.Series(dtype=float)
     p = pages[pages["user_id"].isin(users)].merge(
         rel[["user_id", "item_id", "rel"]], on=["user_id", "item_id"], how="left"
     )
@@ -83,15 +92,13 @@ def page_ndcg(pages: pd.DataFrame, relevance: pd.DataFrame, slots: int, per_caro
         p[["user_id", "item_id"]], on=["user_id", "item_id"], how="left", indicator=True
     )
     missing = missing[missing["_merge"] == "left_only"]
-    scores = []
+    scores = {}
     by_user = dict(tuple(missing.groupby("user_id")["rel"]))
     for u, g in p.groupby("user_id", sort=False):
         grid = np.full((slots, per_carousel), np.nan)
         grid[g["slot"].to_numpy() - 1, g["item_rank"].to_numpy() - 1] = g["rel"].to_numpy()
-        scores.append(
-            _ndcg_2d_with_unshown(grid, by_user.get(u, pd.Series(dtype=float)).to_numpy())
-        )
-    return float(np.mean(scores))
+        scores[u] = _ndcg_2d_with_unshown(grid, by_user.get(u, pd.Series(dtype=float)).to_numpy())
+    return pd.Series(scores, dtype=float)
 
 
 def _ndcg_2d_with_unshown(grid: np.ndarray, unshown: np.ndarray) -> float:

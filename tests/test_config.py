@@ -65,6 +65,37 @@ def test_item_mode_auto_picks_the_better_validation_mode():
         load_config(None, ["scoring.item_mode=best"])
 
 
+def test_item_mode_auto_needs_rerank_better_beyond_chance_on_the_validation_users():
+    import numpy as np
+    import pandas as pd
+
+    from jobs.train import choose_item_mode
+
+    grid = pd.DataFrame({"mode": ["fixed", "rerank"], "w": [1.0, 0.9], "page_ndcg": [0.50, 0.51]})
+    users = [f"u{k}" for k in range(40)]
+    rng = np.random.default_rng(5)
+    fixed = pd.Series(rng.uniform(0.2, 0.8, 40), index=users)
+
+    def choose(rerank: pd.Series) -> tuple[str, dict]:
+        evidence: dict = {}
+        by_user = {("fixed", 1.0): fixed, ("rerank", 0.9): rerank}
+        return choose_item_mode(grid, "auto", True, 0.7, by_user, evidence), evidence
+
+    # a higher mean that is noise (per-user differences of ±0.3 around +0.01): the cheaper mode
+    noisy = fixed + 0.01 + rng.choice([-0.3, 0.3], 40)
+    mode, evidence = choose(noisy)
+    assert mode == "fixed"
+    assert evidence["users"] == 40 and evidence["p05"] < 0 < evidence["rerank_minus_fixed"]
+    # the same mean gain on every user: rerank
+    mode, evidence = choose(fixed + 0.01)
+    assert mode == "rerank" and evidence["p05"] > 0
+    # only the users scored in both modes are compared
+    mode, evidence = choose((fixed + 0.01).iloc[:10])
+    assert mode == "rerank" and evidence["users"] == 10
+    # without per-user scores: the means decide, as before
+    assert choose_item_mode(grid, "auto", True, 0.7) == "rerank"
+
+
 def test_a_config_file_is_an_overlay_on_default_yaml(tmp_path, monkeypatch):
     base = load_config()
     f = tmp_path / "small.yaml"
