@@ -25,16 +25,20 @@ def tracking_uri(lake: Lake, cfg: Config) -> str:
 
 
 @contextlib.contextmanager
-def _first_use_lock(lake: Lake, uri: str) -> Iterator[None]:
-    """Serialise the first touches of a lake's SQLite store between processes: MLflow creates
-    and migrates the schema on first use, and two evaluations starting at once on a new lake
-    would both migrate it (`duplicate column name`) or both create the experiment."""
-    if not uri.startswith("sqlite:") or not is_local(lake.root):
+def _first_use_lock(uri: str) -> Iterator[None]:
+    """Serialise the first touches of a SQLite store between processes: MLflow creates and
+    migrates the schema on first use, and two evaluations starting at once on a new lake would
+    both migrate it (`duplicate column name`) or both create the experiment. The lock is a file
+    next to the database (`<db>.lock`); other stores need none."""
+    prefix = "sqlite:///"
+    db = uri[len(prefix) :] if uri.startswith(prefix) else ""
+    if not db or db == ":memory:":
         yield
         return
     import fcntl
 
-    with open(os.path.join(lake.mlflow_dir, ".init.lock"), "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+    with open(os.path.abspath(db) + ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -54,7 +58,7 @@ def experiment(lake: Lake, cfg: Config, name: str | None = None) -> Any:
     mlflow.set_tracking_uri(uri)
     exp_name = name or cfg.mlflow.experiment
     try:
-        with _first_use_lock(lake, uri):
+        with _first_use_lock(uri):
             exp = mlflow.get_experiment_by_name(exp_name)
             if exp is not None:
                 return exp.experiment_id
