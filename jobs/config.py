@@ -266,8 +266,11 @@ class PageConfig:
                 "page.for_you_carousels and page.for_you_explore_weight must be >= 0, got "
                 f"{self.for_you_carousels} and {self.for_you_explore_weight}"
             )
-        pools = {"history": self.for_you_history, "pool": self.for_you_pool}
-        pools["popular"] = self.for_you_popular
+        pools = {
+            "history": self.for_you_history,
+            "pool": self.for_you_pool,
+            "popular": self.for_you_popular,
+        }
         bad = {k: v for k, v in pools.items() if v < 0}
         if bad:
             raise ConfigError(

@@ -75,15 +75,16 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def stamp_code(work_dir: str) -> None:
-    """Record that the current code wrote `work_dir`'s outputs."""
+def stamp_code(work_dir: str, code: str | None = None) -> None:
+    """Record that the current code (fingerprint `code`, computed if None) wrote `work_dir`'s
+    outputs."""
     with open(os.path.join(work_dir, CODE_STAMP), "w") as f:
-        f.write(code_fingerprint() + "\n")
+        f.write((code or code_fingerprint()) + "\n")
 
 
-def _outputs_of_other_code(work_dir: str) -> list[str]:
+def _outputs_of_other_code(work_dir: str, code: str) -> list[str]:
     """`work_dir`'s outputs (entries that are not links to input tables) when the code that
-    wrote them is not the current code (another fingerprint, or none recorded); else []."""
+    wrote them is not `code` (another fingerprint, or none recorded); else []."""
     outputs = [
         e
         for e in sorted(os.listdir(work_dir))
@@ -96,7 +97,7 @@ def _outputs_of_other_code(work_dir: str) -> list[str]:
             written_by = f.read().strip()
     except FileNotFoundError:
         written_by = ""
-    return [] if written_by == code_fingerprint() else outputs
+    return [] if written_by == code else outputs
 
 
 def evaluation_lake(lake: Lake, work_dir: str, *, say: Callable[[str], None] = log.info) -> Lake:
@@ -118,7 +119,8 @@ def evaluation_lake(lake: Lake, work_dir: str, *, say: Callable[[str], None] = l
             f"{work_dir} is not an evaluation lake: its input table(s) {', '.join(real)} are not "
             "links to the source lake's"
         )
-    stale = _outputs_of_other_code(work_dir)
+    code = code_fingerprint()
+    stale = _outputs_of_other_code(work_dir, code)
     if stale:
         say(
             f"{work_dir} holds outputs written by other code ({', '.join(stale)}): "
@@ -130,7 +132,7 @@ def evaluation_lake(lake: Lake, work_dir: str, *, say: Callable[[str], None] = l
                 shutil.rmtree(path)
             else:
                 os.remove(path)
-    stamp_code(work_dir)
+    stamp_code(work_dir, code)
     for name in INPUT_TABLES:
         src, dst = os.path.join(lake.root, name), os.path.join(work_dir, name)
         if os.path.exists(src) and not os.path.lexists(dst):

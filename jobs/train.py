@@ -431,16 +431,22 @@ def choose_item_mode(
     rerank = by_user.get(("rerank", round(best["rerank"][1], 6)))
     if fixed is None or rerank is None:
         return "rerank"
-    both = fixed.index.intersection(rerank.index)
-    diff = (rerank.loc[both] - fixed.loc[both]).to_numpy(np.float64)
-    if len(diff) < 2:
+    from models.page_eval import lift
+
+    # the paired bootstrap `homepage evaluate` uses; a 90% interval's low end is the 5th percentile
+    cmp = lift(
+        pd.DataFrame({"ndcg": rerank}),
+        pd.DataFrame({"ndcg": fixed}),
+        ["ndcg"],
+        resamples=MODE_RESAMPLES,
+        confidence=0.90,
+    ).iloc[0]
+    if cmp["users"] < 2:
         return "fixed"
-    rng = np.random.default_rng(0)
-    means = diff[rng.integers(0, len(diff), size=(MODE_RESAMPLES, len(diff)))].mean(axis=1)
-    low = float(np.quantile(means, 0.05))
+    low = float(cmp["diff_low"])
     if evidence is not None:
         evidence.update(
-            {"rerank_minus_fixed": float(diff.mean()), "p05": low, "users": int(len(diff))}
+            {"rerank_minus_fixed": float(cmp["diff"]), "p05": low, "users": int(cmp["users"])}
         )
     return "rerank" if low > 0 else "fixed"
 

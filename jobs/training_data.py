@@ -216,7 +216,8 @@ def candidate_examples(
 ) -> pd.DataFrame:
     """One example per distinct item among the carousel candidates each user would have been
     shown at cutoff (and, with "picked for you" on, the items of its personal pool: the most
-    bought, the highest-r̂ ones and the best sellers); labelled by the user's engagement with it in the window."""
+    bought, the highest-r̂ ones and the best sellers); labelled by the user's engagement with it
+    in the window."""
     from models.candidates import PAD
     from models.ranking import personal_pool, score_batch
 

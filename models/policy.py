@@ -287,6 +287,8 @@ def assemble(
     prev = np.full(n, NO_FAMILY, dtype=np.int64)
     ts_rows = np.flatnonzero(thompson.users) if thompson is not None else np.empty(0, np.int64)
     mc = None
+    # value-ordered Thompson users sample value · λ / λ̄ rather than φ
+    by_value = thompson is not None and values is not None and thompson.value_scale is not None
     if thompson is not None and len(ts_rows):
         # per user, from its own stream: `draws` λ draws for the propensity estimate, then one
         # fresh draw per slot for the choice itself
@@ -299,14 +301,13 @@ def assemble(
             lam[j] = gen.beta(a_ts[j], b_ts[j], size=(thompson.draws + slots, c))
         slope = thompson.slope[ts_rows][:, None, :]
         intercept = thompson.intercept[ts_rows][:, None, :]
-        if values is not None and thompson.value_scale is not None:
+        if by_value:
             # relative draws of the engagement rate; the value they scale changes slot by slot
             scale = np.maximum(thompson.value_scale[ts_rows], 0.0)[:, None, :]
             mc, slot_draws = scale * lam[:, : thompson.draws], scale * lam[:, thompson.draws :]
         else:
             mc = slope * lam[:, : thompson.draws] + intercept
             slot_draws = slope * lam[:, thompson.draws :] + intercept  # (T, slots, C)
-    by_value = mc is not None and values is not None and thompson.value_scale is not None
     for s in range(slots):
         fresh = item_ok & ~shown[inv]
         n_fresh = fresh.sum(axis=2)
@@ -323,7 +324,7 @@ def assemble(
         if mc is not None:
             f = feas[ts_rows]
             now, sims = slot_draws[:, s], mc
-            if by_value:
+            if by_value:  # (values given, so gain is set)
                 g = gain[ts_rows]
                 now, sims = g * now, g[:, None, :] * mc
             pick = np.argmax(np.where(f, now, -np.inf), axis=1)
