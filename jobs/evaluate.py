@@ -34,7 +34,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -237,10 +237,16 @@ def _sample_users(users: pd.Index, max_users: int, seed: int) -> pd.Index:
     return users[np.argsort(h, kind="stable")[:max_users]].sort_values()
 
 
-def page_frames(
-    elake: Lake, split_ds: str, end: str, cfg: Config
-) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(pages by policy, truth, history, items) for the evaluated users."""
+class PageFrames(NamedTuple):
+    pages: dict[str, pd.DataFrame]  # by policy: the pipeline and the baselines
+    truth: pd.DataFrame
+    history: pd.DataFrame
+    items: pd.DataFrame
+    mixed: Callable[[int], pd.DataFrame]  # history cells k -> the baselines mixed (frontier)
+
+
+def page_frames(elake: Lake, split_ds: str, end: str, cfg: Config) -> PageFrames:
+    """(pages by policy, truth, history, items, the mixed baselines) for the evaluated users."""
     from models import baselines as bl
 
     ec = cfg.eval
@@ -267,15 +273,20 @@ def page_frames(
         popular = bl.item_popularity(before, items)
     slots, per_row = cfg.page.slots, cfg.page.items_per_carousel
     in_stock = pd.Index(items.loc[items["in_stock"].astype(bool), "item_id"])
+    purchases = bought[["user_id", "item_id", "ts"]]
+
+    def mixed(history_cells: int | None) -> pd.DataFrame:
+        return bl.top_frequency_pages(
+            purchases, popular, shown, per_row, in_stock, history_cells=history_cells
+        )
+
     pages = {
         "pipeline": pipe,
         "static": bl.static_page(popular, items, slots, per_row),
         "popularity": bl.popularity_page(popular, slots, per_row),
-        "top_freq": bl.top_frequency_pages(
-            bought[["user_id", "item_id", "ts"]], popular, shown, per_row, in_stock
-        ),
+        "top_freq": mixed(None),
     }
-    return pages, truth, history, items
+    return PageFrames(pages, truth, history, items, mixed)
 
 
 # ---------------------------------------------------------------- the parts
@@ -313,6 +324,41 @@ def page_evaluation(
         t.insert(0, "baseline", b)
         lifts.append(t)
     return table, pd.concat(lifts, ignore_index=True), evals
+
+
+BAR = (("top_freq", "popularity"), ("page_recall", "explore_recall"))  # issue 7's bar
+
+
+def recall_frontier(
+    frames: PageFrames, table: pd.DataFrame, split_ds: str, cfg: Config
+) -> dict[str, Any]:
+    """The baselines mixed (k most-bought items, then popular never-bought ones, for k = 0, M,
+    2M, ... up to the pipeline's cells: `models.frontier`), the frontier's explore recall at the
+    pipeline's page recall, and whether the pipeline beats top frequency and popularity on both
+    page and explore recall (`BAR`)."""
+    from models import frontier as fr
+    from models.page_eval import evaluate_pages
+
+    ec = cfg.eval
+    cells = int(frames.pages["top_freq"].groupby("user_id").size().max())
+    front = fr.frontier(
+        frames.mixed,
+        lambda page: evaluate_pages(
+            page, frames.truth, frames.history, frames.items, split_ds=split_ds,
+            ks=ec.recall_k, new_days=ec.new_days,
+        ).summary,
+        fr.history_steps(cells, cfg.page.items_per_carousel),
+    )  # fmt: skip
+    page, explore = (float(table.loc[m, "pipeline"]) for m in ("page_recall", "explore_recall"))
+    at = fr.explore_at(front, page)
+    summary = {c: table[c].to_dict() for c in table.columns}
+    return {
+        "frontier": front.to_dict(orient="records"),
+        "pipeline": {"page_recall": page, "explore_recall": explore},
+        "frontier_explore_at_pipeline": at,
+        "margin_over_frontier": explore - at if np.isfinite(at) else float("nan"),
+        "bar": fr.dominance(summary, "pipeline", *BAR),
+    }
 
 
 def engagement_eval(
@@ -444,17 +490,21 @@ def _run(
     os.makedirs(out_dir, exist_ok=True)
 
     say(f"[evaluate {split_ds}] scoring pages against [{split_ds}, {end})")
-    pages, truth, history, items = page_frames(elake, split_ds, end, ecfg)
+    frames = page_frames(elake, split_ds, end, ecfg)
+    pages, truth, history, items = frames.pages, frames.truth, frames.history, frames.items
     table, lifts, _ = page_evaluation(pages, truth, history, items, split_ds, ecfg)
+    say(f"[evaluate {split_ds}] the recall frontier of the baselines mixed")
+    frontier = recall_frontier(frames, table, split_ds, ecfg)
     say(f"[evaluate {split_ds}] engagement heads on the test window")
     engagement, plots, eng_info = engagement_eval(elake, split_ds, end, ecfg, out_dir)
     ab = ab_evaluation(elake, pages, split_ds, ecfg)
     ope = _ope(elake, split_ds, end, ecfg, say)
-    plots += _plots(elake, split_ds, ecfg, lifts, ab, out_dir)
+    plots += _plots(elake, split_ds, ecfg, lifts, ab, out_dir, table, frontier)
 
     table.to_csv(os.path.join(out_dir, "pages.csv"))
     lifts.to_csv(os.path.join(out_dir, "lift.csv"), index=False)
     engagement.to_csv(os.path.join(out_dir, "engagement.csv"), index=False)
+    pd.DataFrame(frontier["frontier"]).to_csv(os.path.join(out_dir, "frontier.csv"), index=False)
     result: dict[str, Any] = {
         "label": label,
         "split_ds": split_ds,
@@ -467,6 +517,7 @@ def _run(
         "lift": _jsonable(lifts.to_dict(orient="records")),
         "engagement": _jsonable(engagement.to_dict(orient="records")),
         **eng_info,
+        "frontier": _jsonable(frontier),
         "ab_test": ab,
         "ope": ope,
         "promoted": bool(steps.get(f"promote@{split_ds}", {}).get("promoted", True)),
@@ -484,7 +535,7 @@ def _run(
             mlflow.log_metrics(flat_metrics(result))
             for p in plots:
                 mlflow.log_artifact(p, artifact_path="plots")
-            for f in ("pages.csv", "lift.csv", "engagement.csv"):
+            for f in ("pages.csv", "lift.csv", "engagement.csv", "frontier.csv"):
                 mlflow.log_artifact(os.path.join(out_dir, f))
             result["run_id"] = run.info.run_id
     io.write_json(os.path.join(out_dir, "evaluate.json"), result)
@@ -492,7 +543,8 @@ def _run(
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """`page.<policy>.<metric>`, `lift.<baseline>.<metric>`, `engagement.*`, `ab.*` as floats."""
+    """`page.<policy>.<metric>`, `lift.<baseline>.<metric>`, `engagement.*`, `frontier.*`,
+    `ab.*` as floats."""
     out: dict[str, float] = {}
     for policy, metrics in result["pages"].items():
         for m, v in metrics.items():
@@ -502,6 +554,14 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     for r in result["engagement"]:
         for m in ("auc", "pr_auc", "log_loss", "ece"):
             out[f"engagement.{r['objective']}.{r['stage']}.{m}"] = r[m]
+    fr = result.get("frontier")
+    if fr:
+        for r in fr["frontier"]:
+            for m in ("page_recall", "explore_recall"):
+                out[f"frontier.k{r['history_cells']}.{m}"] = r[m]
+        out["frontier.explore_at_pipeline"] = fr["frontier_explore_at_pipeline"]
+        out["frontier.margin_over_frontier"] = fr["margin_over_frontier"]
+        out["frontier.bar_met"] = float(fr["bar"]["met"])
     ab = result.get("ab_test")
     if ab:
         for m, v in ab["lift"].items():
@@ -551,14 +611,32 @@ def _plots(
     lifts: pd.DataFrame,
     ab: dict[str, Any] | None,
     out_dir: str,
+    table: pd.DataFrame | None = None,
+    frontier: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Lift with intervals, the examination curve, metric vs w (from the train step)."""
+    """Lift with intervals, the recall frontier, the examination curve, metric vs w (from the
+    train step)."""
     import glob
     import shutil
 
-    from models.plots import examination_plot, lift_plot
+    from models.plots import examination_plot, frontier_plot, lift_plot
 
     paths = [str(lift_plot(lifts, os.path.join(out_dir, "lift.png"), title=f"split {split_ds}"))]
+    if frontier is not None and table is not None:
+        points = {
+            name: (float(table.loc["page_recall", name]), float(table.loc["explore_recall", name]))
+            for name in ("pipeline", *BASELINES)
+        }
+        paths.append(
+            str(
+                frontier_plot(
+                    pd.DataFrame(frontier["frontier"]),
+                    points,
+                    os.path.join(out_dir, "frontier.png"),
+                    title=f"split {split_ds}: recall frontier of the baselines mixed",
+                )
+            )
+        )
     if ab:
         ab_rows = pd.DataFrame(
             [{"baseline": "A/B vs static", "metric": m, **v} for m, v in ab["lift"].items()]
@@ -622,6 +700,8 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{r['objective']:<12} {r['stage']:<11} {_num(r['auc'])} {_num(r['pr_auc'])} "
                 f"{_num(r['log_loss'], 8)} {_num(r['ece'])}"
             )
+    if result.get("frontier"):
+        lines += ["", *format_frontier(result["frontier"])]
     ab = result.get("ab_test")
     if ab:
         c, t = ab["arms"]["control"], ab["arms"]["treatment"]
@@ -640,6 +720,34 @@ def format_table(result: dict[str, Any]) -> str:
 
         lines += ["", ope.format_report(result["ope"])]
     return "\n".join(lines)
+
+
+def format_frontier(fr: dict[str, Any]) -> list[str]:
+    """The frontier table, the pipeline against it, and the bar's verdict."""
+    rows = fr["frontier"]
+    lines = [
+        "recall frontier of the baselines mixed (k most-bought items, then the most popular "
+        "never-bought; the pipeline's cells)",
+        f"  {'history cells k':<16}" + "".join(f"{r['history_cells']:>7}" for r in rows),
+        f"  {'page recall':<16}" + "".join(f"{r['page_recall']:7.3f}" for r in rows),
+        f"  {'explore recall':<16}" + "".join(f"{r['explore_recall']:7.3f}" for r in rows),
+    ]
+    p, at = fr["pipeline"], fr["frontier_explore_at_pipeline"]
+    where = (
+        f"the frontier there has {at:.4f} ({fr['margin_over_frontier']:+.4f})"
+        if at is not None and np.isfinite(at)
+        else "outside the frontier's page recall range"
+    )
+    lines.append(
+        f"  pipeline: page recall {p['page_recall']:.4f}, explore recall "
+        f"{p['explore_recall']:.4f}; {where}"
+    )
+    bar = fr["bar"]
+    short = [f"{s['metric']} {s['policy']:.4f} <= {s['baseline']} {s['value']:.4f}"
+             for s in bar["short"]]  # fmt: skip
+    verdict = "met" if bar["met"] else "not met: " + "; ".join(short)
+    lines.append(f"  beats top_freq and popularity on page and explore recall: {verdict}")
+    return lines
 
 
 def _lift_str(v: dict[str, float]) -> str:

@@ -539,7 +539,7 @@ def compare(
         evaluate.locked(p["champion_dir"], shared=True, say=say),
         evaluate.locked(p["experiment_dir"], shared=True, say=say),
     ):
-        pages, truth, history, items = evaluate.page_frames(
+        pages, truth, history, items, _ = evaluate.page_frames(
             Lake(res_c["eval_lake"]), split, end, cfg_c
         )
         users = truth["user_id"].unique()

@@ -9,7 +9,9 @@ and return frames of the page contract (user_id, slot, item_rank, item_id, carou
     popularity  the Z·M most engaged-with items, in order, M per row; the same for everyone
     top_freq    the user's most-bought items (count, then the latest purchase), padded with the
                 popularity list, cut to the number of items the pipeline shows that user
-                (grocery's strong repeat baseline: "personal top frequency")
+                (grocery's strong repeat baseline: "personal top frequency"); with
+                `history_cells=k` at most k of them, the rest the most popular items the user
+                never bought (the two baselines mixed: `models.frontier`)
 
 `popularity` is the engagement weight Σ over events of purchase 5, add_to_cart 3, click 1
 (the feature stage's weights) in the last `days` before the split.
@@ -98,10 +100,15 @@ def top_frequency_pages(
     items_shown: pd.Series,
     per_row: int,
     in_stock: pd.Index | None = None,
+    history_cells: int | None = None,
 ) -> pd.DataFrame:
     """Each user's most-bought items padded with popular ones to `items_shown[user]` items.
 
-    `purchases` has user_id, item_id, ts (one row per purchase line before the split)."""
+    `purchases` has user_id, item_id, ts (one row per purchase line before the split).
+    `history_cells` caps the user's own items (None: as many as fit); the padding is always the
+    most popular items the user never bought."""
+    if history_cells is not None and history_cells < 0:
+        raise ValueError(f"history_cells must be >= 0, got {history_cells}")
     users = items_shown.index.to_numpy(object)
     bought = purchases[purchases["user_id"].isin(users)]
     if in_stock is not None:
@@ -112,14 +119,18 @@ def top_frequency_pages(
         .reset_index()
         .sort_values(["user_id", "n", "last", "item_id"], ascending=[True, False, False, True])
     )
-    own = dict(tuple(freq.groupby("user_id", sort=False)["item_id"]))
+    own = {u: s.to_numpy(object) for u, s in freq.groupby("user_id", sort=False)["item_id"]}
     pop = popular.index.to_numpy(object)
+    none = np.zeros(0, object)
     lists = []
     for u, want in zip(users, items_shown.to_numpy(), strict=True):
-        mine = own.get(u)
-        mine = mine.to_numpy(object)[:want] if mine is not None else np.zeros(0, object)
+        everything = own.get(u, none)
+        keep = want if history_cells is None else min(want, history_cells)
+        mine = everything[:keep]
         if len(mine) < want:
-            pad = pop[~np.isin(pop, mine)][: want - len(mine)]
+            # at most len(everything) of the first want + len(everything) popular items are owned
+            head = pop[: want + len(everything)]
+            pad = head[~np.isin(head, everything)][: want - len(mine)]
             mine = np.concatenate([mine, pad])
         lists.append(mine)
     return _grid(users, lists, per_row, "top_freq")

@@ -177,3 +177,35 @@ def examination_plot(curve: pd.DataFrame, path: str | Path) -> Path:
     axes[0].set_ylabel("P(examine) / P(examine at 1)")
     axes[0].legend()
     return _save(fig, path)
+
+
+def frontier_plot(
+    front: pd.DataFrame,
+    points: Mapping[str, tuple[float, float]],
+    path: str | Path,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Explore recall against page recall: the baselines' mixing curve (columns history_cells,
+    page_recall, explore_recall; each point labelled with its history cells) and one marker per
+    page set in `points` (name -> (page recall, explore recall))."""
+    fig = _figure(6.5, 4.8)
+    ax = fig.subplots()
+    f = front.sort_values("history_cells")
+    ax.plot(
+        f["page_recall"], f["explore_recall"], marker=".", color="grey",
+        label="k most-bought items + popular never-bought",
+    )  # fmt: skip
+    for r in f.itertuples():
+        ax.annotate(f"k={r.history_cells}", (r.page_recall, r.explore_recall), fontsize=7,
+                    textcoords="offset points", xytext=(3, 3), color="grey")  # fmt: skip
+    markers = ("*", "s", "^", "D", "v", "P")
+    for (name, (x, y)), mk in zip(points.items(), markers * len(points), strict=False):
+        if np.isfinite(x) and np.isfinite(y):
+            ax.scatter([x], [y], marker=mk, s=90 if mk == "*" else 45, label=name, zorder=3)
+    ax.set_xlabel("page recall")
+    ax.set_ylabel("explore recall (items never bought before)")
+    ax.set_title(title or "Recall frontier of the baselines mixed")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -228,3 +228,29 @@ def test_top_frequency_pages_short_popularity_list_and_zero_items():
     # 3 own items + the 2 popular ones: 5 < 6, nothing more to pad with; u3 shows nothing
     assert _lists(page) == {"u2": ["c", "b", "a", "x", "p1"]}
     assert list(page["slot"]) == [1, 1, 1, 2, 2]
+
+
+def test_top_frequency_pages_with_history_cells_pads_with_never_bought_popular_items():
+    shown = pd.Series({"u1": 5, "u2": 4, "u3": 2})
+    page = top_frequency_pages(
+        _purchases(), POPULAR, shown, per_row=3, in_stock=IN_STOCK, history_cells=2
+    )
+    assert _lists(page) == {
+        # the 2 most-bought (x, w), then popular items u1 never bought: y is skipped although
+        # it is not on the page, because u1 bought it
+        "u1": ["x", "w", "p1", "p2", "p3"],
+        "u2": ["c", "b", "x", "p1"],
+        "u3": ["x", "p1"],  # no history: the popularity list
+    }
+    zero = top_frequency_pages(
+        _purchases(), POPULAR, shown, per_row=3, in_stock=IN_STOCK, history_cells=0
+    )
+    assert _lists(zero)["u1"] == ["p1", "p2", "p3", "p4"]  # 4 never-bought popular items exist
+    # a cap at least the page size is top frequency itself
+    whole = top_frequency_pages(
+        _purchases(), POPULAR, shown, per_row=3, in_stock=IN_STOCK, history_cells=5
+    )
+    plain = top_frequency_pages(_purchases(), POPULAR, shown, per_row=3, in_stock=IN_STOCK)
+    pd.testing.assert_frame_equal(whole, plain)
+    with pytest.raises(ValueError, match="history_cells"):
+        top_frequency_pages(_purchases(), POPULAR, shown, per_row=3, history_cells=-1)

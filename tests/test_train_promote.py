@@ -402,8 +402,23 @@ def test_evaluate_on_a_time_split(story: SimpleNamespace) -> None:
             assert math.isnan(x["lift"]), (metric, x)
     assert ab["arms"]["control"]["clicks"] > 0
 
+    # the baselines mixed: k = 0 (all popular never-bought) .. the whole page (top frequency)
+    fr = result["frontier"]
+    ks = [r["history_cells"] for r in fr["frontier"]]
+    assert ks[0] == 0 and ks == sorted(ks) and len(ks) >= 3, ks
+    whole = fr["frontier"][-1]
+    assert whole["page_recall"] == pytest.approx(pages["top_freq"]["page_recall"])
+    assert whole["explore_recall"] == pytest.approx(pages["top_freq"]["explore_recall"])
+    assert fr["frontier"][0]["repeat_recall"] == 0  # no history cell holds a repeat
+    assert fr["bar"]["met"] == all(
+        pages["pipeline"][m] > pages[b][m]
+        for b in ("top_freq", "popularity")
+        for m in ("page_recall", "explore_recall")
+    )
+    assert "recall frontier" in evaluate.format_table(result)
+
     names = {os.path.basename(p) for p in result["plots"]}
-    assert {"calibration_click.png", "lift.png", "ab_lift.png"} <= names, names
+    assert {"calibration_click.png", "lift.png", "ab_lift.png", "frontier.png"} <= names, names
     for p in result["plots"]:
         with open(p, "rb") as f:
             assert f.read(8) == PNG_MAGIC, p
