@@ -495,6 +495,9 @@ def _run(
     table, lifts, _ = page_evaluation(pages, truth, history, items, split_ds, ecfg)
     say(f"[evaluate {split_ds}] the recall frontier of the baselines mixed")
     frontier = recall_frontier(frames, table, split_ds, ecfg)
+    from models.page_eval import cell_yield
+
+    cells = cell_yield(pages["pipeline"], truth, history)
     say(f"[evaluate {split_ds}] engagement heads on the test window")
     engagement, plots, eng_info = engagement_eval(elake, split_ds, end, ecfg, out_dir)
     ab = ab_evaluation(elake, pages, split_ds, ecfg)
@@ -505,6 +508,7 @@ def _run(
     lifts.to_csv(os.path.join(out_dir, "lift.csv"), index=False)
     engagement.to_csv(os.path.join(out_dir, "engagement.csv"), index=False)
     pd.DataFrame(frontier["frontier"]).to_csv(os.path.join(out_dir, "frontier.csv"), index=False)
+    cells.to_csv(os.path.join(out_dir, "cell_yield.csv"), index=False)
     result: dict[str, Any] = {
         "label": label,
         "split_ds": split_ds,
@@ -518,6 +522,7 @@ def _run(
         "engagement": _jsonable(engagement.to_dict(orient="records")),
         **eng_info,
         "frontier": _jsonable(frontier),
+        "cell_yield": _jsonable(cells.to_dict(orient="records")),
         "ab_test": ab,
         "ope": ope,
         "promoted": bool(steps.get(f"promote@{split_ds}", {}).get("promoted", True)),
@@ -535,7 +540,7 @@ def _run(
             mlflow.log_metrics(flat_metrics(result))
             for p in plots:
                 mlflow.log_artifact(p, artifact_path="plots")
-            for f in ("pages.csv", "lift.csv", "engagement.csv", "frontier.csv"):
+            for f in ("pages.csv", "lift.csv", "engagement.csv", "frontier.csv", "cell_yield.csv"):
                 mlflow.log_artifact(os.path.join(out_dir, f))
             result["run_id"] = run.info.run_id
     io.write_json(os.path.join(out_dir, "evaluate.json"), result)
@@ -702,6 +707,19 @@ def format_table(result: dict[str, Any]) -> str:
             )
     if result.get("frontier"):
         lines += ["", *format_frontier(result["frontier"])]
+    if result.get("cell_yield"):
+        lines += [
+            "",
+            "the pipeline's cells by carousel kind: hits per cell (repeat: bought before)",
+        ]
+        lines.append(
+            f"  {'carousel':<20} {'items':<8} {'cells/page':>10} {'hits':>7} {'per cell':>9}"
+        )
+        for r in result["cell_yield"]:
+            lines.append(
+                f"  {r['kind']:<20} {r['item']:<8} {r['cells_per_page']:10.2f} {r['hits']:7d} "
+                f"{r['hit_rate']:9.2%}"
+            )
     ab = result.get("ab_test")
     if ab:
         c, t = ab["arms"]["control"], ab["arms"]["treatment"]

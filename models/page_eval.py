@@ -171,6 +171,33 @@ def evaluate_pages(
     return PageEvaluation(out, per_page, summary)
 
 
+def cell_yield(pages: pd.DataFrame, truth: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """What each kind of carousel's cells are worth: per carousel kind (`carousel_id` up to the
+    first ":", so "for_you:3" is "for_you") and per item kind (repeat: bought before the split;
+    explore: never bought), the cells of the evaluated users' pages (`truth`'s users; an item
+    counts at its first place on the page only), the relevant items among them and hits per
+    cell. Tells which rows spend the page's cells well (for `homepage evaluate`)."""
+    users = pd.Index(truth["user_id"].unique())
+    grid = pages_for_users(pages, users)
+    grid = grid.assign(kind=grid["carousel_id"].astype(str).str.split(":", n=1).str[0])
+    order = _reading_order(grid)
+    p = grid.loc[:, ["user_id", "slot", "item_rank", "kind"]].merge(
+        order[["user_id", "slot", "item_rank", "item_id", "first"]],
+        on=["user_id", "slot", "item_rank"],
+    )
+    p = p[p["first"]]
+    key = pd.MultiIndex.from_frame(p[["user_id", "item_id"]])
+    p = p.assign(
+        item=np.where(key.isin(pd.MultiIndex.from_frame(history[["user_id", "item_id"]])),
+                      "repeat", "explore"),
+        hit=key.isin(pd.MultiIndex.from_frame(truth[["user_id", "item_id"]])),
+    )  # fmt: skip
+    out = p.groupby(["kind", "item"]).agg(cells=("hit", "size"), hits=("hit", "sum")).reset_index()
+    out["cells_per_page"] = out["cells"] / max(1, len(users))
+    out["hit_rate"] = out["hits"] / out["cells"]
+    return out.sort_values(["item", "hit_rate"], ascending=[False, False], ignore_index=True)
+
+
 def _new_items(items: pd.DataFrame, split_ds: str, new_days: int) -> pd.Index:
     if "first_seen" not in items:
         return pd.Index([])

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from jobs.lake import DEFAULT_PAGE_KEY
-from models.page_eval import evaluate_pages, lift, page_shape, pages_for_users
+from models.page_eval import cell_yield, evaluate_pages, lift, page_shape, pages_for_users
 
 L3 = math.log2(3)
 L5 = math.log2(5)
@@ -440,3 +440,24 @@ def test_lift_seed_reproducible():
     assert list(other["metric"]) == ["m", "n"]
     assert (other["lift"] == one["lift"]).all()  # the point estimate does not depend on it
     assert not np.allclose(other["ci_low"], one["ci_low"])
+
+
+def test_cell_yield_by_carousel_kind_and_item_kind():
+    ids = {1: "for_you", 2: "buy_again:2"}
+    u1 = grid("u1", [["a", "b", "c"], ["a", "d", "e"]])  # "a" again in slot 2: counted once
+    dflt = grid(DEFAULT_PAGE_KEY, [["x", "y", "z"], ["a", "b", "c"]])
+    pages = pd.concat([u1, dflt], ignore_index=True)
+    pages["carousel_id"] = pages["slot"].map(ids)
+    history = pairs({"u1": ["a", "d"], "u2": ["x"]})
+    truth = pairs({"u1": ["a", "c", "d", "q"], "u2": ["y", "x"]})  # u2 gets the default page
+    out = cell_yield(pages, truth, history).set_index(["kind", "item"])
+    # u1: for_you a (repeat, hit) b c (explore, c hit); buy_again d (repeat, hit) e (explore)
+    # u2: for_you x (repeat, hit) y (explore, hit) z; buy_again a b c (explore, no hit)
+    assert out.loc[("for_you", "repeat"), ["cells", "hits"]].tolist() == [2, 2]
+    assert out.loc[("for_you", "explore"), ["cells", "hits"]].tolist() == [4, 2]
+    assert out.loc[("buy_again", "repeat"), ["cells", "hits"]].tolist() == [1, 1]
+    assert out.loc[("buy_again", "explore"), ["cells", "hits"]].tolist() == [4, 0]
+    assert out.loc[("for_you", "explore"), "hit_rate"] == pytest.approx(0.5)
+    assert out.loc[("for_you", "explore"), "cells_per_page"] == pytest.approx(2.0)
+    assert out["cells"].sum() == 11  # 12 cells, "a" twice on u1's page
+    assert list(out.index.get_level_values("item")[:2]) == ["repeat", "repeat"]

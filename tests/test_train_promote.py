@@ -416,6 +416,12 @@ def test_evaluate_on_a_time_split(story: SimpleNamespace) -> None:
         for m in ("page_recall", "explore_recall")
     )
     assert "recall frontier" in evaluate.format_table(result)
+    # every cell of the pipeline's pages (each item once) under one carousel kind
+    kinds = result["cell_yield"]
+    assert {r["item"] for r in kinds} <= {"repeat", "explore"} and kinds
+    per_page = sum(r["cells_per_page"] for r in kinds)
+    assert 0 < per_page <= pipe["items_per_page"] + 1e-9, (per_page, pipe["items_per_page"])
+    assert all(0 <= r["hits"] <= r["cells"] for r in kinds)
 
     names = {os.path.basename(p) for p in result["plots"]}
     assert {"calibration_click.png", "lift.png", "ab_lift.png", "frontier.png"} <= names, names
