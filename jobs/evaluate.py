@@ -751,11 +751,13 @@ def format_frontier(fr: dict[str, Any]) -> list[str]:
         f"  {'explore recall':<16}" + "".join(f"{r['explore_recall']:7.3f}" for r in rows),
     ]
     p, at = fr["pipeline"], fr["frontier_explore_at_pipeline"]
-    where = (
-        f"the frontier there has {at:.4f} ({fr['margin_over_frontier']:+.4f})"
-        if at is not None and np.isfinite(at)
-        else "outside the frontier's page recall range"
-    )
+    top = max((r["page_recall"] for r in rows), default=float("nan"))
+    if at is not None and np.isfinite(at):
+        where = f"the frontier there has {at:.4f} ({fr['margin_over_frontier']:+.4f})"
+    elif p["page_recall"] > top:
+        where = f"page recall beyond the frontier's end (top frequency, {top:.4f})"
+    else:
+        where = "below the frontier's page recall range"
     lines.append(
         f"  pipeline: page recall {p['page_recall']:.4f}, explore recall "
         f"{p['explore_recall']:.4f}; {where}"
