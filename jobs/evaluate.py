@@ -639,6 +639,10 @@ def _plots(
                     points,
                     os.path.join(out_dir, "frontier.png"),
                     title=f"split {split_ds}: recall frontier of the baselines mixed",
+                    bar=(
+                        max(points[b][0] for b in BAR[0]),
+                        max(points[b][1] for b in BAR[0]),
+                    ),
                 )
             )
         )

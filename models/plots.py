@@ -185,12 +185,19 @@ def frontier_plot(
     path: str | Path,
     *,
     title: str | None = None,
+    bar: tuple[float, float] | None = None,
 ) -> Path:
     """Explore recall against page recall: the baselines' mixing curve (columns history_cells,
-    page_recall, explore_recall; each point labelled with its history cells) and one marker per
-    page set in `points` (name -> (page recall, explore recall))."""
+    page_recall, explore_recall; each point labelled with its history cells), one marker per
+    page set in `points` (name -> (page recall, explore recall)) and, with `bar` = (page
+    recall, explore recall), the region that beats both (shaded, dashed edges)."""
     fig = _figure(6.5, 4.8)
     ax = fig.subplots()
+    if bar is not None and all(np.isfinite(bar)):
+        ax.axvline(bar[0], color="tab:green", linestyle=":", linewidth=1)
+        ax.axhline(bar[1], color="tab:green", linestyle=":", linewidth=1)
+        ax.fill_between([bar[0], 1.0], bar[1], 1.0, color="tab:green", alpha=0.08,
+                        label="beats both baselines on both recalls")  # fmt: skip
     f = front.sort_values("history_cells")
     ax.plot(
         f["page_recall"], f["explore_recall"], marker=".", color="grey",
@@ -203,6 +210,15 @@ def frontier_plot(
     for (name, (x, y)), mk in zip(points.items(), markers * len(points), strict=False):
         if np.isfinite(x) and np.isfinite(y):
             ax.scatter([x], [y], marker=mk, s=90 if mk == "*" else 45, label=name, zorder=3)
+    xs = [*front["page_recall"], *(x for x, _ in points.values())]
+    ys = [*front["explore_recall"], *(y for _, y in points.values())]
+    if bar is not None and all(np.isfinite(bar)):
+        xs, ys = [*xs, bar[0]], [*ys, bar[1]]
+    xs, ys = [v for v in xs if np.isfinite(v)], [v for v in ys if np.isfinite(v)]
+    if xs and ys:  # the shaded region reaches 1.0: keep the view on the points
+        pad_x, pad_y = 0.05 * (max(xs) - min(xs) or 1.0), 0.08 * (max(ys) - min(ys) or 1.0)
+        ax.set_xlim(min(xs) - pad_x, max(xs) + 2 * pad_x)
+        ax.set_ylim(min(ys) - pad_y, max(ys) + 2 * pad_y)
     ax.set_xlabel("page recall")
     ax.set_ylabel("explore recall (items never bought before)")
     ax.set_title(title or "Recall frontier of the baselines mixed")

@@ -72,3 +72,15 @@ def test_dominance_names_every_shortfall():
     s["pipeline"] = {"page_recall": 0.67, "explore_recall": float("nan")}
     d = dominance(s, "pipeline", ["top_freq"], ["page_recall", "explore_recall"])
     assert len(d["short"]) == 2
+
+
+def test_frontier_plot_writes_a_png_with_and_without_the_bar_region(tmp_path):
+    from models.plots import frontier_plot
+
+    f = pd.DataFrame(
+        {"history_cells": [0, 10], "page_recall": [0.05, 0.6], "explore_recall": [0.14, 0.07]}
+    )
+    points = {"pipeline": (0.5, 0.1), "popularity": (0.2, 0.13), "nan": (float("nan"), 0.1)}
+    for bar in ((0.6, 0.13), None):
+        path = frontier_plot(f, points, tmp_path / f"f{bar is None}.png", bar=bar)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
