@@ -32,7 +32,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -416,8 +416,41 @@ def engagement_eval(
         "source": train.source,
         "train_examples": int(len(train.examples)),
         "test_examples": int(len(ex)),
+        "by_item_kind": item_kind_ranking(ex, cal, objectives),
     }
     return pd.DataFrame(rows), plots, info
+
+
+def item_kind_ranking(
+    examples: pd.DataFrame, predictions: dict[str, np.ndarray], objectives: Sequence[str]
+) -> list[dict[str, Any]]:
+    """AUC and PR-AUC of the calibrated heads on the test window's rows of items the user
+    bought before (`ui_n_purchase` > 0 as of the split) and never bought, next to the item's
+    30-day popularity (`item_pop_30d`) ranking the same rows: whether the model ranks
+    never-bought items better than the popularity baseline does."""
+    from models import metrics as m
+
+    bought = examples["ui_n_purchase"].fillna(0).to_numpy() > 0
+    pop = examples["item_pop_30d"].fillna(0).to_numpy(np.float64)
+    out = []
+    for o in objectives:
+        y = examples[o].to_numpy().astype(np.int8)
+        for items, mask in (("bought before", bought), ("never bought", ~bought)):
+            if y[mask].min(initial=1) == y[mask].max(initial=0):
+                continue  # one class only: no ranking metric
+            for scorer, score in (("model", predictions[o]), ("popularity", pop)):
+                out.append(
+                    {
+                        "objective": o,
+                        "items": items,
+                        "scorer": scorer,
+                        "rows": int(mask.sum()),
+                        "positives": int(y[mask].sum()),
+                        "auc": m.auc(y[mask], score[mask]),
+                        "pr_auc": m.pr_auc(y[mask], score[mask]),
+                    }
+                )
+    return _jsonable(out)
 
 
 def ab_evaluation(
@@ -559,6 +592,10 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     for r in result["engagement"]:
         for m in ("auc", "pr_auc", "log_loss", "ece"):
             out[f"engagement.{r['objective']}.{r['stage']}.{m}"] = r[m]
+    for r in result.get("by_item_kind") or []:
+        kind = "repeat" if r["items"] == "bought before" else "explore"
+        for m in ("auc", "pr_auc"):
+            out[f"engagement.{r['objective']}.{kind}.{r['scorer']}.{m}"] = r[m]
     fr = result.get("frontier")
     if fr:
         for r in fr["frontier"]:
@@ -723,6 +760,18 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(
                 f"  {r['kind']:<20} {r['item']:<8} {r['cells_per_page']:10.2f} {r['hits']:7d} "
                 f"{r['hit_rate']:9.2%}"
+            )
+    if result.get("by_item_kind"):
+        lines += [
+            "",
+            "calibrated heads vs 30-day popularity on the test window's rows, by item kind",
+        ]
+        lines.append(f"  {'objective':<12} {'items':<14} {'scorer':<11} {'rows':>9} {'pos':>6} "
+                     f"{'AUC':>7} {'PR-AUC':>7}")  # fmt: skip
+        for r in result["by_item_kind"]:
+            lines.append(
+                f"  {r['objective']:<12} {r['items']:<14} {r['scorer']:<11} {r['rows']:9d} "
+                f"{r['positives']:6d} {_num(r['auc'])} {_num(r['pr_auc'])}"
             )
     ab = result.get("ab_test")
     if ab:

@@ -377,6 +377,15 @@ def test_evaluate_on_a_time_split(story: SimpleNamespace) -> None:
     click = rows[("click", "calibrated")]
     assert math.isfinite(click["auc"]) and 0.5 < click["auc"] <= 1, click
     assert 0 < click["pr_auc"] <= 1, click
+    # the same heads on rows of items bought before / never bought, next to popularity
+    kinds = {(r["objective"], r["items"], r["scorer"]): r for r in result["by_item_kind"]}
+    assert ("click", "never bought", "model") in kinds, sorted(kinds)
+    for (o, items, _), r in kinds.items():
+        assert (o, items, "model") in kinds and (o, items, "popularity") in kinds
+        assert 0 < r["positives"] < r["rows"] and 0 <= r["auc"] <= 1, r
+    assert sum(kinds[("click", i, "model")]["rows"] for i in ("bought before", "never bought")
+               if ("click", i, "model") in kinds) <= result["test_examples"]  # fmt: skip
+    assert "by item kind" in evaluate.format_table(result)
 
     # pages: the pipeline and the three baselines on the same users
     pages = result["pages"]
