@@ -431,7 +431,8 @@ def item_kind_ranking(
     from models import metrics as m
 
     bought = examples["ui_n_purchase"].fillna(0).to_numpy() > 0
-    pop = examples["item_pop_30d"].fillna(0).to_numpy(np.float64)
+    pop = np.maximum(examples["item_pop_30d"].fillna(0).to_numpy(np.float64), 0.0)
+    pop = pop / pop.max() if len(pop) and pop.max() > 0 else pop  # the metrics take [0, 1]
     out = []
     for o in objectives:
         y = examples[o].to_numpy().astype(np.int8)
