@@ -426,20 +426,28 @@ def item_kind_ranking(
 ) -> list[dict[str, Any]]:
     """AUC and PR-AUC of the calibrated heads on the test window's rows of items the user
     bought before (`ui_n_purchase` > 0 as of the split) and never bought, next to the item's
-    30-day popularity (`item_pop_30d`) ranking the same rows: whether the model ranks
-    never-bought items better than the popularity baseline does."""
+    30-day popularity (`item_pop_30d`) ranking the same rows, and on bought rows the user's
+    purchase count (top frequency's order): whether the model ranks each kind better than the
+    baseline that owns it."""
     from models import metrics as m
 
-    bought = examples["ui_n_purchase"].fillna(0).to_numpy() > 0
-    pop = np.maximum(examples["item_pop_30d"].fillna(0).to_numpy(np.float64), 0.0)
-    pop = pop / pop.max() if len(pop) and pop.max() > 0 else pop  # the metrics take [0, 1]
+    def unit(col: str) -> np.ndarray:  # the metrics take scores in [0, 1]; AUC ignores scale
+        x = np.maximum(examples[col].fillna(0).to_numpy(np.float64), 0.0)
+        return x / x.max() if len(x) and x.max() > 0 else x
+
+    freq = unit("ui_n_purchase")
+    bought = freq > 0
+    pop = unit("item_pop_30d")
     out = []
     for o in objectives:
         y = examples[o].to_numpy().astype(np.int8)
         for items, mask in (("bought before", bought), ("never bought", ~bought)):
             if y[mask].min(initial=1) == y[mask].max(initial=0):
                 continue  # one class only: no ranking metric
-            for scorer, score in (("model", predictions[o]), ("popularity", pop)):
+            scorers = [("model", predictions[o]), ("popularity", pop)]
+            if items == "bought before":
+                scorers.append(("frequency", freq))  # top frequency's order
+            for scorer, score in scorers:
                 out.append(
                     {
                         "objective": o,

@@ -382,6 +382,8 @@ def test_evaluate_on_a_time_split(story: SimpleNamespace) -> None:
     assert ("click", "never bought", "model") in kinds, sorted(kinds)
     for (o, items, _), r in kinds.items():
         assert (o, items, "model") in kinds and (o, items, "popularity") in kinds
+        if items == "bought before":
+            assert (o, items, "frequency") in kinds
         assert 0 < r["positives"] < r["rows"] and 0 <= r["auc"] <= 1, r
     assert sum(kinds[("click", i, "model")]["rows"] for i in ("bought before", "never bought")
                if ("click", i, "model") in kinds) <= result["test_examples"]  # fmt: skip
