@@ -118,15 +118,26 @@ class EngagementParams:
         return cls(**d)
 
 
+# An isotonic fit is flat over whole stretches of raw scores (few positives: few steps), and
+# every row of a stretch would get the same probability: rankings by the calibrated score lose
+# the trees' order there (measured: Complete Journey's click head, test AUC 0.821 raw and 0.806
+# calibrated). This slope on the raw score keeps the map strictly increasing and moves no
+# probability by more than it.
+TIE_SLOPE = 1e-6
+
+
 @dataclass(frozen=True)
 class IsotonicCalibrator:
-    """Piecewise-linear isotonic map, clipped to its end values outside [x[0], x[-1]]."""
+    """Piecewise-linear isotonic map, clipped to its end values outside [x[0], x[-1]], plus
+    TIE_SLOPE · raw so that it is strictly increasing (ties of the fit keep the raw order)."""
 
     x: np.ndarray  # increasing raw-score thresholds
     y: np.ndarray  # non-decreasing probabilities at x
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        return np.interp(np.asarray(raw, dtype=np.float64), self.x, self.y)
+        raw = np.asarray(raw, dtype=np.float64)
+        p = np.interp(raw, self.x, self.y) + TIE_SLOPE * np.clip(raw, 0.0, 1.0)
+        return np.clip(p, 0.0, 1.0)
 
 
 def combined_score(preds: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:

@@ -322,3 +322,19 @@ def test_plots_write_pngs(model, held_out, tmp_path):
     ]
     for p in paths:
         assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_isotonic_calibrator_keeps_the_raw_order_inside_flat_stretches():
+    from models.engagement import TIE_SLOPE, IsotonicCalibrator
+
+    # flat at 0.1 over raw [0.2, 0.5], then 0.1 -> 0.3 up to raw 0.6, flat at 0.3 after it
+    cal = IsotonicCalibrator(np.array([0.2, 0.5, 0.6]), np.array([0.1, 0.1, 0.3]))
+    raw = np.array([0.0, 0.25, 0.3, 0.45, 0.55, 0.7, 0.9, 1.0])
+    p = cal(raw)
+    assert np.all(np.diff(p) > 0)  # strictly increasing: no ties where the fit is flat
+    plain = np.interp(raw, cal.x, cal.y)
+    assert np.abs(p - plain).max() <= TIE_SLOPE  # calibration moves by at most the slope
+    assert p[4] == pytest.approx(0.2, abs=TIE_SLOPE)
+    # probabilities stay in [0, 1] at the ends
+    top = IsotonicCalibrator(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    assert top(np.array([1.0]))[0] == 1.0 and top(np.array([0.0]))[0] == 0.0
