@@ -77,9 +77,10 @@ def pages_for_users(pages: pd.DataFrame, users: Sequence[str] | np.ndarray) -> p
     return pd.concat([own, rep], ignore_index=True)
 
 
-def _reading_order(pages: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted per user by (s + l, s); `first` marks an item's first place on the page."""
-    p = pages[["user_id", "slot", "item_rank", "item_id"]].copy()
+def _reading_order(pages: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows sorted per user by (s + l, s); `first` marks an item's first place on the page.
+    `keep` names further columns of `pages` to carry along."""
+    p = pages[["user_id", "slot", "item_rank", "item_id", *keep]].copy()
     p["slot"] = p["slot"].astype(np.int64)
     p["item_rank"] = p["item_rank"].astype(np.int64)
     p["diag"] = p["slot"] + p["item_rank"]
@@ -180,11 +181,7 @@ def cell_yield(pages: pd.DataFrame, truth: pd.DataFrame, history: pd.DataFrame) 
     users = pd.Index(truth["user_id"].unique())
     grid = pages_for_users(pages, users)
     grid = grid.assign(kind=grid["carousel_id"].astype(str).str.split(":", n=1).str[0])
-    order = _reading_order(grid)
-    p = grid.loc[:, ["user_id", "slot", "item_rank", "kind"]].merge(
-        order[["user_id", "slot", "item_rank", "item_id", "first"]],
-        on=["user_id", "slot", "item_rank"],
-    )
+    p = _reading_order(grid, keep=["kind"])
     p = p[p["first"]]
     key = pd.MultiIndex.from_frame(p[["user_id", "item_id"]])
     p = p.assign(
