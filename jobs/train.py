@@ -538,6 +538,12 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         booster_trainer=_booster_trainer(cfg),
     )
     timings["engagement_fit_s"] = time.perf_counter() - t0
+    if model.shared:
+        log.info(
+            "objectives %s have the same labels as %s on every example: they share its head",
+            ", ".join(model.shared),
+            ", ".join(sorted(set(model.shared.values()))),
+        )
     timings["engagement_rows_per_s"] = len(examples) / max(timings["engagement_fit_s"], 1e-9)
     split = assign_splits(
         examples["user_id"],
@@ -608,6 +614,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             "label_windows": windows,
             "training_source": source,
             "objectives": list(objectives),
+            "shared_heads": dict(model.shared),
             "weights": dict(params.weights),
             "w": w,
             "w_page_ndcg": w_ndcg,
@@ -641,6 +648,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
                 "cutoff": cutoff,
                 "config_hash": cfg.hash(),
                 "objectives": ",".join(objectives),
+                "engagement_heads": ",".join(model.heads),
                 "item_mode": mode,
                 "w_chosen": w,
                 "training_source": source,

@@ -20,6 +20,10 @@ Optionally (eBay) engaged rows are weighted by 1 / examination propensity of the
 removes the examination factor from the positives; see `fit_engagement`.
 
 Heads are combined at serving with configurable weights, Σ_o w_o · p_o (METHODS §4–5).
+
+Objectives whose labels are equal on every row share one head (`EngagementModel.shared`): on
+purchase-only logs (the grocery datasets) a purchase is also the click and the add-to-cart, and
+three heads would fit the same label three times and predict every candidate three times.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from models import metrics as m
 if TYPE_CHECKING:
     import xgboost
 
-FORMAT = "homepage.engagement/1"
+FORMAT = "homepage.engagement/2"  # /2: shared heads (one booster file per distinct head)
+READABLE_FORMATS: tuple[str, ...] = ("homepage.engagement/1", FORMAT)
 SPLITS: tuple[str, ...] = ("train", "calibration", "evaluation")
 TREE_METHODS: tuple[str, ...] = ("hist", "approx", "exact")
 DEFAULT_WEIGHTS: Mapping[str, float] = {"click": 1.0, "add_to_cart": 3.0, "purchase": 10.0}
@@ -215,8 +220,16 @@ def fit_engagement(
     boosters: dict[str, xgboost.Booster] = {}
     calibrators: dict[str, IsotonicCalibrator] = {}
     records: list[dict[str, Any]] = []
+    ys: dict[str, np.ndarray] = {}
+    shared: dict[str, str] = {}
     for k, obj in enumerate(params.objectives):
         y = frame[labels[obj]].to_numpy().astype(np.int8)
+        twin = next((o for o in boosters if np.array_equal(ys[o], y)), None)
+        if twin is not None:  # the same label on every row: the same head
+            boosters[obj], calibrators[obj], shared[obj] = boosters[twin], calibrators[twin], twin
+            records += [{**r, "objective": obj} for r in records if r["objective"] == twin]
+            continue
+        ys[obj] = y
         ips = np.where(y == 1, 1.0 / theta, 1.0) if theta is not None else np.ones(len(y))
         for s, name in enumerate(used):
             pos = int(y[split == s].sum())
@@ -268,6 +281,7 @@ def fit_engagement(
         boosters=boosters,
         calibrators=calibrators,
         metrics=pd.DataFrame.from_records(records, columns=_METRIC_COLUMNS),
+        shared=shared,
     )
 
 
@@ -376,10 +390,17 @@ class EngagementModel:
     boosters: Mapping[str, xgboost.Booster]
     calibrators: Mapping[str, IsotonicCalibrator]
     metrics: pd.DataFrame
+    # objective -> the objective whose head it uses (their labels were equal on every row)
+    shared: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def objectives(self) -> tuple[str, ...]:
         return self.params.objectives
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The objectives with a head of their own (the rest share one of these)."""
+        return tuple(o for o in self.objectives if o not in self.shared)
 
     def predict(
         self,
@@ -393,10 +414,12 @@ class EngagementModel:
         values (for evaluating logged placements). Overridden columns may be absent from frame."""
         x = self._matrix(frame, position_override)
         out = {}
-        for obj in self.objectives:
+        for obj in self.heads:
             raw = _raw(self.boosters[obj], x)
             out[obj] = self.calibrators[obj](raw) if calibrated else raw
-        return out
+        for obj, twin in self.shared.items():
+            out[obj] = out[twin]
+        return {obj: out[obj] for obj in self.objectives}
 
     def combined_score(
         self, preds: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None
@@ -418,14 +441,15 @@ class EngagementModel:
         return df.reset_index(drop=True)
 
     def save(self, directory: str | Path) -> Path:
-        """`model.json` (params, features, labels, metrics), `<objective>.json` (XGBoost JSON),
-        `calibration.npz` (isotonic thresholds). No pickle."""
+        """`model.json` (params, features, labels, shared heads, metrics), `<objective>.json`
+        (XGBoost JSON) and the isotonic thresholds in `calibration.npz` for each objective with
+        a head of its own. No pickle."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        for obj in self.objectives:
-            self.boosters[obj].save_model(d / f"{obj}.json")
         arrays = {}
-        for obj, c in self.calibrators.items():
+        for obj in self.heads:
+            self.boosters[obj].save_model(d / f"{obj}.json")
+            c = self.calibrators[obj]
             arrays[f"{obj}.x"], arrays[f"{obj}.y"] = c.x, c.y
         np.savez(d / "calibration.npz", **arrays)
         meta = {
@@ -433,6 +457,7 @@ class EngagementModel:
             "params": self.params.to_dict(),
             "features": list(self.features),
             "labels": dict(self.labels),
+            "shared_heads": dict(self.shared),
             "metrics": self.metrics.to_dict(orient="records"),
         }
         (d / "model.json").write_text(json.dumps(meta, indent=1))
@@ -444,17 +469,22 @@ class EngagementModel:
 
         d = Path(directory)
         meta = json.loads((d / "model.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{d} holds format {meta.get('format')!r}, expected {FORMAT!r}")
+        if meta.get("format") not in READABLE_FORMATS:
+            raise ValueError(
+                f"{d} holds format {meta.get('format')!r}, expected one of {READABLE_FORMATS}"
+            )
         params = EngagementParams.from_dict(meta["params"])
+        shared = dict(meta.get("shared_heads") or {})
         boosters, calibrators = {}, {}
         with np.load(d / "calibration.npz", allow_pickle=False) as z:
-            for obj in params.objectives:
+            for obj in (o for o in params.objectives if o not in shared):
                 b = xgb.Booster()
                 b.load_model(d / f"{obj}.json")
                 b.set_param({"nthread": params.n_jobs})
                 boosters[obj] = b
                 calibrators[obj] = IsotonicCalibrator(z[f"{obj}.x"], z[f"{obj}.y"])
+        for obj, twin in shared.items():
+            boosters[obj], calibrators[obj] = boosters[twin], calibrators[twin]
         return cls(
             params=params,
             features=tuple(meta["features"]),
@@ -462,6 +492,7 @@ class EngagementModel:
             boosters=boosters,
             calibrators=calibrators,
             metrics=pd.DataFrame.from_records(meta["metrics"], columns=_METRIC_COLUMNS),
+            shared=shared,
         )
 
     def _matrix(

@@ -338,3 +338,63 @@ def test_isotonic_calibrator_keeps_the_raw_order_inside_flat_stretches():
     # probabilities stay in [0, 1] at the ends
     top = IsotonicCalibrator(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
     assert top(np.array([1.0]))[0] == 1.0 and top(np.array([0.0]))[0] == 0.0
+
+
+def test_objectives_with_equal_labels_share_one_head(train, held_out, tmp_path):
+    """Purchase-only logs: a purchase is also the click and the add-to-cart, so the three labels
+    are equal and one head serves all three (fitted, predicted and saved once)."""
+    frame = train.assign(atc=train["click"], buy=train["click"])
+    shared = fit_engagement(
+        frame, features=FEATURES, labels=LABELS, group="user", params=EngagementParams(**SMALL)
+    )
+    assert shared.shared == {"add_to_cart": "click", "purchase": "click"}
+    assert shared.heads == ("click",)
+    preds = shared.predict(held_out, position_override=None)
+    assert list(preds) == ["click", "add_to_cart", "purchase"]
+    np.testing.assert_array_equal(preds["purchase"], preds["click"])
+    # every objective keeps its metric rows (the gates read them by objective)
+    per_obj = shared.metrics.set_index(["objective", "split", "stage", "metric"])["value"]
+    for obj in ("add_to_cart", "purchase"):
+        np.testing.assert_array_equal(per_obj.loc[obj].to_numpy(), per_obj.loc["click"].to_numpy())
+    # the same head as fitting the click label alone
+    alone = fit_engagement(
+        frame,
+        features=FEATURES,
+        labels={"click": "click"},
+        group="user",
+        params=EngagementParams(objectives=("click",), weights={"click": 1.0}, **SMALL),
+    )
+    np.testing.assert_array_equal(
+        alone.predict(held_out, position_override=None)["click"], preds["click"]
+    )
+    d = shared.save(tmp_path / "bundle")
+    assert sorted(p.name for p in d.glob("*.json")) == ["click.json", "model.json"]
+    loaded = EngagementModel.load(d)
+    assert loaded.shared == shared.shared
+    again = loaded.predict(held_out, position_override=None)
+    for obj in preds:
+        np.testing.assert_array_equal(again[obj], preds[obj])
+
+
+def test_objectives_with_different_labels_keep_their_own_heads(model, held_out):
+    assert model.shared == {}
+    assert model.heads == ("click", "add_to_cart", "purchase")
+    preds = model.predict(held_out, position_override=None)
+    assert not np.array_equal(preds["purchase"], preds["click"])
+
+
+def test_bundles_of_the_first_format_still_load(model, held_out, tmp_path):
+    """A champion saved before shared heads existed (format /1, no `shared_heads`) loads."""
+    import json
+
+    d = model.save(tmp_path / "old")
+    meta = json.loads((d / "model.json").read_text())
+    meta["format"] = "homepage.engagement/1"
+    del meta["shared_heads"]
+    (d / "model.json").write_text(json.dumps(meta))
+    loaded = EngagementModel.load(d)
+    assert loaded.shared == {}
+    np.testing.assert_array_equal(
+        loaded.predict(held_out, position_override=None)["purchase"],
+        model.predict(held_out, position_override=None)["purchase"],
+    )
