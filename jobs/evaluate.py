@@ -13,7 +13,10 @@
    `[split, split + eval.test_days)` (`eval.relevant_events`) with `models.page_eval`, and the
    pipeline's relative lift over each baseline gets a paired bootstrap interval.
 3. Engagement heads: AUC, PR-AUC, log loss and ECE on the test window, raw and calibrated,
-   with reliability diagrams (`engagement_eval`).
+   with reliability diagrams (`engagement_eval`). The same heads' own ranked list, each user's
+   candidate items as of the split by the combined calibrated score on the pipeline's cells
+   without carousels, is scored next to the pipeline and the baselines on the same users
+   (`ranked_list_evaluation`): whether the page layout or the model limits the pipeline.
 4. Generated lakes (with `_truth/`): a simulated A/B test on the ground-truth user model, the
    static page (control) against the pipeline's pages (treatment), `eval.ab_days` days.
 5. Lakes with logged propensities: off-policy estimates (`jobs.ope`) of the pipeline's pages.
@@ -361,10 +364,50 @@ def recall_frontier(
     }
 
 
+RANKED_LIST_POLICIES = ("ranked_list", "pipeline", "top_freq", "popularity")
+RANKED_LIST_METRICS = ("page_recall", "repeat_recall", "explore_recall", "ndcg_2d")
+
+
+def ranked_list_evaluation(
+    frames: PageFrames, scored: pd.DataFrame, split_ds: str, cfg: Config
+) -> dict[str, Any]:
+    """The engagement heads' own ranked list (`scored`: each user's candidate items as of the
+    split with the combined calibrated score) on the pipeline's cells, one row of M after
+    another (`models.baselines.ranked_list_pages`), scored with the pipeline and the baselines
+    on the users both the test window's examples and the page evaluation hold; and whether
+    that list beats top frequency and popularity on page and explore recall (`BAR`)."""
+    from models import baselines as bl
+    from models import frontier as fr
+    from models.page_eval import evaluate_pages
+
+    ec = cfg.eval
+    shown = frames.pages["top_freq"].groupby("user_id").size()  # the pipeline's cells per user
+    in_stock = pd.Index(frames.items.loc[frames.items["in_stock"].astype(bool), "item_id"])
+    listed = bl.ranked_list_pages(scored, shown, cfg.page.items_per_carousel, in_stock)
+    users = pd.Index(listed["user_id"].unique()).intersection(frames.truth["user_id"].unique())
+    if users.empty:
+        return {"users": 0}
+    truth = frames.truth[frames.truth["user_id"].isin(users)]
+    pages = {"ranked_list": listed, **{p: frames.pages[p] for p in RANKED_LIST_POLICIES[1:]}}
+    summary = {
+        name: evaluate_pages(
+            pages[name], truth, frames.history, frames.items, split_ds=split_ds,
+            ks=ec.recall_k, new_days=ec.new_days,
+        ).summary
+        for name in RANKED_LIST_POLICIES
+    }  # fmt: skip
+    return {
+        "users": int(len(users)),
+        "pages": {p: {m: summary[p][m] for m in RANKED_LIST_METRICS} for p in summary},
+        "bar": fr.dominance(summary, "ranked_list", *BAR),
+    }
+
+
 def engagement_eval(
     elake: Lake, split_ds: str, end: str, cfg: Config, out_dir: str
-) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
-    """AUC, PR-AUC, log loss, ECE of heads trained before the split, on the test window."""
+) -> tuple[pd.DataFrame, list[str], dict[str, Any], pd.DataFrame]:
+    """AUC, PR-AUC, log loss, ECE of heads trained before the split, on the test window; and
+    the test window's candidate rows (user_id, item_id) with the combined calibrated score."""
     from jobs import training_data as td
     from jobs.train import _booster_trainer, engagement_params, trainable_objectives, window_dataset
     from models.engagement import fit_engagement, score_predictions
@@ -394,6 +437,9 @@ def engagement_eval(
     ex = test.examples
     raw = model.predict(ex, calibrated=False, position_override=None)
     cal = model.predict(ex, calibrated=True, position_override=None)
+    scored = pd.DataFrame(
+        {"user_id": ex["user_id"], "item_id": ex["item_id"], "score": model.combined_score(cal)}
+    )
     rows = []
     for o in objectives:
         y = ex[o].to_numpy().astype(np.int8)
@@ -418,7 +464,7 @@ def engagement_eval(
         "test_examples": int(len(ex)),
         "by_item_kind": item_kind_ranking(ex, cal, objectives),
     }
-    return pd.DataFrame(rows), plots, info
+    return pd.DataFrame(rows), plots, info, scored
 
 
 def item_kind_ranking(
@@ -541,7 +587,8 @@ def _run(
 
     cells = cell_yield(pages["pipeline"], truth, history)
     say(f"[evaluate {split_ds}] engagement heads on the test window")
-    engagement, plots, eng_info = engagement_eval(elake, split_ds, end, ecfg, out_dir)
+    engagement, plots, eng_info, scored = engagement_eval(elake, split_ds, end, ecfg, out_dir)
+    ranked_list = ranked_list_evaluation(frames, scored, split_ds, ecfg)
     ab = ab_evaluation(elake, pages, split_ds, ecfg)
     ope = _ope(elake, split_ds, end, ecfg, say)
     plots += _plots(elake, split_ds, ecfg, lifts, ab, out_dir, table, frontier)
@@ -564,6 +611,7 @@ def _run(
         "engagement": _jsonable(engagement.to_dict(orient="records")),
         **eng_info,
         "frontier": _jsonable(frontier),
+        "ranked_list": _jsonable(ranked_list),
         "cell_yield": _jsonable(cells.to_dict(orient="records")),
         "ab_test": ab,
         "ope": ope,
@@ -591,7 +639,7 @@ def _run(
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     """`page.<policy>.<metric>`, `lift.<baseline>.<metric>`, `engagement.*`, `frontier.*`,
-    `ab.*` as floats."""
+    `ranked_list.*`, `ab.*` as floats."""
     out: dict[str, float] = {}
     for policy, metrics in result["pages"].items():
         for m, v in metrics.items():
@@ -613,6 +661,13 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
         out["frontier.explore_at_pipeline"] = fr["frontier_explore_at_pipeline"]
         out["frontier.margin_over_frontier"] = fr["margin_over_frontier"]
         out["frontier.bar_met"] = float(fr["bar"]["met"])
+    rl = result.get("ranked_list")
+    if rl and rl.get("users"):
+        for policy, metrics in rl["pages"].items():
+            for m, v in metrics.items():
+                out[f"ranked_list.{policy}.{m}"] = v
+        out["ranked_list.users"] = rl["users"]
+        out["ranked_list.bar_met"] = float(rl["bar"]["met"])
     ab = result.get("ab_test")
     if ab:
         for m, v in ab["lift"].items():
@@ -757,6 +812,8 @@ def format_table(result: dict[str, Any]) -> str:
             )
     if result.get("frontier"):
         lines += ["", *format_frontier(result["frontier"])]
+    if (result.get("ranked_list") or {}).get("users"):
+        lines += ["", *format_ranked_list(result["ranked_list"])]
     if result.get("cell_yield"):
         lines += [
             "",
@@ -829,6 +886,25 @@ def format_frontier(fr: dict[str, Any]) -> list[str]:
              for s in bar["short"]]  # fmt: skip
     verdict = "met" if bar["met"] else "not met: " + "; ".join(short)
     lines.append(f"  beats top_freq and popularity on page and explore recall: {verdict}")
+    return lines
+
+
+def format_ranked_list(rl: dict[str, Any]) -> list[str]:
+    """The heads' own ranked list next to the pipeline and the baselines, and its verdict."""
+    lines = [
+        "the engagement heads' own ranked list on the pipeline's cells, no carousels "
+        f"({rl['users']:,} users with test-window examples)",
+        f"  {'policy':<13}" + "".join(f"{m:>16}" for m in RANKED_LIST_METRICS),
+    ]
+    for policy, metrics in rl["pages"].items():
+        lines.append(
+            f"  {policy:<13}" + "".join(f"{metrics[m]:16.4f}" for m in RANKED_LIST_METRICS)
+        )
+    short = [f"{s['metric']} {s['policy']:.4f} <= {s['baseline']} {s['value']:.4f}"
+             for s in rl["bar"]["short"]]  # fmt: skip
+    verdict = "met" if rl["bar"]["met"] else "not met: " + "; ".join(short)
+    lines.append(f"  the ranked list beats top_freq and popularity on page and explore recall: "
+                 f"{verdict}")  # fmt: skip
     return lines
 
 

@@ -13,6 +13,9 @@ and return frames of the page contract (user_id, slot, item_rank, item_id, carou
                 `history_cells=k` at most k of them, the rest the most popular items the user
                 never bought (the two baselines mixed: `models.frontier`)
 
+Not a baseline but a reference, `ranked_list_pages` lays out a model's own ranked list on the
+same grid: what the pipeline's scores give without the carousels (`jobs.evaluate`).
+
 `popularity` is the engagement weight Σ over events of purchase 5, add_to_cart 3, click 1
 (the feature stage's weights) in the last `days` before the split.
 """
@@ -134,3 +137,24 @@ def top_frequency_pages(
             mine = np.concatenate([mine, pad])
         lists.append(mine)
     return _grid(users, lists, per_row, "top_freq")
+
+
+def ranked_list_pages(
+    scored: pd.DataFrame,
+    items_shown: pd.Series,
+    per_row: int,
+    in_stock: pd.Index | None = None,
+) -> pd.DataFrame:
+    """Each user's scored items, best first, cut to `items_shown[user]` and laid out M per row:
+    a model's own ranked list without carousels (no family rule, no de-duplication to do).
+
+    `scored` has user_id, item_id, score (one row per user and item). Users of `items_shown`
+    without scored rows get no page; ties keep the item id order."""
+    rows = scored[scored["user_id"].isin(items_shown.index)]
+    if in_stock is not None:
+        rows = rows[rows["item_id"].isin(in_stock)]
+    rows = rows.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True])
+    by_user = {u: s.to_numpy(object) for u, s in rows.groupby("user_id", sort=False)["item_id"]}
+    users = np.array([u for u in items_shown.index if u in by_user], dtype=object)
+    lists = [by_user[u][: int(items_shown[u])] for u in users]
+    return _grid(users, lists, per_row, "ranked_list")

@@ -11,6 +11,7 @@ from models.baselines import (
     WEIGHTS,
     item_popularity,
     popularity_page,
+    ranked_list_pages,
     static_page,
     top_frequency_pages,
 )
@@ -254,3 +255,23 @@ def test_top_frequency_pages_with_history_cells_pads_with_never_bought_popular_i
     pd.testing.assert_frame_equal(whole, plain)
     with pytest.raises(ValueError, match="history_cells"):
         top_frequency_pages(_purchases(), POPULAR, shown, per_row=3, history_cells=-1)
+
+
+def test_ranked_list_pages_best_first_cut_to_the_cells_shown():
+    scored = pd.DataFrame(
+        {
+            "user_id": ["a"] * 5 + ["b"] * 2 + ["c"],
+            "item_id": ["i1", "i2", "i3", "i4", "i5", "i1", "i2", "i9"],
+            "score": [0.1, 0.5, 0.3, 0.5, 0.9, 0.2, 0.7, 1.0],
+        }
+    )
+    shown = pd.Series({"a": 4, "b": 3, "d": 2})  # c is not evaluated, d has no scored items
+    pages = ranked_list_pages(scored, shown, per_row=2, in_stock=pd.Index(["i1", "i2", "i4", "i5"]))
+    a = pages[pages["user_id"] == "a"]
+    # i3 is out of stock; i2 and i4 tie at 0.5 and keep the item id order
+    assert a["item_id"].tolist() == ["i5", "i2", "i4", "i1"]
+    assert a["slot"].tolist() == [1, 1, 2, 2] and a["item_rank"].tolist() == [1, 2, 1, 2]
+    assert pages[pages["user_id"] == "b"]["item_id"].tolist() == ["i2", "i1"]  # all it has
+    assert set(pages["user_id"]) == {"a", "b"}
+    assert (pages["carousel_id"].str.startswith("ranked_list:")).all()
+    assert pages["family"].isna().all()
