@@ -369,13 +369,19 @@ RANKED_LIST_METRICS = ("page_recall", "repeat_recall", "explore_recall", "ndcg_2
 
 
 def ranked_list_evaluation(
-    frames: PageFrames, scored: pd.DataFrame, split_ds: str, cfg: Config
+    frames: PageFrames, scored: pd.DataFrame, split_ds: str, cfg: Config, source: str
 ) -> dict[str, Any]:
     """The engagement heads' own ranked list (`scored`: each user's candidate items as of the
     split with the combined calibrated score) on the pipeline's cells, one row of M after
     another (`models.baselines.ranked_list_pages`), scored with the pipeline and the baselines
     on the users both the test window's examples and the page evaluation hold; and whether
-    that list beats top frequency and popularity on page and explore recall (`BAR`)."""
+    that list beats top frequency and popularity on page and explore recall (`BAR`).
+
+    Only where the examples are the candidates as of the split (`source`
+    "time_window_candidates"): logged impressions of the test window are the items the logging
+    policy showed in it, which a list built at the split could not know."""
+    if source != "time_window_candidates":
+        return {"users": 0, "skipped": f"the test window's examples are {source}"}
     from models import baselines as bl
     from models import frontier as fr
     from models.page_eval import evaluate_pages
@@ -588,7 +594,7 @@ def _run(
     cells = cell_yield(pages["pipeline"], truth, history)
     say(f"[evaluate {split_ds}] engagement heads on the test window")
     engagement, plots, eng_info, scored = engagement_eval(elake, split_ds, end, ecfg, out_dir)
-    ranked_list = ranked_list_evaluation(frames, scored, split_ds, ecfg)
+    ranked_list = ranked_list_evaluation(frames, scored, split_ds, ecfg, eng_info["source"])
     ab = ab_evaluation(elake, pages, split_ds, ecfg)
     ope = _ope(elake, split_ds, end, ecfg, say)
     plots += _plots(elake, split_ds, ecfg, lifts, ab, out_dir, table, frontier)
