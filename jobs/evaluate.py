@@ -494,8 +494,8 @@ def item_kind_ranking(
     for o in objectives:
         y = examples[o].to_numpy().astype(np.int8)
         for items, mask in (("bought before", bought), ("never bought", ~bought)):
-            if y[mask].min(initial=1) == y[mask].max(initial=0):
-                continue  # one class only: no ranking metric
+            if not mask.any() or y[mask].min() == y[mask].max():
+                continue  # no rows of this kind (a lake without purchases), or one class only
             scorers = [("model", predictions[o]), ("popularity", pop)]
             if items == "bought before":
                 scorers.append(("frequency", freq))  # top frequency's order

@@ -1,8 +1,10 @@
-"""The engagement heads' own ranked list in `homepage evaluate` (jobs.evaluate.ranked_list_evaluation)
-on a hand-made split: scored the same way as the pages, and skipped for logged impressions."""
+"""Parts of `homepage evaluate` (jobs.evaluate) on hand-made inputs: the engagement heads' own
+ranked list (scored the same way as the pages, skipped for logged impressions) and the rows by
+item kind."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -62,3 +64,17 @@ def test_ranked_list_is_skipped_for_logged_impressions():
     cfg = load_config(None, {"page.items_per_carousel": 2, "page.min_items": 1})
     out = ranked_list_evaluation(frames(), scored, "2026-01-10", cfg, "logged_impressions")
     assert out["users"] == 0 and "logged_impressions" in out["skipped"]
+
+
+def test_rows_by_item_kind_leave_out_a_kind_without_rows():
+    """A lake without purchases (Open Bandit: impressions and clicks) has no bought-before rows:
+    only the never-bought rows are ranked, instead of failing on an empty kind."""
+    from jobs.evaluate import item_kind_ranking
+
+    ex = pd.DataFrame(
+        {"ui_n_purchase": [0, 0, 0, 0], "item_pop_30d": [4, 3, 2, 1], "click": [1, 0, 1, 0]}
+    )
+    out = item_kind_ranking(ex, {"click": np.array([0.9, 0.1, 0.2, 0.3])}, ["click"])
+    assert {r["items"] for r in out} == {"never bought"}
+    assert {r["scorer"] for r in out} == {"model", "popularity"}
+    assert all(r["rows"] == 4 and r["positives"] == 2 for r in out)
