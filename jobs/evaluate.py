@@ -248,6 +248,21 @@ class PageFrames(NamedTuple):
     mixed: Callable[[int], pd.DataFrame]  # history cells k -> the baselines mixed (frontier)
 
 
+def relevant_pairs(after: pd.DataFrame, relevant: Sequence[str], window: str) -> pd.DataFrame:
+    """The distinct (user_id, item_id) of the test window's `relevant` events; a ValueError that
+    names the event types the window does log when it has none of them."""
+    rel = after[after["event_type"].isin(relevant) & after["item_id"].notna()]
+    if rel.empty:
+        logged = sorted(after["event_type"].dropna().unique())
+        raise ValueError(
+            f"no {'/'.join(relevant)} events with an item in the test window {window}: nothing "
+            f"to score pages against; it logs {', '.join(logged) or 'no events'}: set "
+            "eval.relevant_events to what it logs (e.g. --set 'eval.relevant_events=[click]') "
+            "or move the split"
+        )
+    return rel[["user_id", "item_id"]].drop_duplicates()
+
+
 def page_frames(elake: Lake, split_ds: str, end: str, cfg: Config) -> PageFrames:
     """(pages by policy, truth, history, items, the mixed baselines) for the evaluated users."""
     from models import baselines as bl
@@ -256,8 +271,7 @@ def page_frames(elake: Lake, split_ds: str, end: str, cfg: Config) -> PageFrames
     items = pd.read_parquet(local_path(join(elake.warehouse, "items", f"ds={split_ds}")))
     before = read_events(elake, None, split_ds, ["user_id", "item_id", "event_type", "ts", "ds"])
     after = read_events(elake, split_ds, end, ["user_id", "item_id", "event_type"])
-    rel = after[after["event_type"].isin(ec.relevant_events) & after["item_id"].notna()]
-    truth = rel[["user_id", "item_id"]].drop_duplicates()
+    truth = relevant_pairs(after, ec.relevant_events, f"[{split_ds}, {end})")
     users = _sample_users(pd.Index(truth["user_id"].unique()), ec.max_users, ec.seed)
     truth = truth[truth["user_id"].isin(users)]
     bought = before[(before["event_type"] == "purchase") & before["user_id"].isin(users)]

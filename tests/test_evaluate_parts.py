@@ -78,3 +78,20 @@ def test_rows_by_item_kind_leave_out_a_kind_without_rows():
     assert {r["items"] for r in out} == {"never bought"}
     assert {r["scorer"] for r in out} == {"model", "popularity"}
     assert all(r["rows"] == 4 and r["positives"] == 2 for r in out)
+
+
+def test_a_test_window_without_relevant_events_names_what_it_logs():
+    from jobs.evaluate import relevant_pairs
+
+    after = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u2"],
+            "item_id": ["i1", "i1", "i2", None],
+            "event_type": ["impression", "click", "click", "purchase"],
+        }
+    )
+    with pytest.raises(ValueError, match=r"no purchase/add_to_cart events .* logs click, "
+                       r"impression, purchase: set eval.relevant_events"):  # fmt: skip
+        relevant_pairs(after, ("purchase", "add_to_cart"), "[2019-11-27, 2019-11-29)")
+    clicks = relevant_pairs(after, ("click",), "w")
+    assert clicks.to_dict("list") == {"user_id": ["u1", "u2"], "item_id": ["i1", "i2"]}
