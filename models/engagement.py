@@ -224,7 +224,7 @@ def fit_engagement(
     shared: dict[str, str] = {}
     for k, obj in enumerate(params.objectives):
         y = frame[labels[obj]].to_numpy().astype(np.int8)
-        twin = next((o for o in boosters if np.array_equal(ys[o], y)), None)
+        twin = next((o for o, yo in ys.items() if np.array_equal(yo, y)), None)
         if twin is not None:  # the same label on every row: the same head
             boosters[obj], calibrators[obj], shared[obj] = boosters[twin], calibrators[twin], twin
             records += [{**r, "objective": obj} for r in records if r["objective"] == twin]

@@ -398,3 +398,16 @@ def test_bundles_of_the_first_format_still_load(model, held_out, tmp_path):
         loaded.predict(held_out, position_override=None)["purchase"],
         model.predict(held_out, position_override=None)["purchase"],
     )
+
+
+def test_only_the_objectives_with_equal_labels_share(train, held_out):
+    """Logs without clicks: the click label is the add-to-cart label, the purchase differs."""
+    frame = train.assign(click=train["atc"])
+    model = fit_engagement(
+        frame, features=FEATURES, labels=LABELS, group="user", params=EngagementParams(**SMALL)
+    )
+    assert model.shared == {"add_to_cart": "click"}
+    assert model.heads == ("click", "purchase")
+    preds = model.predict(held_out, position_override=None)
+    np.testing.assert_array_equal(preds["add_to_cart"], preds["click"])
+    assert not np.array_equal(preds["purchase"], preds["click"])
