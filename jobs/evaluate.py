@@ -35,9 +35,9 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,9 @@ import pandas as pd
 from jobs import io
 from jobs.config import Config
 from jobs.lake import Lake, join, local_path, parse_ds, shift_ds
+
+if TYPE_CHECKING:
+    from models.page_eval import PageEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -383,13 +386,19 @@ RANKED_LIST_METRICS = ("page_recall", "repeat_recall", "explore_recall", "ndcg_2
 
 
 def ranked_list_evaluation(
-    frames: PageFrames, scored: pd.DataFrame, split_ds: str, cfg: Config, source: str
+    frames: PageFrames,
+    evals: Mapping[str, PageEvaluation],
+    scored: pd.DataFrame,
+    split_ds: str,
+    cfg: Config,
+    source: str,
 ) -> dict[str, Any]:
     """The engagement heads' own ranked list (`scored`: each user's candidate items as of the
     split with the combined calibrated score) on the pipeline's cells, one row of M after
-    another (`models.baselines.ranked_list_pages`), scored with the pipeline and the baselines
-    on the users both the test window's examples and the page evaluation hold; and whether
-    that list beats top frequency and popularity on page and explore recall (`BAR`).
+    another (`models.baselines.ranked_list_pages`), next to the pipeline and the baselines
+    (`evals`, from `page_evaluation`) on the users both the test window's examples and the page
+    evaluation hold; and whether that list beats top frequency and popularity on page and
+    explore recall (`BAR`).
 
     Only where the examples are the candidates as of the split (`source`
     "time_window_candidates"): logged impressions of the test window are the items the logging
@@ -398,7 +407,7 @@ def ranked_list_evaluation(
         return {"users": 0, "skipped": f"the test window's examples are {source}"}
     from models import baselines as bl
     from models import frontier as fr
-    from models.page_eval import evaluate_pages
+    from models.page_eval import evaluate_pages, summarise
 
     ec = cfg.eval
     shown = frames.pages["top_freq"].groupby("user_id").size()  # the pipeline's cells per user
@@ -408,13 +417,14 @@ def ranked_list_evaluation(
     if users.empty:
         return {"users": 0}
     truth = frames.truth[frames.truth["user_id"].isin(users)]
-    pages = {"ranked_list": listed, **{p: frames.pages[p] for p in RANKED_LIST_POLICIES[1:]}}
     summary = {
-        name: evaluate_pages(
-            pages[name], truth, frames.history, frames.items, split_ds=split_ds,
-            ks=ec.recall_k, new_days=ec.new_days,
-        ).summary
-        for name in RANKED_LIST_POLICIES
+        "ranked_list": evaluate_pages(
+            listed, truth, frames.history, frames.items, split_ds=split_ds, ks=ec.recall_k,
+            new_days=ec.new_days,
+        ).summary,
+        # per-user metrics: the policies' evaluations restricted to these users
+        **{p: summarise(evals[p].per_user.loc[users], evals[p].per_page.loc[users])
+           for p in RANKED_LIST_POLICIES[1:]},
     }  # fmt: skip
     return {
         "users": int(len(users)),
@@ -600,7 +610,7 @@ def _run(
     say(f"[evaluate {split_ds}] scoring pages against [{split_ds}, {end})")
     frames = page_frames(elake, split_ds, end, ecfg)
     pages, truth, history, items = frames.pages, frames.truth, frames.history, frames.items
-    table, lifts, _ = page_evaluation(pages, truth, history, items, split_ds, ecfg)
+    table, lifts, evals = page_evaluation(pages, truth, history, items, split_ds, ecfg)
     say(f"[evaluate {split_ds}] the recall frontier of the baselines mixed")
     frontier = recall_frontier(frames, table, split_ds, ecfg)
     from models.page_eval import cell_yield
@@ -608,7 +618,7 @@ def _run(
     cells = cell_yield(pages["pipeline"], truth, history)
     say(f"[evaluate {split_ds}] engagement heads on the test window")
     engagement, plots, eng_info, scored = engagement_eval(elake, split_ds, end, ecfg, out_dir)
-    ranked_list = ranked_list_evaluation(frames, scored, split_ds, ecfg, eng_info["source"])
+    ranked_list = ranked_list_evaluation(frames, evals, scored, split_ds, ecfg, eng_info["source"])
     ab = ab_evaluation(elake, pages, split_ds, ecfg)
     ope = _ope(elake, split_ds, end, ecfg, say)
     plots += _plots(elake, split_ds, ecfg, lifts, ab, out_dir, table, frontier)
@@ -901,12 +911,17 @@ def format_frontier(fr: dict[str, Any]) -> list[str]:
         f"  pipeline: page recall {p['page_recall']:.4f}, explore recall "
         f"{p['explore_recall']:.4f}; {where}"
     )
-    bar = fr["bar"]
+    lines.append(
+        f"  beats top_freq and popularity on page and explore recall: {_verdict(fr['bar'])}"
+    )
+    return lines
+
+
+def _verdict(bar: dict[str, Any]) -> str:
+    """`models.frontier.dominance`'s answer in words, naming each shortfall."""
     short = [f"{s['metric']} {s['policy']:.4f} <= {s['baseline']} {s['value']:.4f}"
              for s in bar["short"]]  # fmt: skip
-    verdict = "met" if bar["met"] else "not met: " + "; ".join(short)
-    lines.append(f"  beats top_freq and popularity on page and explore recall: {verdict}")
-    return lines
+    return "met" if bar["met"] else "not met: " + "; ".join(short)
 
 
 def format_ranked_list(rl: dict[str, Any]) -> list[str]:
@@ -920,11 +935,8 @@ def format_ranked_list(rl: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {policy:<13}" + "".join(f"{metrics[m]:16.4f}" for m in RANKED_LIST_METRICS)
         )
-    short = [f"{s['metric']} {s['policy']:.4f} <= {s['baseline']} {s['value']:.4f}"
-             for s in rl["bar"]["short"]]  # fmt: skip
-    verdict = "met" if rl["bar"]["met"] else "not met: " + "; ".join(short)
     lines.append(f"  the ranked list beats top_freq and popularity on page and explore recall: "
-                 f"{verdict}")  # fmt: skip
+                 f"{_verdict(rl['bar'])}")  # fmt: skip
     return lines
 
 

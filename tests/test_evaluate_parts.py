@@ -11,6 +11,7 @@ import pytest
 from jobs.config import load_config
 from jobs.evaluate import PageFrames, ranked_list_evaluation
 from models.baselines import _grid
+from models.page_eval import evaluate_pages
 
 ITEMS = pd.DataFrame(
     {
@@ -36,6 +37,14 @@ def frames() -> PageFrames:
     return PageFrames(pages, truth, history, ITEMS, lambda k: pages["top_freq"])
 
 
+def evaluations(f: PageFrames) -> dict:
+    """What `page_evaluation` gives `ranked_list_evaluation`: each policy on every user."""
+    return {
+        name: evaluate_pages(page, f.truth, f.history, f.items, split_ds="2026-01-10")
+        for name, page in f.pages.items()
+    }
+
+
 def test_ranked_list_is_scored_with_the_pages_on_the_same_users():
     scored = pd.DataFrame(
         {
@@ -45,7 +54,10 @@ def test_ranked_list_is_scored_with_the_pages_on_the_same_users():
         }
     )
     cfg = load_config(None, {"page.items_per_carousel": 2, "page.min_items": 1})
-    out = ranked_list_evaluation(frames(), scored, "2026-01-10", cfg, "time_window_candidates")
+    f = frames()
+    out = ranked_list_evaluation(
+        f, evaluations(f), scored, "2026-01-10", cfg, "time_window_candidates"
+    )
     assert out["users"] == 2
     rl = out["pages"]["ranked_list"]
     # u1: i1, i3 -> both relevant; u2: i4, i2 -> i2
@@ -62,7 +74,8 @@ def test_ranked_list_is_scored_with_the_pages_on_the_same_users():
 def test_ranked_list_is_skipped_for_logged_impressions():
     scored = pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "score": [1.0]})
     cfg = load_config(None, {"page.items_per_carousel": 2, "page.min_items": 1})
-    out = ranked_list_evaluation(frames(), scored, "2026-01-10", cfg, "logged_impressions")
+    f = frames()
+    out = ranked_list_evaluation(f, evaluations(f), scored, "2026-01-10", cfg, "logged_impressions")
     assert out["users"] == 0 and "logged_impressions" in out["skipped"]
 
 
