@@ -25,6 +25,12 @@ metrics, a simulated A/B test on generated lakes, engagement and off-policy metr
 `warehouse/reports/ds=<split>/experiments/<name>/comparison.{md,csv,json}` and in MLflow
 experiment `<mlflow.experiment>-experiments`: a parent run named after the experiment with the
 comparison table, and two child runs, `champion` and `experiment`.
+
+With `seeds`, each task also does its work for every replicate: both sides trained again with
+that training seed (`mf.seed` and `engagement.seed`), compared the same way (report
+`experiments/<name>/seed-<seed>/`, parent run `<name>-seed<seed>`), and `compare` summarises
+the differences across all seeds (`experiments/<name>/seeds.{md,csv,json}`, MLflow run
+`<name>-seeds`): whether the change is larger than what a retrain alone moves.
 """
 
 from __future__ import annotations
@@ -79,6 +85,15 @@ PARAMS = {
         False,
         type="boolean",
         description="evaluate both sides again even when an up-to-date evaluation exists",
+    ),
+    "seeds": Param(
+        [],
+        type="array",
+        items={"type": "integer", "minimum": 0},
+        uniqueItems=True,
+        title="More training seeds",
+        description="also train both sides again with each seed (mf.seed and engagement.seed) "
+        "and summarise the differences across seeds (empty = the config's seeds only)",
     ),
     "scoring.w": Param(
         None,
@@ -186,23 +201,28 @@ def homepage_experiment() -> None:
             name=p["name"] or None,
             config_path=p["config"] or None,
             test_days=p["test_days"],
+            seeds=p["seeds"] or (),
         )
 
     def evaluation(side: str):  # noqa: ANN202 - an Airflow task factory
         @task(task_id=f"evaluate_{side}")
         def evaluate(the_plan: dict, **context) -> dict:
-            from jobs.experiment import evaluate_side
+            from jobs.experiment import evaluate_all
 
-            return evaluate_side(the_plan, side, rerun=bool(context["params"]["rerun"]))
+            return evaluate_all(the_plan, side, rerun=bool(context["params"]["rerun"]))
 
         return evaluate
 
     @task
     def compare(the_plan: dict, champion: dict, experiment: dict) -> dict:
-        from jobs.experiment import compare
+        from jobs.experiment import compare_all
 
-        res = compare(the_plan, champion["record"], experiment["record"])
-        return {"report_dir": res["report_dir"], **res["mlflow"]}
+        res = compare_all(the_plan, champion, experiment)
+        out = {"report_dir": res["report_dir"], **res["mlflow"]}
+        if "seeds" in res:
+            out["seeds_run_id"] = res["seeds"]["run_id"]
+            out["seeds_report"] = res["seeds"]["files"]["md"]
+        return out
 
     the_plan = plan()
     champion = evaluation("champion")(the_plan)

@@ -525,9 +525,16 @@ def _cmd_experiment(a: argparse.Namespace) -> Any:
         config_path=a.config,
         test_days=a.test_days,
         rerun=a.rerun,
+        seeds=a.seeds or (),
         say=_print,
     )
     _print(experiment.format_comparison(res))
+    if "seeds" in res:
+        from jobs.experiment_seeds import format_seeds
+
+        _print("")
+        _print(format_seeds(res["seeds"]))
+        _print(f"across seeds: {res['seeds']['files']['md']} (MLflow run {res['seeds']['run_id']})")
     ids = res["mlflow"]
     _print(
         f"report: {res['report_dir']} (MLflow experiment {ids['mlflow_experiment']}: run "
@@ -741,6 +748,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerun",
         action="store_true",
         help="evaluate both sides again even when an up-to-date evaluation exists",
+    )
+    xp.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="also train both sides again with each of these training seeds (mf.seed and "
+        "engagement.seed) and summarise the differences across seeds: is the change larger "
+        "than what a retrain alone moves?",
     )
     xp.set_defaults(fn=_cmd_experiment)
 

@@ -44,7 +44,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from jobs.config import Config, ConfigError, load_config
@@ -64,6 +64,9 @@ REFUSED_SECTIONS = {
 # (`seed_from_champion`) unless the overrides touch what ingest and the features depend on
 SEED_TABLES = ("events", "quarantine", "items", "quarantine_items", "features")
 SEED_BLOCKERS = ("ingest", "features")
+# the training seeds a replicate (`seeds`) sets on both sides: the MF factors' initialisation and
+# the engagement heads' user split, negative sample and tree subsampling
+TRAINING_SEED_KEYS = ("mf.seed", "engagement.seed")
 # settings that cannot change a metric: an experiment changing only these is refused
 NO_EFFECT_SECTIONS = ("spark", "serve", "export")
 COLUMNS = (
@@ -168,9 +171,13 @@ def plan(
     name: str | None = None,
     config_path: str | None = None,
     test_days: int | None = None,
+    seeds: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Check the experiment and fix its configs, test window and paths (a JSON-able dict: the
-    DAG passes it between tasks). Raises ValueError (ConfigError) naming what is wrong."""
+    DAG passes it between tasks). Raises ValueError (ConfigError) naming what is wrong.
+
+    `seeds`: more training seeds. Each adds a replicate (`replicates`: plans of the same shape)
+    in which both sides are trained again with `mf.seed` and `engagement.seed` set to it."""
     from jobs.evaluate import window_end
 
     lake = lake if isinstance(lake, Lake) else Lake(lake)
@@ -220,7 +227,8 @@ def plan(
         raise ValueError(f"test_days must be an integer >= 1, got {test_days!r}")
     end = window_end(lake, split_ds, days)
     root = local_path(lake.root)
-    return {
+    seeds = _check_seeds(seeds, flat, champion)
+    p = {
         "lake": lake.root,
         "split_ds": split_ds,
         "test_days": days,
@@ -234,6 +242,58 @@ def plan(
         "champion_dir": os.path.join(root, "_eval", f"{split_ds}-{champion.hash()[:8]}"),
         "experiment_dir": os.path.join(root, "_experiments", name, "experiment"),
         "report_dir": local_path(join(lake.reports(split_ds), "experiments", name)),
+        "seeds": seeds,
+    }
+    p["replicates"] = [_replicate(p, seed, flat) for seed in seeds]
+    return p
+
+
+def _check_seeds(seeds: Sequence[int], flat: Mapping[str, Any], champion: Config) -> list[int]:
+    seeds = list(seeds or [])
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad:
+        raise ValueError(f"seeds must be integers >= 0, got {bad}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    if not seeds:
+        return seeds
+    clash = sorted(k for k in flat if k in TRAINING_SEED_KEYS)
+    if clash:
+        raise ValueError(
+            f"{', '.join(clash)} cannot be overridden together with seeds: each replicate sets "
+            f"{' and '.join(TRAINING_SEED_KEYS)} on both sides"
+        )
+    dup = [s for s in seeds if champion.mf.seed == s == champion.engagement.seed]
+    if dup:
+        raise ValueError(
+            f"seed {dup[0]} is the config's own training seed (mf.seed and engagement.seed), "
+            "which the experiment itself is trained with: give other seeds"
+        )
+    return seeds
+
+
+def _replicate(p: Mapping[str, Any], seed: int, flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan of the experiment trained again with training seed `seed` on both sides: its
+    own champion lake (the champion config with the seed is a config of its own), experiment
+    lake and report; its champion lake starts from the first champion lake's tables."""
+    base = [f"{k}={seed}" for k in TRAINING_SEED_KEYS]
+    champion = load_config(p["config_path"], base)
+    experiment = load_config(
+        p["config_path"], [*base, *(f"{k}={_value_str(v)}" for k, v in flat.items())]
+    )
+    root = local_path(p["lake"])
+    return {
+        **{k: p[k] for k in ("lake", "split_ds", "test_days", "test_end", "name", "overrides")},
+        "changed": p["changed"],
+        "config_path": p["config_path"],
+        "seed": seed,
+        "base": base,
+        "champion_hash": champion.hash(),
+        "experiment_hash": experiment.hash(),
+        "champion_dir": os.path.join(root, "_eval", f"{p['split_ds']}-{champion.hash()[:8]}"),
+        "experiment_dir": os.path.join(root, "_experiments", p["name"], f"experiment-seed{seed}"),
+        "report_dir": os.path.join(p["report_dir"], f"seed-{seed}"),
+        "seed_source": {"dir": p["champion_dir"], "hash": p["champion_hash"]},
     }
 
 
@@ -241,7 +301,8 @@ def side_config(p: Mapping[str, Any], side: str) -> Config:
     """The config of one side of a plan (checked against the hash the plan recorded)."""
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    cfg = load_config(p["config_path"], p["overrides"] if side == "experiment" else None)
+    overrides = [*p.get("base", []), *(p["overrides"] if side == "experiment" else [])]
+    cfg = load_config(p["config_path"], overrides or None)
     if cfg.hash() != p[f"{side}_hash"]:
         raise RuntimeError(
             f"the {side} config changed since the experiment was planned ({p[f'{side}_hash']} -> "
@@ -271,11 +332,15 @@ def _input_fingerprint(lake_root: str) -> str:
 
 def fingerprint(p: Mapping[str, Any], side: str) -> str:
     """What an evaluation of one side depends on: config, split, test window, inputs, code."""
+    return _fingerprint(p, p[f"{side}_hash"])
+
+
+def _fingerprint(p: Mapping[str, Any], config_hash: str) -> str:
     from jobs.evaluate import code_fingerprint
 
     blob = json.dumps(
         {
-            "config": p[f"{side}_hash"],
+            "config": config_hash,
             "split_ds": p["split_ds"],
             "test_days": p["test_days"],
             "test_end": p["test_end"],
@@ -335,6 +400,8 @@ def evaluate_side(
     label = (
         f"champion-{p['champion_hash'][:8]}" if side == "champion" else f"experiment-{p['name']}"
     )
+    if side == "experiment" and "seed" in p:
+        label += f"-seed{p['seed']}"
     t0 = time.perf_counter()
     with evaluate.locked(work, say=say):
         fp = fingerprint(p, side)
@@ -348,9 +415,9 @@ def evaluate_side(
         if side == "experiment" and os.path.isdir(work) and old != p["experiment_hash"]:
             say(f"[experiment {p['name']}] emptying {work} (last evaluated config: {old})")
             _empty_experiment_lake(work, lake.root)
-        seeded = seed_from_champion(p, say=say) if side == "experiment" else []
+        seeded = seed_from_champion(p, side, say=say)
         if seeded:
-            say(f"[experiment {p['name']}] starting from the champion's {', '.join(seeded)}")
+            say(f"[experiment {p['name']}] the {side} starts from the tables {', '.join(seeded)}")
         say(f"[experiment {p['name']}] evaluating the {side} in {work}")
         result = evaluate.run(
             lake,
@@ -387,30 +454,40 @@ def evaluate_side(
     }
 
 
-def seed_from_champion(p: Mapping[str, Any], *, say: Callable[[str], None] = log.info) -> list:
-    """Start a new experiment lake from the champion lake's accepted events and feature tables
-    (copies), when the overrides leave `ingest.*` and `features.*` alone and the champion's
-    evaluation is up to date: what ingest and the features depend on is then the same, so the
-    experiment skips re-ingesting and rebuilding the training cutoff's features. (The evaluation
-    still rebuilds the split's features.) Returns the tables copied."""
+def seed_from_champion(
+    p: Mapping[str, Any], side: str = "experiment", *, say: Callable[[str], None] = log.info
+) -> list:
+    """Start a new evaluation lake from copies of an up-to-date evaluation lake's accepted
+    events and feature tables, where what ingest and the features depend on is the same: the
+    experiment lake from the champion lake when the overrides leave `ingest.*` and `features.*`
+    alone, and a replicate's champion lake (another training seed) from the first champion
+    lake. The new lake then skips re-ingesting and rebuilding the training cutoff's features.
+    (The evaluation still rebuilds the split's features.) Returns the tables copied."""
     from jobs import evaluate
 
-    if any(k.split(".", 1)[0] in SEED_BLOCKERS for k in p["changed"]):
+    if side == "experiment":
+        if any(k.split(".", 1)[0] in SEED_BLOCKERS for k in p["changed"]):
+            return []
+        src_dir, src_hash = p["champion_dir"], p["champion_hash"]
+    elif p.get("seed_source"):
+        src_dir, src_hash = p["seed_source"]["dir"], p["seed_source"]["hash"]
+    else:
         return []
-    src = os.path.join(p["champion_dir"], "warehouse")
-    dst = os.path.join(p["experiment_dir"], "warehouse")
+    work = p[f"{side}_dir"]
+    dst = os.path.join(work, "warehouse")
     if os.path.exists(dst):
         return []  # not a new lake: it keeps its own outputs
+    src = os.path.join(src_dir, "warehouse")
     copied = []
-    with evaluate.locked(p["champion_dir"], shared=True, say=say):
-        if _reusable(os.path.join(p["champion_dir"], RECORD), fingerprint(p, "champion")) is None:
+    with evaluate.locked(src_dir, shared=True, say=say):
+        if _reusable(os.path.join(src_dir, RECORD), _fingerprint(p, src_hash)) is None:
             return []
         for table in SEED_TABLES:
             if os.path.isdir(os.path.join(src, table)):
                 shutil.copytree(os.path.join(src, table), os.path.join(dst, table))
                 copied.append(table)
-    if copied:  # the champion's evaluation is up to date: the current code wrote these
-        evaluate.stamp_code(p["experiment_dir"])
+    if copied:  # the source's evaluation is up to date: the current code wrote these
+        evaluate.stamp_code(work)
     return copied
 
 
@@ -671,8 +748,11 @@ def log_mlflow(
         f"override.{o.split('=', 1)[0]}": _clip(o.split("=", 1)[1]) for o in p["overrides"]
     }
     ids: dict[str, str] = {"experiment_id": str(exp_id), "mlflow_experiment": exp_name}
-    with mlflow.start_run(experiment_id=exp_id, run_name=p["name"]) as parent:
+    run_name = p["name"] + (f"-seed{p['seed']}" if "seed" in p else "")
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as parent:
         mlflow.set_tags({**common, "step": "experiment", "role": "comparison"})
+        if "seed" in p:
+            mlflow.set_tag("training_seed", str(p["seed"]))
         mlflow.log_params(
             {
                 **common,
@@ -810,6 +890,7 @@ def run(
     config_path: str | None = None,
     test_days: int | None = None,
     rerun: bool = False,
+    seeds: Sequence[int] = (),
     say: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
     """Plan, evaluate the champion and the experiment, compare and log (module doc). Returns
@@ -817,23 +898,78 @@ def run(
     (`comparison`), the simulated A/B (`ab_test`), files, plots, MLflow run ids (`mlflow`),
     whether each side's evaluation was reused (`reused`), the champion tables a new experiment
     lake started from (`seeded`) and the plan (`plan`)."""
-    p = plan(lake, split_ds, overrides, name=name, config_path=config_path, test_days=test_days)
+    p = plan(
+        lake,
+        split_ds,
+        overrides,
+        name=name,
+        config_path=config_path,
+        test_days=test_days,
+        seeds=seeds,
+    )
     say(
         f"[experiment {p['name']}] split {split_ds}, test window [{split_ds}, {p['test_end']}), "
         f"changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in p["changed"].items())
     )
-    done = {side: evaluate_side(p, side, rerun=rerun, say=say) for side in SIDES}
-    result = compare(p, done["champion"]["record"], done["experiment"]["record"], say=say)
+    done = {side: evaluate_all(p, side, rerun=rerun, say=say) for side in SIDES}
+    result = compare_all(p, done["champion"], done["experiment"], say=say)
     result["reused"] = {side: done[side]["reused"] for side in SIDES}
     result["seeded"] = done["experiment"]["seeded"]
     result["plan"] = dict(p)
     return result
 
 
+def evaluate_all(
+    p: Mapping[str, Any],
+    side: str,
+    *,
+    rerun: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """`evaluate_side` for the plan and then for each of its replicates (other training seeds;
+    their facts in `replicates`, in the plan's order)."""
+    out = evaluate_side(p, side, rerun=rerun, say=say)
+    reps = []
+    for rp in p.get("replicates") or []:
+        say(f"[experiment {p['name']}] {side}, training seed {rp['seed']}")
+        reps.append(evaluate_side(rp, side, rerun=rerun, say=say))
+    return {**out, "replicates": reps} if reps else out
+
+
+def compare_all(
+    p: Mapping[str, Any],
+    champion: Mapping[str, Any],
+    experiment: Mapping[str, Any],
+    *,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """`compare` the plan's sides (the facts `evaluate_all` returned) and each replicate's; with
+    replicates, also the differences across training seeds (`seeds`, `jobs.experiment_seeds`)."""
+    from jobs import experiment_seeds
+
+    result = compare(p, champion["record"], experiment["record"], say=say)
+    reps = p.get("replicates") or []
+    if not reps:
+        return result
+    if len(champion.get("replicates") or []) != len(reps) or len(
+        experiment.get("replicates") or []
+    ) != len(reps):
+        raise RuntimeError("each replicate needs both sides evaluated: evaluate them first")
+    replicates = [
+        compare(rp, c["record"], e["record"], say=say)
+        for rp, c, e in zip(reps, champion["replicates"], experiment["replicates"], strict=True)
+    ]
+    result["replicates"] = replicates
+    result["seeds"] = experiment_seeds.summarise(p, result, replicates, say=say)
+    return result
+
+
 __all__ = [
     "changed_keys",
     "compare",
+    "compare_all",
     "comparison_rows",
+    "evaluate_all",
     "evaluate_side",
     "flat_overrides",
     "format_comparison",

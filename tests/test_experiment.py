@@ -9,7 +9,9 @@ same experiment through `dag.test()` and through the CLI, which reuse both evalu
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import math
 import os
@@ -252,6 +254,93 @@ def test_the_plan_refuses_with_the_reason(
     split = kwargs.pop("split_ds", "2026-01-03")
     with pytest.raises(ValueError, match=error):
         plan(raw_lake, split, overrides, **kwargs)
+
+
+def test_seeds_add_replicates_trained_with_each_seed(raw_lake: Any) -> None:
+    from jobs.config import load_config
+    from jobs.experiment import plan, side_config
+
+    p = plan(raw_lake, "2026-01-03", ["page.beam_width=1"], name="b1", seeds=[7, 13])
+    assert p["seeds"] == [7, 13] and [r["seed"] for r in p["replicates"]] == [7, 13]
+    root = raw_lake.root
+    r7 = p["replicates"][0]
+    champion7 = load_config(None, ["mf.seed=7", "engagement.seed=7"])
+    experiment7 = load_config(None, ["mf.seed=7", "engagement.seed=7", "page.beam_width=1"])
+    assert r7["champion_hash"] == champion7.hash() != p["champion_hash"]
+    assert r7["experiment_hash"] == experiment7.hash()
+    assert side_config(r7, "experiment").engagement.seed == 7
+    assert side_config(r7, "champion").page.beam_width == 3
+    assert r7["champion_dir"] == f"{root}/_eval/2026-01-03-{champion7.hash()[:8]}"
+    assert r7["experiment_dir"] == f"{root}/_experiments/b1/experiment-seed7"
+    assert r7["report_dir"] == f"{p['report_dir']}/seed-7"
+    # the replicate's champion lake starts from the first champion lake's tables
+    assert r7["seed_source"] == {"dir": p["champion_dir"], "hash": p["champion_hash"]}
+    assert r7["changed"] == p["changed"] and r7["overrides"] == p["overrides"]
+    json.dumps(p)  # travels through XCom
+    assert plan(raw_lake, "2026-01-03", ["page.beam_width=1"])["replicates"] == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "seeds", "error"),
+    [
+        (["page.beam_width=1"], [42], "the config's own training seed"),
+        (["page.beam_width=1"], [7, 7], "distinct"),
+        (["page.beam_width=1"], [-1], "integers >= 0"),
+        (["page.beam_width=1"], [True], "integers >= 0"),
+        (["page.beam_width=1", "engagement.seed=3"], [7], "engagement.seed cannot be overridden"),
+    ],
+)
+def test_seeds_are_checked(raw_lake: Any, overrides: list[str], seeds: list, error: str) -> None:
+    from jobs.experiment import plan
+
+    with pytest.raises(ValueError, match=error):
+        plan(raw_lake, "2026-01-03", overrides, seeds=seeds)
+
+
+def test_seed_rows_by_hand() -> None:
+    from jobs.experiment_seeds import beyond_noise, format_seeds, markdown, seed_rows
+
+    def rows(c: float, e: float, a: float | None) -> list[dict[str, Any]]:
+        return [
+            {"metric": "page.page_recall", "champion": c, "experiment": e, "difference": e - c},
+            {"metric": "ab.ctr", "champion": 1.0, "experiment": a, "difference": None},
+        ]
+
+    labels = ["42", "7", "13"]
+    out = seed_rows(labels, [rows(0.60, 0.62, None), rows(0.62, 0.63, None), rows(0.61, 0.64, 1)])
+    pr, ab = out
+    assert pr["seeds"] == 3 and pr["same_sign"] == 3
+    assert pr["champion_mean"] == pytest.approx(0.61) and pr["champion_sd"] == pytest.approx(0.01)
+    assert pr["experiment_mean"] == pytest.approx(0.63)
+    assert pr["diff_mean"] == pytest.approx(0.02) and pr["diff_sd"] == pytest.approx(0.01)
+    half = 4.302652729911275 * 0.01 / 3**0.5  # t(0.975, 2 df)
+    assert pr["diff_low"] == pytest.approx(0.02 - half) and pr["diff_high"] == pytest.approx(
+        0.02 + half
+    )
+    assert not beyond_noise(pr)  # 0.02 ± 0.025: three seeds agree in sign, yet within noise
+    steady = seed_rows(["1", "2", "3"], [rows(0.5, 0.5 + d, None) for d in (0.02, 0.021, 0.019)])
+    assert beyond_noise(steady[0]) and steady[0]["diff_low"] > 0
+    assert [pr[f"diff[{s}]"] for s in labels] == pytest.approx([0.02, 0.01, 0.03])
+    # a metric without differences: counted on no seed, no interval
+    assert ab["seeds"] == 0 and ab["diff_mean"] is None and ab["diff_low"] is None
+    assert ab["experiment_mean"] == 1.0 and ab["experiment_sd"] is None
+    text = format_seeds({"seeds": labels, "rows": out})
+    assert "page.page_recall" in text and "3/3" in text and "across 3 training seeds" in text
+    md = markdown(
+        {
+            "name": "x",
+            "split_ds": "2026-01-03",
+            "overrides": ["a.b=1"],
+            "seeds": labels,
+            "rows": out,
+        }
+    )
+    assert "| seed 42 | seed 7 | seed 13 |" in md and "+0.0300" in md
+    # one seed disagreeing in sign: not beyond noise, counted
+    mixed = seed_rows(["1", "2"], [rows(0.5, 0.52, None), rows(0.5, 0.49, None)])[0]
+    assert mixed["same_sign"] == 1 and not beyond_noise(mixed)
+    with pytest.raises(ValueError, match="2 seed labels for 1"):
+        seed_rows(["1", "2"], [rows(0.5, 0.5, None)])
 
 
 def test_comparison_rows_and_text() -> None:
@@ -518,3 +607,94 @@ def test_the_cli_prints_the_comparison(experiment_run: SimpleNamespace, capsys: 
     assert "reusing the evaluation" in out and "page.ndcg_2d" in out and "MLflow" in out
     assert main([*argv, "--set", "page.beam_width=3"]) == 1
     assert "change nothing" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- across training seeds
+
+
+@pytest.fixture(scope="module")
+def seeded_run(experiment_run: SimpleNamespace) -> SimpleNamespace:
+    """The same experiment with one more training seed through the CLI: the experiment and its
+    champion are reused, the seed-7 champion lake starts from the champion lake's tables, and
+    both seed-7 sides are evaluated (~1 minute)."""
+    from jobs.cli import main
+
+    s = experiment_run
+    argv = ["experiment", "--lake", s.lake.root, "--split-ds", s.split, "--config", s.config]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main([*argv, "--set", "page.beam_width=1", "--name", "beam1", "--seeds", "7"])
+    out = buf.getvalue()
+    return SimpleNamespace(base=s, rc=rc, out=out)
+
+
+@pytest.mark.e2e
+def test_seeds_replicate_the_experiment(seeded_run: SimpleNamespace) -> None:
+    import pandas as pd
+
+    from jobs.experiment import plan
+
+    s, out = seeded_run.base, seeded_run.out
+    assert seeded_run.rc == 0, out
+    p = plan(s.lake, s.split, ["page.beam_width=1"], name="beam1", config_path=s.config, seeds=[7])
+    r7 = p["replicates"][0]
+    # the base evaluations are reused; the seed-7 champion starts from the champion's tables
+    assert out.count("reusing the evaluation") >= 2
+    assert "the champion starts from the tables events" in out
+    assert "training seed 7" in out
+    with open(os.path.join(r7["champion_dir"], "_experiment_eval.json")) as f:
+        rec = json.load(f)
+    assert rec["config_hash"] == r7["champion_hash"] and "features" in rec["seeded"]
+    with open(os.path.join(r7["experiment_dir"], "_experiment_eval.json")) as f:
+        assert json.load(f)["config_hash"] == r7["experiment_hash"]
+    # the replicate's own comparison and the summary across seeds
+    assert os.path.exists(os.path.join(p["report_dir"], "seed-7", "comparison.csv"))
+    table = pd.read_csv(os.path.join(p["report_dir"], "seeds.csv"))
+    pr = table.set_index("metric").loc["page.page_recall"]
+    assert pr["seeds"] == 2 and math.isfinite(pr["diff_sd"])
+    seeds = [c for c in table.columns if c.startswith("diff[")]
+    assert seeds == ["diff[42]", "diff[7]"]  # the config's own seed first
+    assert pr["diff_mean"] == pytest.approx((pr["diff[42]"] + pr["diff[7]"]) / 2)
+    with open(os.path.join(p["report_dir"], "comparison.json")) as f:
+        base = {r["metric"]: r for r in json.load(f)["comparison"]}
+    with open(os.path.join(p["report_dir"], "seed-7", "comparison.json")) as f:
+        seed7 = {r["metric"]: r for r in json.load(f)["comparison"]}
+    assert pr["diff[42]"] == pytest.approx(base["page.page_recall"]["difference"])
+    assert pr["diff[7]"] == pytest.approx(seed7["page.page_recall"]["difference"])
+    assert "across 2 training seeds" in out and "page.page_recall" in out
+    runs = _runs(s.lake, **{"tags.role": "seeds"})
+    assert len(runs) >= 1 and runs["tags.mlflow.runName"].iloc[0] == "beam1-seeds"
+    assert "metrics.seeds.diff_mean.page.page_recall" in runs.columns
+    rep = _runs(s.lake, **{"tags.training_seed": "7"})
+    assert set(rep["tags.mlflow.runName"]) == {"beam1-seed7"}
+
+
+@pytest.mark.e2e
+def test_the_dag_takes_seeds(seeded_run: SimpleNamespace) -> None:
+    """The DAG with `seeds`: every evaluation (both seeds, both sides) is reused; compare writes
+    the summary and returns its MLflow run."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils import db
+
+    s = seeded_run.base
+    db.initdb()
+    dag = DagBag(dag_folder=str(REPO / "dags" / "homepage_experiment.py")).get_dag(
+        "homepage_experiment"
+    )
+    conf = {
+        "lake": s.lake.root,
+        "split_ds": s.split,
+        "config": s.config,
+        "name": "beam1",
+        "page.beam_width": 1,
+        "seeds": [7],
+    }
+    run = dag.test(run_conf=conf)
+    assert str(run.state) == "success"
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    for side in ("champion", "experiment"):
+        got = tis[f"evaluate_{side}"].xcom_pull(task_ids=f"evaluate_{side}")
+        assert got["reused"] is True and [r["reused"] for r in got["replicates"]] == [True]
+    ids = tis["compare"].xcom_pull(task_ids="compare")
+    assert ids["seeds_report"].endswith("experiments/beam1/seeds.md")
+    assert len(_runs(s.lake, **{"attributes.run_id": ids["seeds_run_id"]})) == 1
