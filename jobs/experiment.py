@@ -31,6 +31,11 @@ the champion config, evaluated on the same time split and compared in one MLflow
    parent run named after the experiment (overrides, config hashes, the comparison table as
    artifacts and as an MLflow table, differences and lifts as metrics) with two nested runs,
    `champion` and `experiment` (each side's metrics, params and plots).
+4. Replicate (`seeds`): each seed adds a replicate plan (`plan(..., seeds=...)["replicates"]`)
+   in which both sides are trained again with `mf.seed` and `engagement.seed` set to it; a
+   replicate's champion lake starts from the first champion lake's tables. `evaluate_all` and
+   `compare_all` do steps 2-3 for the plan and then each replicate, and `jobs.experiment_seeds`
+   summarises the differences across seeds.
 """
 
 from __future__ import annotations

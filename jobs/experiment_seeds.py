@@ -130,9 +130,21 @@ HOW = (
 )
 
 
+def unchanged(row: Mapping[str, Any]) -> bool:
+    """No difference on any seed (e.g. user counts, the baselines' own figures), or none known."""
+    diffs = [v for k, v in row.items() if k.startswith("diff[")]
+    return all(not _finite(d) or d == 0 for d in diffs)
+
+
+def _left_out(rows: Sequence[Mapping[str, Any]]) -> str:
+    n = sum(1 for r in rows if unchanged(r))
+    return f"{n} metrics without a difference on any seed are left out (they are in seeds.csv)"
+
+
 def format_seeds(summary: Mapping[str, Any]) -> str:
-    """The summary as aligned text (what `homepage experiment --seeds` prints)."""
-    rows = summary["rows"]
+    """The summary as aligned text (what `homepage experiment --seeds` prints); metrics
+    without a difference on any seed are left out."""
+    rows = [r for r in summary["rows"] if not unchanged(r)]
     n = len(summary["seeds"])
     width = max([len("metric"), *(len(r["metric"]) for r in rows)]) + 2
     lines = [
@@ -147,7 +159,7 @@ def format_seeds(summary: Mapping[str, Any]) -> str:
             f"{_sd(r['experiment_mean'], r['experiment_sd']):>18}   {_interval(r):<40}"
             f"{r['same_sign'] if r['same_sign'] is not None else '—'}/{r['seeds']}"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", _left_out(summary["rows"])])
 
 
 def markdown(summary: Mapping[str, Any]) -> str:
@@ -159,14 +171,14 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "`engagement.seed` on both sides); overrides: "
         + ", ".join(f"`{o}`" for o in summary["overrides"]),
         "",
-        HOW + ".",
+        HOW + "; " + _left_out(summary["rows"]) + ".",
         "",
         "| metric | champion | experiment | difference [95% interval] | same sign | "
         + " | ".join(f"seed {s}" for s in labels)
         + " |",
         "|---|---:|---:|---|---:|" + "---:|" * len(labels),
     ]
-    for r in summary["rows"]:
+    for r in (r for r in summary["rows"] if not unchanged(r)):
         per_seed = " | ".join(_num(r.get(f"diff[{s}]"), sign=True) for s in labels)
         lines.append(
             f"| {r['metric']} | {_sd(r['champion_mean'], r['champion_sd'])} "
@@ -259,4 +271,4 @@ def _log_mlflow(p: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
         return run.info.run_id
 
 
-__all__ = ["beyond_noise", "format_seeds", "markdown", "seed_rows", "summarise"]
+__all__ = ["beyond_noise", "format_seeds", "markdown", "seed_rows", "summarise", "unchanged"]

@@ -65,6 +65,7 @@ GOOD = {
     "page.item_lambda": 1,
     "page.carousel_lambda": 0.5,
     "extra_overrides": ["mf.iterations=20", "page.slots = 8"],
+    "seeds": [7, 13],
 }
 
 
@@ -107,6 +108,10 @@ def test_params_accept_typed_values(exp_dag: Any) -> None:
         ("extra_overrides", ["no-equals-sign"]),
         ("extra_overrides", "mf.factors=8"),
         ("lake", ""),
+        ("seeds", [7, 7]),
+        ("seeds", [-1]),
+        ("seeds", ["7"]),
+        ("seeds", 7),
     ],
 )
 def test_params_reject_bad_values(exp_dag: Any, key: str, value: Any) -> None:
@@ -298,7 +303,7 @@ def test_seeds_are_checked(raw_lake: Any, overrides: list[str], seeds: list, err
 
 
 def test_seed_rows_by_hand() -> None:
-    from jobs.experiment_seeds import beyond_noise, format_seeds, markdown, seed_rows
+    from jobs.experiment_seeds import beyond_noise, format_seeds, markdown, seed_rows, unchanged
 
     def rows(c: float, e: float, a: float | None) -> list[dict[str, Any]]:
         return [
@@ -326,6 +331,9 @@ def test_seed_rows_by_hand() -> None:
     assert ab["experiment_mean"] == 1.0 and ab["experiment_sd"] is None
     text = format_seeds({"seeds": labels, "rows": out})
     assert "page.page_recall" in text and "3/3" in text and "across 3 training seeds" in text
+    # ab.ctr has no difference on any seed: left out of the printout, said so
+    assert "ab.ctr" not in text and "1 metrics without a difference" in text
+    assert unchanged(ab) and not unchanged(pr)
     md = markdown(
         {
             "name": "x",
@@ -562,28 +570,28 @@ def test_one_parent_run_with_two_child_runs(experiment_run: SimpleNamespace) -> 
     assert "page.ndcg_2d" in set(table["metric"])
 
 
-@pytest.mark.e2e
-def test_the_dag_reuses_both_evaluations(experiment_run: SimpleNamespace) -> None:
-    """The same experiment through Airflow (`dag.test()`): plan, both evaluations (reused: the
-    inputs, configs and code did not change), compare; a second parent run with two children."""
+def _dag_run(s: SimpleNamespace, **conf: Any) -> dict[str, Any]:
+    """The beam1 experiment of `experiment_run` through `dag.test()` (plus `conf`): its task
+    instances by task id, after checking the run succeeded."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils import db
 
-    s = experiment_run
     db.initdb()  # idempotent; dag.test needs the metadata tables
     dag = DagBag(dag_folder=str(REPO / "dags" / "homepage_experiment.py")).get_dag(
         "homepage_experiment"
     )
-    conf = {
-        "lake": s.lake.root,
-        "split_ds": s.split,
-        "config": s.config,
-        "name": "beam1",
-        "page.beam_width": 1,
-    }
-    run = dag.test(run_conf=conf)
+    base = {"lake": s.lake.root, "split_ds": s.split, "config": s.config, "name": "beam1"}
+    run = dag.test(run_conf={**base, "page.beam_width": 1, **conf})
     assert str(run.state) == "success"
-    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    return {ti.task_id: ti for ti in run.get_task_instances()}
+
+
+@pytest.mark.e2e
+def test_the_dag_reuses_both_evaluations(experiment_run: SimpleNamespace) -> None:
+    """The same experiment through Airflow (`dag.test()`): plan, both evaluations (reused: the
+    inputs, configs and code did not change), compare; a second parent run with two children."""
+    s = experiment_run
+    tis = _dag_run(s)
     assert set(tis) == {"plan", "evaluate_champion", "evaluate_experiment", "compare"}
     assert all(str(ti.state) == "success" for ti in tis.values())
     for side in ("champion", "experiment"):
@@ -661,7 +669,11 @@ def test_seeds_replicate_the_experiment(seeded_run: SimpleNamespace) -> None:
         seed7 = {r["metric"]: r for r in json.load(f)["comparison"]}
     assert pr["diff[42]"] == pytest.approx(base["page.page_recall"]["difference"])
     assert pr["diff[7]"] == pytest.approx(seed7["page.page_recall"]["difference"])
-    assert "across 2 training seeds" in out and "page.page_recall" in out
+    assert "across 2 training seeds" in out
+    tail = out[out.index("across 2 training seeds") :]
+    printed = [m for m in table["metric"] if f"\n{m} " in tail]
+    changed = table[table[seeds].fillna(0).ne(0).any(axis=1)]["metric"].tolist()
+    assert printed == changed and changed  # the metrics that differ on some seed, in order
     runs = _runs(s.lake, **{"tags.role": "seeds"})
     assert len(runs) >= 1 and runs["tags.mlflow.runName"].iloc[0] == "beam1-seeds"
     assert "metrics.seeds.diff_mean.page.page_recall" in runs.columns
@@ -673,25 +685,8 @@ def test_seeds_replicate_the_experiment(seeded_run: SimpleNamespace) -> None:
 def test_the_dag_takes_seeds(seeded_run: SimpleNamespace) -> None:
     """The DAG with `seeds`: every evaluation (both seeds, both sides) is reused; compare writes
     the summary and returns its MLflow run."""
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils import db
-
     s = seeded_run.base
-    db.initdb()
-    dag = DagBag(dag_folder=str(REPO / "dags" / "homepage_experiment.py")).get_dag(
-        "homepage_experiment"
-    )
-    conf = {
-        "lake": s.lake.root,
-        "split_ds": s.split,
-        "config": s.config,
-        "name": "beam1",
-        "page.beam_width": 1,
-        "seeds": [7],
-    }
-    run = dag.test(run_conf=conf)
-    assert str(run.state) == "success"
-    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    tis = _dag_run(s, seeds=[7])
     for side in ("champion", "experiment"):
         got = tis[f"evaluate_{side}"].xcom_pull(task_ids=f"evaluate_{side}")
         assert got["reused"] is True and [r["reused"] for r in got["replicates"]] == [True]
