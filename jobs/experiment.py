@@ -299,6 +299,7 @@ def _replicate(p: Mapping[str, Any], seed: int, flat: Mapping[str, Any]) -> dict
         "experiment_dir": os.path.join(root, "_experiments", p["name"], f"experiment-seed{seed}"),
         "report_dir": os.path.join(p["report_dir"], f"seed-{seed}"),
         "seed_source": {"dir": p["champion_dir"], "hash": p["champion_hash"]},
+        "experiment_seed_source": {"dir": p["experiment_dir"], "hash": p["experiment_hash"]},
     }
 
 
@@ -465,15 +466,19 @@ def seed_from_champion(
     """Start a new evaluation lake from copies of an up-to-date evaluation lake's accepted
     events and feature tables, where what ingest and the features depend on is the same: the
     experiment lake from the champion lake when the overrides leave `ingest.*` and `features.*`
-    alone, and a replicate's champion lake (another training seed) from the first champion
-    lake. The new lake then skips re-ingesting and rebuilding the training cutoff's features.
+    alone, and a replicate's lakes (another training seed) from the first champion lake, or,
+    where the overrides do touch ingest or the features, its experiment lake from the first
+    experiment lake. The new lake then skips re-ingesting and rebuilding the training cutoff's features.
     (The evaluation still rebuilds the split's features.) Returns the tables copied."""
     from jobs import evaluate
 
     if side == "experiment":
-        if any(k.split(".", 1)[0] in SEED_BLOCKERS for k in p["changed"]):
+        if not any(k.split(".", 1)[0] in SEED_BLOCKERS for k in p["changed"]):
+            src_dir, src_hash = p["champion_dir"], p["champion_hash"]
+        elif p.get("experiment_seed_source"):  # a replicate: the same ingest and features
+            src_dir, src_hash = (p["experiment_seed_source"][k] for k in ("dir", "hash"))
+        else:
             return []
-        src_dir, src_hash = p["champion_dir"], p["champion_hash"]
     elif p.get("seed_source"):
         src_dir, src_hash = p["seed_source"]["dir"], p["seed_source"]["hash"]
     else:

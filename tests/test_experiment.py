@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -283,6 +284,43 @@ def test_seeds_add_replicates_trained_with_each_seed(raw_lake: Any) -> None:
     assert r7["changed"] == p["changed"] and r7["overrides"] == p["overrides"]
     json.dumps(p)  # travels through XCom
     assert plan(raw_lake, "2026-01-03", ["page.beam_width=1"])["replicates"] == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "source"),
+    [
+        (["page.beam_width=1"], "champion"),  # the replicate's champion lake has the same tables
+        (["features.half_life_days=90"], "experiment"),  # only the experiment lake has them
+    ],
+)
+def test_a_replicate_lake_starts_from_up_to_date_tables(
+    raw_lake: Any, tmp_path: Path, overrides: list[str], source: str
+) -> None:
+    from jobs.experiment import RECORD, _fingerprint, plan, seed_from_champion
+
+    p = plan(raw_lake, "2026-01-03", overrides, name=f"t-{source}", seeds=[7])
+    rp = p["replicates"][0]
+    src = p[f"{source}_dir"]
+    os.makedirs(os.path.join(src, "warehouse", "events", "ds=2026-01-01"))
+    os.makedirs(os.path.join(src, "warehouse", "features"))
+    rec = {"fingerprint": _fingerprint(p, p[f"{source}_hash"]), "result": {"eval_lake": src}}
+    os.makedirs(os.path.join(src, "warehouse", "pages"))
+    with open(os.path.join(src, RECORD), "w") as f:
+        json.dump(rec, f)
+    # from the first champion lake: the replicate's champion lake; from the first experiment
+    # lake: the replicate's experiment lake, where the overrides change ingest or the features
+    side = "champion" if source == "champion" else "experiment"
+    other = "experiment" if side == "champion" else "champion"
+    assert seed_from_champion(rp, other) == []  # its source holds nothing here
+    assert seed_from_champion(rp, side) == ["events", "features"]
+    assert os.path.isdir(os.path.join(rp[f"{side}_dir"], "warehouse", "events", "ds=2026-01-01"))
+    assert seed_from_champion(rp, side) == []  # not a new lake any more
+    # a source evaluated by other code or on other inputs is not copied
+    rec["fingerprint"] = "stale"
+    with open(os.path.join(src, RECORD), "w") as f:
+        json.dump(rec, f)
+    shutil.rmtree(rp[f"{side}_dir"])
+    assert seed_from_champion(rp, side) == []
 
 
 @pytest.mark.parametrize(
