@@ -20,7 +20,7 @@ the champion config, evaluated on the same time split and compared in one MLflow
    experiment lake last evaluated with another config (a reused name) is emptied first. The
    champion goes first: a new experiment lake starts from copies of its accepted events and
    feature tables when the overrides leave `ingest.*` and `features.*` alone
-   (`seed_from_champion`), which saves the ingest and the training cutoff's features.
+   (`seed_lake`), which saves the ingest and the training cutoff's features.
 3. Compare (`compare`): the page metrics are recomputed per user for both sides against the
    champion side's truth (`jobs.evaluate.page_frames`), so each page metric gets the paired
    bootstrap lift of experiment over champion (`models.page_eval.lift`). On generated lakes a
@@ -66,7 +66,7 @@ REFUSED_SECTIONS = {
     "mlflow": "mlflow.* decides where both sides are logged",
 }
 # a new experiment lake starts from copies of the champion lake's ingested events and features
-# (`seed_from_champion`) unless the overrides touch what ingest and the features depend on
+# (`seed_lake`) unless the overrides touch what ingest and the features depend on
 SEED_TABLES = ("events", "quarantine", "items", "quarantine_items", "features")
 SEED_BLOCKERS = ("ingest", "features")
 # the training seeds a replicate (`seeds`) sets on both sides: the MF factors' initialisation and
@@ -421,7 +421,7 @@ def evaluate_side(
         if side == "experiment" and os.path.isdir(work) and old != p["experiment_hash"]:
             say(f"[experiment {p['name']}] emptying {work} (last evaluated config: {old})")
             _empty_experiment_lake(work, lake.root)
-        seeded = seed_from_champion(p, side, say=say)
+        seeded = seed_lake(p, side, say=say)
         if seeded:
             say(f"[experiment {p['name']}] the {side} starts from the tables {', '.join(seeded)}")
         say(f"[experiment {p['name']}] evaluating the {side} in {work}")
@@ -460,16 +460,14 @@ def evaluate_side(
     }
 
 
-def seed_from_champion(
-    p: Mapping[str, Any], side: str = "experiment", *, say: Callable[[str], None] = log.info
-) -> list:
+def seed_lake(p: Mapping[str, Any], side: str, *, say: Callable[[str], None] = log.info) -> list:
     """Start a new evaluation lake from copies of an up-to-date evaluation lake's accepted
     events and feature tables, where what ingest and the features depend on is the same: the
     experiment lake from the champion lake when the overrides leave `ingest.*` and `features.*`
     alone, and a replicate's lakes (another training seed) from the first champion lake, or,
     where the overrides do touch ingest or the features, its experiment lake from the first
-    experiment lake. The new lake then skips re-ingesting and rebuilding the training cutoff's features.
-    (The evaluation still rebuilds the split's features.) Returns the tables copied."""
+    experiment lake. The new lake then skips re-ingesting and rebuilding the training cutoff's
+    features. (The evaluation still rebuilds the split's features.) Returns the tables copied."""
     from jobs import evaluate
 
     if side == "experiment":
@@ -907,7 +905,9 @@ def run(
     the comparison: both sides' `jobs.evaluate.run` results (`champion`, `experiment`), the rows
     (`comparison`), the simulated A/B (`ab_test`), files, plots, MLflow run ids (`mlflow`),
     whether each side's evaluation was reused (`reused`), the champion tables a new experiment
-    lake started from (`seeded`) and the plan (`plan`)."""
+    lake started from (`seeded`) and the plan (`plan`); with `seeds`, also each replicate's
+    comparison (`replicates`) and the summary across seeds (`seeds`, see
+    `jobs.experiment_seeds.summarise`)."""
     p = plan(
         lake,
         split_ds,

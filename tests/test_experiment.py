@@ -296,7 +296,7 @@ def test_seeds_add_replicates_trained_with_each_seed(raw_lake: Any) -> None:
 def test_a_replicate_lake_starts_from_up_to_date_tables(
     raw_lake: Any, tmp_path: Path, overrides: list[str], source: str
 ) -> None:
-    from jobs.experiment import RECORD, _fingerprint, plan, seed_from_champion
+    from jobs.experiment import RECORD, _fingerprint, plan, seed_lake
 
     p = plan(raw_lake, "2026-01-03", overrides, name=f"t-{source}", seeds=[7])
     rp = p["replicates"][0]
@@ -311,16 +311,16 @@ def test_a_replicate_lake_starts_from_up_to_date_tables(
     # lake: the replicate's experiment lake, where the overrides change ingest or the features
     side = "champion" if source == "champion" else "experiment"
     other = "experiment" if side == "champion" else "champion"
-    assert seed_from_champion(rp, other) == []  # its source holds nothing here
-    assert seed_from_champion(rp, side) == ["events", "features"]
+    assert seed_lake(rp, other) == []  # its source holds nothing here
+    assert seed_lake(rp, side) == ["events", "features"]
     assert os.path.isdir(os.path.join(rp[f"{side}_dir"], "warehouse", "events", "ds=2026-01-01"))
-    assert seed_from_champion(rp, side) == []  # not a new lake any more
+    assert seed_lake(rp, side) == []  # not a new lake any more
     # a source evaluated by other code or on other inputs is not copied
     rec["fingerprint"] = "stale"
     with open(os.path.join(src, RECORD), "w") as f:
         json.dump(rec, f)
     shutil.rmtree(rp[f"{side}_dir"])
-    assert seed_from_champion(rp, side) == []
+    assert seed_lake(rp, side) == []
 
 
 @pytest.mark.parametrize(
