@@ -30,7 +30,9 @@ With `seeds`, each task also does its work for every replicate: both sides train
 that training seed (`mf.seed` and `engagement.seed`), compared the same way (report
 `experiments/<name>/seed-<seed>/`, parent run `<name>-seed<seed>`), and `compare` summarises
 the differences across all seeds (`experiments/<name>/seeds.{md,csv,json}`, MLflow run
-`<name>-seeds`): whether the change is larger than what a retrain alone moves.
+`<name>-seeds`): whether the change is larger than what a retrain alone moves. With
+`splits` (not together with `seeds`), likewise for the same experiment on other split dates
+(`experiments/<name>/splits.{md,csv,json}` of the first split, MLflow run `<name>-splits`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,15 @@ PARAMS = {
         title="More training seeds",
         description="also train both sides again with each seed (mf.seed and engagement.seed) "
         "and summarise the differences across seeds (empty = the config's seeds only)",
+    ),
+    "splits": Param(
+        [],
+        type="array",
+        items={"type": "string", "format": "date"},
+        uniqueItems=True,
+        title="More split dates",
+        description="also run the same experiment on each split date (its own test window) and "
+        "summarise the differences across splits (empty = none; not together with seeds)",
     ),
     "scoring.w": Param(
         None,
@@ -202,6 +213,7 @@ def homepage_experiment() -> None:
             config_path=p["config"] or None,
             test_days=p["test_days"],
             seeds=p["seeds"] or (),
+            splits=p["splits"] or (),
         )
 
     def evaluation(side: str):  # noqa: ANN202 - an Airflow task factory
@@ -219,9 +231,10 @@ def homepage_experiment() -> None:
 
         res = compare_all(the_plan, champion, experiment)
         out = {"report_dir": res["report_dir"], **res["mlflow"]}
-        if "seeds" in res:
-            out["seeds_run_id"] = res["seeds"]["run_id"]
-            out["seeds_report"] = res["seeds"]["files"]["md"]
+        for kind in ("seeds", "splits"):
+            if kind in res:
+                out[f"{kind}_run_id"] = res[kind]["run_id"]
+                out[f"{kind}_report"] = res[kind]["files"]["md"]
         return out
 
     the_plan = plan()

@@ -526,15 +526,18 @@ def _cmd_experiment(a: argparse.Namespace) -> Any:
         test_days=a.test_days,
         rerun=a.rerun,
         seeds=a.seeds or (),
+        splits=a.splits or (),
         say=_print,
     )
     _print(experiment.format_comparison(res))
-    if "seeds" in res:
-        from jobs.experiment_seeds import format_seeds
+    for kind in ("seeds", "splits"):
+        if kind in res:
+            from jobs.experiment_replicates import format_replicates
 
-        _print("")
-        _print(format_seeds(res["seeds"]))
-        _print(f"across seeds: {res['seeds']['files']['md']} (MLflow run {res['seeds']['run_id']})")
+            summary = res[kind]
+            _print("")
+            _print(format_replicates(summary))
+            _print(f"across {kind}: {summary['files']['md']} (MLflow run {summary['run_id']})")
     ids = res["mlflow"]
     _print(
         f"report: {res['report_dir']} (MLflow experiment {ids['mlflow_experiment']}: run "
@@ -757,6 +760,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train both sides again with each of these training seeds (mf.seed and "
         "engagement.seed) and summarise the differences across seeds: is the change larger "
         "than what a retrain alone moves?",
+    )
+    xp.add_argument(
+        "--splits",
+        nargs="+",
+        metavar="DATE",
+        help="also run the same experiment on each of these split dates (each with its own test "
+        "window) and summarise the differences across splits; not together with --seeds",
     )
     xp.set_defaults(fn=_cmd_experiment)
 

@@ -31,11 +31,12 @@ the champion config, evaluated on the same time split and compared in one MLflow
    parent run named after the experiment (overrides, config hashes, the comparison table as
    artifacts and as an MLflow table, differences and lifts as metrics) with two nested runs,
    `champion` and `experiment` (each side's metrics, params and plots).
-4. Replicate (`seeds`): each seed adds a replicate plan (`plan(..., seeds=...)["replicates"]`)
-   in which both sides are trained again with `mf.seed` and `engagement.seed` set to it; a
-   replicate's champion lake starts from the first champion lake's tables. `evaluate_all` and
-   `compare_all` do steps 2-3 for the plan and then each replicate, and `jobs.experiment_seeds`
-   summarises the differences across seeds.
+4. Replicate (`seeds` or `splits`): each seed adds a replicate plan (`plan(...)["replicates"]`)
+   in which both sides are trained again with `mf.seed` and `engagement.seed` set to it (a
+   replicate's champion lake starts from the first champion lake's tables); each split date
+   adds one of the same experiment on that split. `evaluate_all` and `compare_all` do steps 2-3
+   for the plan and then each replicate, and `jobs.experiment_replicates` summarises the
+   differences across the replicates.
 """
 
 from __future__ import annotations
@@ -177,12 +178,15 @@ def plan(
     config_path: str | None = None,
     test_days: int | None = None,
     seeds: Sequence[int] = (),
+    splits: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Check the experiment and fix its configs, test window and paths (a JSON-able dict: the
     DAG passes it between tasks). Raises ValueError (ConfigError) naming what is wrong.
 
     `seeds`: more training seeds. Each adds a replicate (`replicates`: plans of the same shape)
-    in which both sides are trained again with `mf.seed` and `engagement.seed` set to it."""
+    in which both sides are trained again with `mf.seed` and `engagement.seed` set to it.
+    `splits`: more split dates. Each adds a replicate of the same experiment on that split
+    (its own test window of `test_days`). One or the other, not both."""
     from jobs.evaluate import window_end
 
     lake = lake if isinstance(lake, Lake) else Lake(lake)
@@ -233,6 +237,11 @@ def plan(
     end = window_end(lake, split_ds, days)
     root = local_path(lake.root)
     seeds = _check_seeds(seeds, flat, champion)
+    splits = _check_splits(splits, split_ds)
+    if seeds and splits:
+        raise ValueError(
+            "give seeds or splits, not both: each replicates the experiment on its own axis"
+        )
     p = {
         "lake": lake.root,
         "split_ds": split_ds,
@@ -248,9 +257,47 @@ def plan(
         "experiment_dir": os.path.join(root, "_experiments", name, "experiment"),
         "report_dir": local_path(join(lake.reports(split_ds), "experiments", name)),
         "seeds": seeds,
+        "splits": splits,
     }
-    p["replicates"] = [_replicate(p, seed, flat) for seed in seeds]
+    p["replicates"] = [_replicate(p, seed, flat) for seed in seeds] + [
+        _split_replicate(p, lake, split) for split in splits
+    ]
     return p
+
+
+def _check_splits(splits: Sequence[str], split_ds: str) -> list[str]:
+    splits = list(splits or [])
+    for s in splits:
+        if not isinstance(s, str):
+            raise ValueError(f"splits must be dates (YYYY-MM-DD), got {s!r}")
+        parse_ds(s)
+    if len(set(splits)) != len(splits):
+        raise ValueError(f"splits must be distinct, got {splits}")
+    if split_ds in splits:
+        raise ValueError(f"split {split_ds} is the experiment's own split: give other dates")
+    return splits
+
+
+def _split_replicate(p: Mapping[str, Any], lake: Lake, split: str) -> dict[str, Any]:
+    """The plan of the same experiment on another split date: the same configs, its own test
+    window, champion lake (`homepage evaluate`'s for that split), experiment lake and report."""
+    from jobs.evaluate import window_end
+
+    try:
+        end = window_end(lake, split, p["test_days"])
+    except ValueError as exc:
+        raise ValueError(f"split {split}: {exc}") from exc
+    root = local_path(p["lake"])
+    return {
+        **{k: p[k] for k in ("lake", "test_days", "name", "overrides", "changed", "config_path")},
+        **{k: p[k] for k in ("champion_hash", "experiment_hash")},
+        "split_ds": split,
+        "test_end": end,
+        "replicate_split": split,
+        "champion_dir": os.path.join(root, "_eval", f"{split}-{p['champion_hash'][:8]}"),
+        "experiment_dir": os.path.join(root, "_experiments", p["name"], f"experiment-{split}"),
+        "report_dir": local_path(join(lake.reports(split), "experiments", p["name"])),
+    }
 
 
 def _check_seeds(seeds: Sequence[int], flat: Mapping[str, Any], champion: Config) -> list[int]:
@@ -407,7 +454,7 @@ def evaluate_side(
         f"champion-{p['champion_hash'][:8]}" if side == "champion" else f"experiment-{p['name']}"
     )
     if side == "experiment" and "seed" in p:
-        label += f"-seed{p['seed']}"
+        label += f"-seed{p['seed']}"  # (a split replicate reports under its own split)
     t0 = time.perf_counter()
     with evaluate.locked(work, say=say):
         fp = fingerprint(p, side)
@@ -757,10 +804,14 @@ def log_mlflow(
     }
     ids: dict[str, str] = {"experiment_id": str(exp_id), "mlflow_experiment": exp_name}
     run_name = p["name"] + (f"-seed{p['seed']}" if "seed" in p else "")
+    if "replicate_split" in p:
+        run_name += f"@{p['replicate_split']}"
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as parent:
         mlflow.set_tags({**common, "step": "experiment", "role": "comparison"})
         if "seed" in p:
             mlflow.set_tag("training_seed", str(p["seed"]))
+        if "replicate_split" in p:
+            mlflow.set_tag("replicate_split", p["replicate_split"])
         mlflow.log_params(
             {
                 **common,
@@ -899,15 +950,16 @@ def run(
     test_days: int | None = None,
     rerun: bool = False,
     seeds: Sequence[int] = (),
+    splits: Sequence[str] = (),
     say: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
     """Plan, evaluate the champion and the experiment, compare and log (module doc). Returns
     the comparison: both sides' `jobs.evaluate.run` results (`champion`, `experiment`), the rows
     (`comparison`), the simulated A/B (`ab_test`), files, plots, MLflow run ids (`mlflow`),
     whether each side's evaluation was reused (`reused`), the champion tables a new experiment
-    lake started from (`seeded`) and the plan (`plan`); with `seeds`, also each replicate's
-    comparison (`replicates`) and the summary across seeds (`seeds`, see
-    `jobs.experiment_seeds.summarise`)."""
+    lake started from (`seeded`) and the plan (`plan`); with `seeds` or `splits`, also each
+    replicate's comparison (`replicates`) and the summary across them (`seeds` or `splits`, see
+    `jobs.experiment_replicates.summarise`)."""
     p = plan(
         lake,
         split_ds,
@@ -916,6 +968,7 @@ def run(
         config_path=config_path,
         test_days=test_days,
         seeds=seeds,
+        splits=splits,
     )
     say(
         f"[experiment {p['name']}] split {split_ds}, test window [{split_ds}, {p['test_end']}), "
@@ -941,7 +994,8 @@ def evaluate_all(
     out = evaluate_side(p, side, rerun=rerun, say=say)
     reps = []
     for rp in p.get("replicates") or []:
-        say(f"[experiment {p['name']}] {side}, training seed {rp['seed']}")
+        what = f"training seed {rp['seed']}" if "seed" in rp else f"split {rp['split_ds']}"
+        say(f"[experiment {p['name']}] {side}, {what}")
         reps.append(evaluate_side(rp, side, rerun=rerun, say=say))
     return {**out, "replicates": reps} if reps else out
 
@@ -954,8 +1008,9 @@ def compare_all(
     say: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
     """`compare` the plan's sides (the facts `evaluate_all` returned) and each replicate's; with
-    replicates, also the differences across training seeds (`seeds`, `jobs.experiment_seeds`)."""
-    from jobs import experiment_seeds
+    replicates, also the differences across them (`seeds` or `splits`,
+    `jobs.experiment_replicates`)."""
+    from jobs import experiment_replicates
 
     result = compare(p, champion["record"], experiment["record"], say=say)
     reps = p.get("replicates") or []
@@ -970,7 +1025,8 @@ def compare_all(
         for rp, c, e in zip(reps, champion["replicates"], experiment["replicates"], strict=True)
     ]
     result["replicates"] = replicates
-    result["seeds"] = experiment_seeds.summarise(p, result, replicates, say=say)
+    summary = experiment_replicates.summarise(p, result, replicates, say=say)
+    result[summary["kind"]] = summary
     return result
 
 

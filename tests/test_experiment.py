@@ -67,6 +67,7 @@ GOOD = {
     "page.carousel_lambda": 0.5,
     "extra_overrides": ["mf.iterations=20", "page.slots = 8"],
     "seeds": [7, 13],
+    "splits": ["2026-01-03", "2025-12-20"],
 }
 
 
@@ -113,6 +114,8 @@ def test_params_accept_typed_values(exp_dag: Any) -> None:
         ("seeds", [-1]),
         ("seeds", ["7"]),
         ("seeds", 7),
+        ("splits", ["2026-01-03", "2026-01-03"]),
+        ("splits", ["not a date"]),
     ],
 )
 def test_params_reject_bad_values(exp_dag: Any, key: str, value: Any) -> None:
@@ -323,6 +326,44 @@ def test_a_replicate_lake_starts_from_up_to_date_tables(
     assert seed_lake(rp, side) == []
 
 
+def test_splits_add_replicates_on_other_dates(raw_lake: Any) -> None:
+    from jobs.config import load_config
+    from jobs.experiment import plan, side_config
+
+    p = plan(raw_lake, "2026-01-03", ["page.beam_width=1"], name="b1", splits=["2026-01-02"])
+    (r,) = p["replicates"]
+    h = load_config().hash()[:8]
+    root = raw_lake.root
+    assert (r["split_ds"], r["replicate_split"], r["test_end"]) == ("2026-01-02",) * 2 + (
+        "2026-01-05",
+    )
+    # the same configs, on the other split's champion lake (homepage evaluate's) and report
+    assert (r["champion_hash"], r["experiment_hash"]) == (p["champion_hash"], p["experiment_hash"])
+    assert side_config(r, "experiment").page.beam_width == 1
+    assert r["champion_dir"] == f"{root}/_eval/2026-01-02-{h}"
+    assert r["experiment_dir"] == f"{root}/_experiments/b1/experiment-2026-01-02"
+    assert r["report_dir"] == f"{root}/warehouse/reports/ds=2026-01-02/experiments/b1"
+    assert "seed_source" not in r  # another split ingests other days: nothing to copy
+    json.dumps(p)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"splits": ["2026-01-03"]}, "the experiment's own split"),
+        ({"splits": ["2026-01-02", "2026-01-02"]}, "distinct"),
+        ({"splits": ["Jan 2"]}, "YYYY-MM-DD"),
+        ({"splits": ["2025-12-01"]}, "split 2025-12-01: no events before the split"),
+        ({"splits": ["2026-01-02"], "seeds": [7]}, "seeds or splits, not both"),
+    ],
+)
+def test_splits_are_checked(raw_lake: Any, kwargs: dict[str, Any], error: str) -> None:
+    from jobs.experiment import plan
+
+    with pytest.raises(ValueError, match=error):
+        plan(raw_lake, "2026-01-03", ["page.beam_width=1"], **kwargs)
+
+
 @pytest.mark.parametrize(
     ("overrides", "seeds", "error"),
     [
@@ -341,7 +382,13 @@ def test_seeds_are_checked(raw_lake: Any, overrides: list[str], seeds: list, err
 
 
 def test_seed_rows_by_hand() -> None:
-    from jobs.experiment_seeds import beyond_noise, format_seeds, markdown, seed_rows, unchanged
+    from jobs.experiment_replicates import (
+        beyond_noise,
+        format_replicates,
+        markdown,
+        replicate_rows,
+        unchanged,
+    )
 
     def rows(c: float, e: float, a: float | None) -> list[dict[str, Any]]:
         return [
@@ -350,9 +397,11 @@ def test_seed_rows_by_hand() -> None:
         ]
 
     labels = ["42", "7", "13"]
-    out = seed_rows(labels, [rows(0.60, 0.62, None), rows(0.62, 0.63, None), rows(0.61, 0.64, 1)])
+    out = replicate_rows(
+        labels, [rows(0.60, 0.62, None), rows(0.62, 0.63, None), rows(0.61, 0.64, 1)]
+    )
     pr, ab = out
-    assert pr["seeds"] == 3 and pr["same_sign"] == 3
+    assert pr["n"] == 3 and pr["same_sign"] == 3
     assert pr["champion_mean"] == pytest.approx(0.61) and pr["champion_sd"] == pytest.approx(0.01)
     assert pr["experiment_mean"] == pytest.approx(0.63)
     assert pr["diff_mean"] == pytest.approx(0.02) and pr["diff_sd"] == pytest.approx(0.01)
@@ -361,32 +410,34 @@ def test_seed_rows_by_hand() -> None:
         0.02 + half
     )
     assert not beyond_noise(pr)  # 0.02 ± 0.025: three seeds agree in sign, yet within noise
-    steady = seed_rows(["1", "2", "3"], [rows(0.5, 0.5 + d, None) for d in (0.02, 0.021, 0.019)])
+    steady = replicate_rows(
+        ["1", "2", "3"], [rows(0.5, 0.5 + d, None) for d in (0.02, 0.021, 0.019)]
+    )
     assert beyond_noise(steady[0]) and steady[0]["diff_low"] > 0
     assert [pr[f"diff[{s}]"] for s in labels] == pytest.approx([0.02, 0.01, 0.03])
     # a metric without differences: counted on no seed, no interval
-    assert ab["seeds"] == 0 and ab["diff_mean"] is None and ab["diff_low"] is None
+    assert ab["n"] == 0 and ab["diff_mean"] is None and ab["diff_low"] is None
     assert ab["experiment_mean"] == 1.0 and ab["experiment_sd"] is None
-    text = format_seeds({"seeds": labels, "rows": out})
+    text = format_replicates({"kind": "seeds", "labels": labels, "rows": out})
     assert "page.page_recall" in text and "3/3" in text and "across 3 training seeds" in text
     # ab.ctr has no difference on any seed: left out of the printout, said so
     assert "ab.ctr" not in text and "1 metrics without a difference" in text
     assert unchanged(ab) and not unchanged(pr)
-    md = markdown(
-        {
-            "name": "x",
-            "split_ds": "2026-01-03",
-            "overrides": ["a.b=1"],
-            "seeds": labels,
-            "rows": out,
-        }
-    )
+    summary = {"name": "x", "split_ds": "2026-01-03", "overrides": ["a.b=1"], "rows": out}
+    md = markdown({**summary, "kind": "seeds", "labels": labels})
     assert "| seed 42 | seed 7 | seed 13 |" in md and "+0.0300" in md
+    assert "across training seeds" in md and "any seed are left out" in md
+    dates = ["2026-01-03", "2025-12-20", "2025-12-06"]
+    md = markdown({**summary, "kind": "splits", "labels": dates})
+    assert "| split 2026-01-03 | split 2025-12-20 | split 2025-12-06 |" in md
+    assert "across split dates" in md and "in splits.csv" in md
+    text = format_replicates({"kind": "splits", "labels": dates, "rows": out})
+    assert "across 3 split dates (2026-01-03, 2025-12-20, 2025-12-06)" in text
     # one seed disagreeing in sign: not beyond noise, counted
-    mixed = seed_rows(["1", "2"], [rows(0.5, 0.52, None), rows(0.5, 0.49, None)])[0]
+    mixed = replicate_rows(["1", "2"], [rows(0.5, 0.52, None), rows(0.5, 0.49, None)])[0]
     assert mixed["same_sign"] == 1 and not beyond_noise(mixed)
-    with pytest.raises(ValueError, match="2 seed labels for 1"):
-        seed_rows(["1", "2"], [rows(0.5, 0.5, None)])
+    with pytest.raises(ValueError, match="2 labels for 1"):
+        replicate_rows(["1", "2"], [rows(0.5, 0.5, None)])
 
 
 def test_comparison_rows_and_text() -> None:
@@ -697,7 +748,7 @@ def test_seeds_replicate_the_experiment(seeded_run: SimpleNamespace) -> None:
     assert os.path.exists(os.path.join(p["report_dir"], "seed-7", "comparison.csv"))
     table = pd.read_csv(os.path.join(p["report_dir"], "seeds.csv"))
     pr = table.set_index("metric").loc["page.page_recall"]
-    assert pr["seeds"] == 2 and math.isfinite(pr["diff_sd"])
+    assert pr["n"] == 2 and math.isfinite(pr["diff_sd"])
     seeds = [c for c in table.columns if c.startswith("diff[")]
     assert seeds == ["diff[42]", "diff[7]"]  # the config's own seed first
     assert pr["diff_mean"] == pytest.approx((pr["diff[42]"] + pr["diff[7]"]) / 2)
@@ -731,3 +782,46 @@ def test_the_dag_takes_seeds(seeded_run: SimpleNamespace) -> None:
     ids = tis["compare"].xcom_pull(task_ids="compare")
     assert ids["seeds_report"].endswith("experiments/beam1/seeds.md")
     assert len(_runs(s.lake, **{"attributes.run_id": ids["seeds_run_id"]})) == 1
+
+
+# ---------------------------------------------------------------- across split dates
+
+
+@pytest.mark.e2e
+def test_splits_replicate_the_experiment_on_another_date(experiment_run: SimpleNamespace) -> None:
+    """The same experiment one day earlier as well (~1 minute): the first split's evaluations
+    are reused, the other split's champion and experiment are evaluated in their own lakes, and
+    the summary across the two splits is written and logged."""
+    import pandas as pd
+
+    from jobs import experiment
+    from jobs.lake import shift_ds
+
+    s = experiment_run
+    other = shift_ds(s.split, -1)
+    res = experiment.run(
+        s.lake,
+        s.split,
+        ["page.beam_width=1"],
+        name="beam1",
+        config_path=s.config,
+        splits=[other],
+        say=print,
+    )
+    assert res["reused"] == {"champion": True, "experiment": True}
+    (rep,) = res["replicates"]
+    assert rep["split_ds"] == other and rep["test_window"][0] == other
+    assert rep["report_dir"].endswith(f"ds={other}/experiments/beam1")
+    summary = res["splits"]
+    assert summary["kind"] == "splits" and summary["labels"] == [s.split, other]
+    table = pd.read_csv(summary["files"]["csv"]).set_index("metric")
+    by_split = {r["metric"]: r for r in rep["comparison"]}
+    assert table.loc["page.ndcg_2d", f"diff[{other}]"] == pytest.approx(
+        by_split["page.ndcg_2d"]["difference"]
+    )
+    assert summary["files"]["md"].endswith(f"ds={s.split}/experiments/beam1/splits.md")
+    runs = _runs(s.lake, **{"attributes.run_id": summary["run_id"]})
+    assert runs["tags.mlflow.runName"].iloc[0] == "beam1-splits"
+    assert runs["tags.role"].iloc[0] == "splits"
+    rep_run = _runs(s.lake, **{"attributes.run_id": rep["mlflow"]["parent_run_id"]})
+    assert rep_run["tags.mlflow.runName"].iloc[0] == f"beam1@{other}"

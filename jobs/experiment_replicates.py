@@ -1,25 +1,26 @@
-"""An experiment's differences across training seeds (`homepage experiment --seeds`, the
-`seeds` param of DAG `homepage_experiment`).
+"""An experiment's differences across replicates: other training seeds (`homepage experiment
+--seeds`, DAG param `seeds`) or other split dates (`--splits`, DAG param `splits`).
 
 The paired bootstrap of one comparison covers the sampling of users, not the randomness of
-training: the MF initialisation, the engagement heads' user split, negative sample and tree
-subsampling. On the grocery samples a retrain with another seed alone moves page recall by up
-to 0.004 and explore recall by up to 0.009, as much as many changes a data scientist tries. So
-an experiment can be replicated: with `seeds`, both sides are trained again with `mf.seed` and
-`engagement.seed` set to each seed (`jobs.experiment.plan`'s replicates), every replicate is
+training nor the choice of the split. On the grocery samples a retrain with another seed alone
+moves page recall by up to 0.004 and explore recall by up to 0.009, as much as many changes a
+data scientist tries. So an experiment can be replicated (`jobs.experiment.plan`'s replicates):
+with `seeds`, both sides are trained again with `mf.seed` and `engagement.seed` set to each
+seed; with `splits`, the same experiment runs on each other split date. Every replicate is
 compared as the experiment itself is, and this module summarises each metric's difference
 (experiment − champion) over the experiment and its replicates:
 
-- the champion's and the experiment's mean and standard deviation over seeds (the sd is what a
-  retrain alone moves the metric by);
-- the mean difference with a 95% Student-t interval over seeds (n − 1 degrees of freedom; with
-  few seeds the interval is wide, as it should be), and on how many seeds the difference has
-  the sign of the mean;
-- each seed's difference.
+- the champion's and the experiment's mean and standard deviation over the replicates (the sd
+  is what a retrain, or another split, alone moves the metric by);
+- the mean difference with a 95% Student-t interval over the replicates (n − 1 degrees of
+  freedom; with few replicates the interval is wide, as it should be), and on how many the
+  difference has the sign of the mean;
+- each replicate's difference.
 
-Written to `<report>/seeds.{csv,md,json}` next to the experiment's comparison (each replicate's
-own comparison is in `<report>/seed-<seed>/`) and logged as an MLflow run `<name>-seeds` in the
-experiment's MLflow experiment, beside the parent runs of the experiment and its replicates.
+Written to `<report>/<kind>.{csv,md,json}` (`seeds.*` or `splits.*`) next to the experiment's
+comparison and logged as an MLflow run `<name>-<kind>` in the experiment's MLflow experiment,
+beside the parent runs of the experiment and its replicates (a seed replicate's comparison is in
+`<report>/seed-<seed>/`, a split replicate's in its own split's report folder).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = (
     "metric",
-    "seeds",
+    "n",
     "champion_mean",
     "champion_sd",
     "experiment_mean",
@@ -61,26 +62,28 @@ def _mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(var)
 
 
-def seed_rows(labels: Sequence[str], comparisons: Sequence[Sequence[Mapping[str, Any]]]) -> list:
-    """One row per metric of the first comparison: the sides' mean and sd over seeds, the mean
-    difference with its 95% t-interval over seeds, the number of seeds whose difference has the
-    mean's sign (`same_sign`), and each seed's difference (`diff[<label>]`). A metric missing
-    on a seed is left out of that seed's figures (`seeds` counts the seeds it has)."""
+def replicate_rows(
+    labels: Sequence[str], comparisons: Sequence[Sequence[Mapping[str, Any]]]
+) -> list:
+    """One row per metric of the first comparison: the sides' mean and sd over the replicates,
+    the mean difference with its 95% t-interval, the number of replicates whose difference has
+    the mean's sign (`same_sign`), and each replicate's difference (`diff[<label>]`). A metric
+    missing on a replicate is left out of its figures (`n` counts the replicates it has)."""
     from scipy import stats
 
     if len(labels) != len(comparisons):
-        raise ValueError(f"{len(labels)} seed labels for {len(comparisons)} comparisons")
-    by_seed = [{r["metric"]: r for r in rows} for rows in comparisons]
+        raise ValueError(f"{len(labels)} labels for {len(comparisons)} comparisons")
+    by_rep = [{r["metric"]: r for r in rows} for rows in comparisons]
     out = []
     for metric in (r["metric"] for r in comparisons[0]):
-        got = [s.get(metric) or {} for s in by_seed]
+        got = [s.get(metric) or {} for s in by_rep]
         champ = [float(r["champion"]) for r in got if _finite(r.get("champion"))]
         exp = [float(r["experiment"]) for r in got if _finite(r.get("experiment"))]
         diffs = [r.get("difference") for r in got]
         finite = [float(d) for d in diffs if _finite(d)]
         row: dict[str, Any] = dict.fromkeys(COLUMNS)
         row["metric"] = metric
-        row["seeds"] = len(finite)
+        row["n"] = len(finite)
         row["champion_mean"], row["champion_sd"] = _mean_sd(champ)
         row["experiment_mean"], row["experiment_sd"] = _mean_sd(exp)
         mean, sd = _mean_sd(finite)
@@ -98,7 +101,7 @@ def seed_rows(labels: Sequence[str], comparisons: Sequence[Sequence[Mapping[str,
 
 
 def beyond_noise(row: Mapping[str, Any]) -> bool:
-    """Whether the interval over seeds leaves out 0."""
+    """Whether the interval over the replicates leaves out 0."""
     lo, hi = row.get("diff_low"), row.get("diff_high")
     return _finite(lo) and _finite(hi) and (lo > 0 or hi < 0)
 
@@ -123,32 +126,43 @@ def _sd(mean: Any, sd: Any) -> str:
     return f"{_num(mean)} ± {_num(sd)}" if _finite(sd) else _num(mean)
 
 
-HOW = (
-    "mean over training seeds ± sd (the spread a retrain alone gives); difference = experiment "
-    "− champion, mean with a 95% t-interval over seeds (* = the interval leaves out 0); same "
-    "sign = seeds whose difference has the mean's sign"
-)
+AXES = {
+    "seeds": {"what": "training seeds", "one": "seed", "spread": "what a retrain alone moves it"},
+    "splits": {"what": "split dates", "one": "split", "spread": "what another split moves it"},
+}
+
+
+def _how(kind: str) -> str:
+    a = AXES[kind]
+    return (
+        f"mean over {a['what']} ± sd ({a['spread']}); difference = experiment − champion, mean "
+        f"with a 95% t-interval over {a['what']} (* = the interval leaves out 0); same sign = "
+        f"{a['what']} whose difference has the mean's sign"
+    )
 
 
 def unchanged(row: Mapping[str, Any]) -> bool:
-    """No difference on any seed (e.g. user counts, the baselines' own figures), or none known."""
+    """No difference on any replicate (e.g. user counts, the baselines' own figures)."""
     diffs = [v for k, v in row.items() if k.startswith("diff[")]
     return all(not _finite(d) or d == 0 for d in diffs)
 
 
-def _left_out(rows: Sequence[Mapping[str, Any]]) -> str:
+def _left_out(kind: str, rows: Sequence[Mapping[str, Any]]) -> str:
     n = sum(1 for r in rows if unchanged(r))
-    return f"{n} metrics without a difference on any seed are left out (they are in seeds.csv)"
+    return (
+        f"{n} metrics without a difference on any {AXES[kind]['one']} are left out (they are "
+        f"in {kind}.csv)"
+    )
 
 
-def format_seeds(summary: Mapping[str, Any]) -> str:
-    """The summary as aligned text (what `homepage experiment --seeds` prints); metrics
-    without a difference on any seed are left out."""
+def format_replicates(summary: Mapping[str, Any]) -> str:
+    """The summary as aligned text (what `homepage experiment --seeds/--splits` prints);
+    metrics without a difference on any replicate are left out."""
+    kind, labels = summary["kind"], summary["labels"]
     rows = [r for r in summary["rows"] if not unchanged(r)]
-    n = len(summary["seeds"])
     width = max([len("metric"), *(len(r["metric"]) for r in rows)]) + 2
     lines = [
-        f"across {n} training seeds ({', '.join(summary['seeds'])}): {HOW}",
+        f"across {len(labels)} {AXES[kind]['what']} ({', '.join(labels)}): {_how(kind)}",
         "",
         f"{'metric':<{width}}{'champion':>18}{'experiment':>18}   {'difference [95% interval]':<40}"
         "same sign",
@@ -157,33 +171,43 @@ def format_seeds(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"{r['metric']:<{width}}{_sd(r['champion_mean'], r['champion_sd']):>18}"
             f"{_sd(r['experiment_mean'], r['experiment_sd']):>18}   {_interval(r):<40}"
-            f"{r['same_sign'] if r['same_sign'] is not None else '—'}/{r['seeds']}"
+            f"{_same_sign(r)}"
         )
-    return "\n".join([*lines, "", _left_out(summary["rows"])])
+    return "\n".join([*lines, "", _left_out(kind, summary["rows"])])
+
+
+def _same_sign(r: Mapping[str, Any]) -> str:
+    return f"{r['same_sign'] if r['same_sign'] is not None else '—'}/{r['n']}"
 
 
 def markdown(summary: Mapping[str, Any]) -> str:
-    labels = list(summary["seeds"])
+    kind, labels = summary["kind"], list(summary["labels"])
+    one = AXES[kind]["one"]
+    if kind == "seeds":
+        what = (
+            f"Split {summary['split_ds']}; training seeds {', '.join(labels)} (`mf.seed` and "
+            "`engagement.seed` on both sides)"
+        )
+    else:
+        what = f"Splits {', '.join(labels)}, each with its own test window"
     lines = [
-        f"# Experiment `{summary['name']}` vs champion across training seeds",
+        f"# Experiment `{summary['name']}` vs champion across {AXES[kind]['what']}",
         "",
-        f"Split {summary['split_ds']}; training seeds {', '.join(labels)} (`mf.seed` and "
-        "`engagement.seed` on both sides); overrides: "
-        + ", ".join(f"`{o}`" for o in summary["overrides"]),
+        f"{what}; overrides: " + ", ".join(f"`{o}`" for o in summary["overrides"]),
         "",
-        HOW + "; " + _left_out(summary["rows"]) + ".",
+        _how(kind) + "; " + _left_out(kind, summary["rows"]) + ".",
         "",
         "| metric | champion | experiment | difference [95% interval] | same sign | "
-        + " | ".join(f"seed {s}" for s in labels)
+        + " | ".join(f"{one} {s}" for s in labels)
         + " |",
         "|---|---:|---:|---|---:|" + "---:|" * len(labels),
     ]
     for r in (r for r in summary["rows"] if not unchanged(r)):
-        per_seed = " | ".join(_num(r.get(f"diff[{s}]"), sign=True) for s in labels)
+        each = " | ".join(_num(r.get(f"diff[{s}]"), sign=True) for s in labels)
         lines.append(
             f"| {r['metric']} | {_sd(r['champion_mean'], r['champion_sd'])} "
             f"| {_sd(r['experiment_mean'], r['experiment_sd'])} | {_interval(r)} "
-            f"| {r['same_sign'] if r['same_sign'] is not None else '—'}/{r['seeds']} | {per_seed} |"
+            f"| {_same_sign(r)} | {each} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -209,27 +233,33 @@ def summarise(
 
     from jobs import io
 
-    labels = [_config_seed_label(p), *(str(rp["seed"]) for rp in p["replicates"])]
-    rows = seed_rows(labels, [result["comparison"], *(r["comparison"] for r in replicates)])
+    if p.get("seeds"):
+        kind = "seeds"
+        labels = [_config_seed_label(p), *(str(rp["seed"]) for rp in p["replicates"])]
+    else:
+        kind = "splits"
+        labels = [p["split_ds"], *(rp["split_ds"] for rp in p["replicates"])]
+    rows = replicate_rows(labels, [result["comparison"], *(r["comparison"] for r in replicates)])
     summary: dict[str, Any] = {
         "name": p["name"],
+        "kind": kind,
         "split_ds": p["split_ds"],
         "overrides": list(p["overrides"]),
-        "seeds": labels,
+        "labels": labels,
         "rows": rows,
         "parent_run_ids": [result["mlflow"]["parent_run_id"]]
         + [r["mlflow"]["parent_run_id"] for r in replicates],
     }
     out = p["report_dir"]
     os.makedirs(out, exist_ok=True)
-    files = {ext: os.path.join(out, f"seeds.{ext}") for ext in ("csv", "md", "json")}
+    files = {ext: os.path.join(out, f"{kind}.{ext}") for ext in ("csv", "md", "json")}
     pd.DataFrame(rows).to_csv(files["csv"], index=False)
     with open(files["md"], "w") as f:
         f.write(markdown(summary))
     summary["files"] = files
     summary["run_id"] = _log_mlflow(p, summary)
     io.write_json(files["json"], summary)
-    say(f"[experiment {p['name']}] across seeds {', '.join(labels)}: {files['md']}")
+    say(f"[experiment {p['name']}] across {AXES[kind]['what']} {', '.join(labels)}: {files['md']}")
     return summary
 
 
@@ -242,20 +272,21 @@ def _log_mlflow(p: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
 
     cfg = side_config(p, "champion")
     exp_id = experiment(Lake(p["lake"]), cfg, name=f"{cfg.mlflow.experiment}-experiments")
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"{p['name']}-seeds") as run:
+    kind = summary["kind"]
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"{p['name']}-{kind}") as run:
         mlflow.set_tags(
             {
                 "split_ds": p["split_ds"],
                 "experiment_name": p["name"],
                 "step": "experiment",
-                "role": "seeds",
+                "role": kind,
             }
         )
         mlflow.log_params(
             {
                 "split_ds": p["split_ds"],
                 "experiment_name": p["name"],
-                "seeds": ", ".join(summary["seeds"]),
+                kind: ", ".join(summary["labels"]),
                 "overrides": "; ".join(p["overrides"])[:6000],
                 "parent_run_ids": ", ".join(summary["parent_run_ids"]),
             }
@@ -264,11 +295,19 @@ def _log_mlflow(p: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
         for r in summary["rows"]:
             for col in ("diff_mean", "diff_low", "diff_high", "champion_sd", "experiment_sd"):
                 if _finite(r[col]):
-                    metrics[mlflow_key(f"seeds.{col}.{r['metric']}")] = float(r[col])
+                    metrics[mlflow_key(f"{kind}.{col}.{r['metric']}")] = float(r[col])
         mlflow.log_metrics(metrics)
         for f in (summary["files"]["csv"], summary["files"]["md"]):
             mlflow.log_artifact(f)
         return run.info.run_id
 
 
-__all__ = ["beyond_noise", "format_seeds", "markdown", "seed_rows", "summarise", "unchanged"]
+__all__ = [
+    "AXES",
+    "beyond_noise",
+    "format_replicates",
+    "markdown",
+    "replicate_rows",
+    "summarise",
+    "unchanged",
+]
