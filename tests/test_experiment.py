@@ -1,10 +1,12 @@
 """Experiments (`jobs/experiment.py`, DAG `homepage_experiment`, `homepage experiment`).
 
 Fast: the DAG's typed params accept good values and reject bad ones; DAG params become the
-override list; the plan refuses experiments that cannot be run or compared, naming the reason.
+override list; the plan refuses experiments that cannot be run or compared, naming the reason,
+and plans the replicates of `seeds` and `splits`; the summary across replicates by hand.
 End to end (one module fixture, ~2-4 minutes on 2 cores): a small generated lake, the champion
 config and `page.beam_width=1` evaluated on one split, compared and logged to MLflow; then the
-same experiment through `dag.test()` and through the CLI, which reuse both evaluations.
+same experiment through `dag.test()` and through the CLI, which reuse both evaluations; then
+with one more training seed (CLI, then `dag.test()`) and on one more split date (~1 minute each).
 """
 
 from __future__ import annotations
