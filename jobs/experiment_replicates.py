@@ -28,8 +28,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from jobs.experiment import _finite, _fmt, mlflow_key, side_config
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +51,10 @@ COLUMNS = (
 )
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var)
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def replicate_rows(
@@ -106,24 +101,18 @@ def beyond_noise(row: Mapping[str, Any]) -> bool:
     return _finite(lo) and _finite(hi) and (lo > 0 or hi < 0)
 
 
-def _num(v: Any, sign: bool = False) -> str:
-    if not _finite(v):
-        return "—"
-    return f"{v:+.4f}" if sign else f"{v:.4f}"
-
-
 def _interval(r: Mapping[str, Any]) -> str:
     if not _finite(r.get("diff_low")):
-        return _num(r.get("diff_mean"), sign=True)
+        return _fmt(r.get("diff_mean"), sign=True)
     mark = " *" if beyond_noise(r) else ""
     return (
-        f"{_num(r['diff_mean'], sign=True)} [{_num(r['diff_low'], sign=True)}, "
-        f"{_num(r['diff_high'], sign=True)}]{mark}"
+        f"{_fmt(r['diff_mean'], sign=True)} [{_fmt(r['diff_low'], sign=True)}, "
+        f"{_fmt(r['diff_high'], sign=True)}]{mark}"
     )
 
 
 def _sd(mean: Any, sd: Any) -> str:
-    return f"{_num(mean)} ± {_num(sd)}" if _finite(sd) else _num(mean)
+    return f"{_fmt(mean)} ± {_fmt(sd)}" if _finite(sd) else _fmt(mean)
 
 
 AXES = {
@@ -203,7 +192,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "|---|---:|---:|---|---:|" + "---:|" * len(labels),
     ]
     for r in (r for r in summary["rows"] if not unchanged(r)):
-        each = " | ".join(_num(r.get(f"diff[{s}]"), sign=True) for s in labels)
+        each = " | ".join(_fmt(r.get(f"diff[{s}]"), sign=True) for s in labels)
         lines.append(
             f"| {r['metric']} | {_sd(r['champion_mean'], r['champion_sd'])} "
             f"| {_sd(r['experiment_mean'], r['experiment_sd'])} | {_interval(r)} "
@@ -213,8 +202,6 @@ def markdown(summary: Mapping[str, Any]) -> str:
 
 
 def _config_seed_label(p: Mapping[str, Any]) -> str:
-    from jobs.experiment import side_config
-
     cfg = side_config(p, "champion")
     a, b = cfg.mf.seed, cfg.engagement.seed
     return str(a) if a == b else f"{a}/{b}"
@@ -266,7 +253,6 @@ def summarise(
 def _log_mlflow(p: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     import mlflow
 
-    from jobs.experiment import mlflow_key, side_config
     from jobs.lake import Lake
     from jobs.tracking import experiment
 
