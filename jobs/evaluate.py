@@ -833,13 +833,18 @@ def format_table(result: dict[str, Any]) -> str:
             f"{r['users']:,} users)"
         )
     if result["engagement"]:
+        repeats = repeated_objectives(result["engagement"], lambda r: _objective_rows(r, "stage"))
         lines += ["", f"{'objective':<12} {'stage':<11} {'AUC':>7} {'PR-AUC':>7} {'logloss':>8} "
                   f"{'ECE':>7}"]  # fmt: skip
         for r in result["engagement"]:
+            if r["objective"] in repeats:
+                continue
             lines.append(
                 f"{r['objective']:<12} {r['stage']:<11} {_num(r['auc'])} {_num(r['pr_auc'])} "
                 f"{_num(r['log_loss'], 8)} {_num(r['ece'])}"
             )
+        if repeats:
+            lines.append(repeated_note(repeats, "engagement.csv"))
     if result.get("frontier"):
         lines += ["", *format_frontier(result["frontier"])]
     if (result.get("ranked_list") or {}).get("users"):
@@ -862,13 +867,20 @@ def format_table(result: dict[str, Any]) -> str:
             "",
             "calibrated heads vs 30-day popularity on the test window's rows, by item kind",
         ]
+        repeats = repeated_objectives(
+            result["by_item_kind"], lambda r: _objective_rows(r, "items", "scorer")
+        )
         lines.append(f"  {'objective':<12} {'items':<14} {'scorer':<11} {'rows':>9} {'pos':>6} "
                      f"{'AUC':>7} {'PR-AUC':>7}")  # fmt: skip
         for r in result["by_item_kind"]:
+            if r["objective"] in repeats:
+                continue
             lines.append(
                 f"  {r['objective']:<12} {r['items']:<14} {r['scorer']:<11} {r['rows']:9d} "
                 f"{r['positives']:6d} {_num(r['auc'])} {_num(r['pr_auc'])}"
             )
+        if repeats:
+            lines.append("  " + repeated_note(repeats, "evaluate.json"))
     ab = result.get("ab_test")
     if ab:
         c, t = ab["arms"]["control"], ab["arms"]["treatment"]
@@ -950,3 +962,67 @@ def _pct(v: float | None) -> str:
 
 def _num(v: float | None, width: int = 7) -> str:
     return f"{'—':>{width}}" if v is None or not np.isfinite(v) else f"{v:{width}.4f}"
+
+
+# ---------------------------------------------------------------- shared heads in printouts
+
+RowSplit = Callable[[Mapping[str, Any]], "tuple[str, Any, Any] | None"]
+
+
+def _plain(v: Any) -> Any:
+    """A figure made comparable: non-finite floats are None (NaN never equals itself)."""
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    if isinstance(v, (list, tuple)):
+        return tuple(_plain(x) for x in v)
+    return v
+
+
+def repeated_objectives(rows: Sequence[Mapping[str, Any]], split: RowSplit) -> dict[str, str]:
+    """{objective: the objective whose figures it repeats} among engagement rows.
+
+    Objectives whose labels are equal on every row share one head (on purchase-only logs a
+    purchase is also the click and the add-to-cart), so every figure of theirs is the same and
+    a printout needs them once. `split(row)` gives (objective, the row's key within the
+    objective, its figures), or None for a row of no objective. An objective repeats another
+    when it has the same keys with the same figures; the one kept is the last in
+    `OBJECTIVES` order (purchase, the label the shared head is about). Display only: files and
+    MLflow keep every objective."""
+    from jobs.training_data import OBJECTIVES
+
+    groups: dict[str, dict[Any, Any]] = {}
+    for r in rows:
+        s = split(r)
+        if s is not None:
+            objective, key, figures = s
+            groups.setdefault(objective, {})[key] = _plain(figures)
+    rank = {o: i for i, o in enumerate(OBJECTIVES)}
+    kept: list[str] = []
+    out: dict[str, str] = {}
+    for o in sorted(groups, key=lambda o: (rank.get(o, len(rank)), o), reverse=True):
+        twin = next((k for k in kept if groups[k] == groups[o]), None)
+        if twin is None:
+            kept.append(o)
+        else:
+            out[o] = twin
+    return out
+
+
+def repeated_note(repeats: Mapping[str, str], where: str) -> str:
+    """'click and add_to_cart repeat purchase's figures ...' for `repeated_objectives`' result
+    ('' when nothing repeats)."""
+    by_twin: dict[str, list[str]] = {}
+    for o, twin in repeats.items():
+        by_twin.setdefault(twin, []).append(o)
+    parts = [
+        f"{' and '.join(sorted(os_))} repeat {twin}'s figures (labels equal on every row: one "
+        "shared head)"
+        for twin, os_ in sorted(by_twin.items())
+    ]
+    return f"{'; '.join(parts)}: left out here, {where} keeps them" if parts else ""
+
+
+def _objective_rows(r: Mapping[str, Any], *key: str) -> tuple[str, Any, Any]:
+    """`repeated_objectives`' split for rows with an `objective` field keyed by `key`."""
+    rest = {k: v for k, v in r.items() if k != "objective" and k not in key}
+    return r["objective"], tuple(r[k] for k in key), tuple(sorted(rest.items()))

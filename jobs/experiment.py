@@ -876,6 +876,27 @@ def _fmt(v: Any, pct: bool = False, sign: bool = False) -> str:
     return f"{v:+.1%}" if pct else f"{v:+.4f}" if sign else f"{v:.4f}"
 
 
+def metric_objective(r: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+    """`evaluate.repeated_objectives`' split for rows keyed by `metric`
+    (`engagement.<objective>.<rest>`; the figures are every other field)."""
+    parts = r["metric"].split(".", 2)
+    if parts[0] != "engagement" or len(parts) < 3:
+        return None
+    return parts[1], parts[2], tuple(sorted((k, v) for k, v in r.items() if k != "metric"))
+
+
+def shown_rows(
+    rows: Sequence[Mapping[str, Any]], where: str
+) -> tuple[list[Mapping[str, Any]], str]:
+    """(the rows a printout shows, a note on what it left out): objectives that repeat
+    another's figures on every row (one shared head) are shown once; `where` keeps them all."""
+    from jobs.evaluate import repeated_note, repeated_objectives
+
+    repeats = repeated_objectives(rows, metric_objective)
+    keep = [r for r in rows if (metric_objective(r) or ("",))[0] not in repeats]
+    return keep, repeated_note(repeats, where)
+
+
 def _interval(r: Mapping[str, Any]) -> str:
     if not _finite(r.get("lift")):
         return ""
@@ -901,19 +922,22 @@ def markdown(summary: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> str:
         "| metric | champion | experiment | difference | relative difference | lift [95% CI] |",
         "|---|---:|---:|---:|---:|---|",
     ]
+    rows, note = shown_rows(rows, "comparison.csv")
     for r in rows:
         lines.append(
             f"| {r['metric']} | {_fmt(r['champion'])} | {_fmt(r['experiment'])} "
             f"| {_fmt(r['difference'], sign=True)} | {_fmt(r['relative_difference'], True)} "
             f"| {_interval(r)} |"
         )
+    if note:
+        lines += ["", f"`engagement.*`: {note}."]
     return "\n".join(lines) + "\n"
 
 
 def format_comparison(result: Mapping[str, Any]) -> str:
     """The comparison as aligned text (what `homepage experiment` prints)."""
     w = result["test_window"]
-    rows = result["comparison"]
+    rows, note = shown_rows(result["comparison"], "comparison.csv")
     width = max([len("metric"), *(len(r["metric"]) for r in rows)]) + 2
     lines = [
         f"experiment {result['name']} vs champion: split {result['split_ds']}, test window "
@@ -933,6 +957,7 @@ def format_comparison(result: Mapping[str, Any]) -> str:
         "",
         "page.* lifts are paired per user (same users, same truth); ab.* is a simulated A/B test "
         "(champion = control).",
+        *([f"engagement.*: {note}."] if note else []),
     ]
     return "\n".join(lines)
 

@@ -32,7 +32,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from jobs.experiment import _finite, _fmt, mlflow_key, side_config
+from jobs.experiment import _finite, _fmt, mlflow_key, shown_rows, side_config
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def format_replicates(summary: Mapping[str, Any]) -> str:
     """The summary as aligned text (what `homepage experiment --seeds/--splits` prints);
     metrics without a difference on any replicate are left out."""
     kind, labels = summary["kind"], summary["labels"]
-    rows = [r for r in summary["rows"] if not unchanged(r)]
+    rows, note = shown_rows([r for r in summary["rows"] if not unchanged(r)], f"{kind}.csv")
     width = max([len("metric"), *(len(r["metric"]) for r in rows)]) + 2
     lines = [
         f"across {len(labels)} {AXES[kind]['what']} ({', '.join(labels)}): {_how(kind)}",
@@ -162,7 +162,8 @@ def format_replicates(summary: Mapping[str, Any]) -> str:
             f"{_sd(r['experiment_mean'], r['experiment_sd']):>18}   {_interval(r):<40}"
             f"{_same_sign(r)}"
         )
-    return "\n".join([*lines, "", _left_out(kind, summary["rows"])])
+    notes = [_left_out(kind, summary["rows"]), *([f"engagement.*: {note}"] if note else [])]
+    return "\n".join([*lines, "", *notes])
 
 
 def _same_sign(r: Mapping[str, Any]) -> str:
@@ -191,13 +192,16 @@ def markdown(summary: Mapping[str, Any]) -> str:
         + " |",
         "|---|---:|---:|---|---:|" + "---:|" * len(labels),
     ]
-    for r in (r for r in summary["rows"] if not unchanged(r)):
+    rows, note = shown_rows([r for r in summary["rows"] if not unchanged(r)], f"{kind}.csv")
+    for r in rows:
         each = " | ".join(_fmt(r.get(f"diff[{s}]"), sign=True) for s in labels)
         lines.append(
             f"| {r['metric']} | {_sd(r['champion_mean'], r['champion_sd'])} "
             f"| {_sd(r['experiment_mean'], r['experiment_sd'])} | {_interval(r)} "
             f"| {_same_sign(r)} | {each} |"
         )
+    if note:
+        lines += ["", f"`engagement.*`: {note}."]
     return "\n".join(lines) + "\n"
 
 

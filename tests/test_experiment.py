@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -524,6 +525,102 @@ def test_comparison_rows_and_text() -> None:
     md = markdown(result, rows)
     assert "| page.ndcg_2d | 0.2000 | 0.2200 | +0.0200 | +10.0% | +10.0% [-5.0%, +30.0%] |" in md
     assert mlflow_key("page.recall@10") == "page.recall_at_10"
+
+
+def test_shared_heads_shown_once() -> None:
+    """Objectives with equal labels share one head (purchase-only logs): printouts show the
+    purchase rows once and say so; the rows themselves (csv, MLflow) keep every objective."""
+    from jobs.evaluate import format_table, repeated_objectives
+    from jobs.experiment import _row, format_comparison, markdown, metric_objective
+    from jobs.experiment_replicates import format_replicates, replicate_rows
+
+    def row(metric: str, c: float, e: float) -> dict[str, Any]:
+        return _row(metric, c, e)
+
+    def rows(click_auc: float) -> list[dict[str, Any]]:
+        out = [row("page.page_recall", 0.6, 0.62)]
+        for o in ("add_to_cart", "click", "purchase"):
+            out += [
+                row(f"engagement.{o}.raw.auc", click_auc if o == "click" else 0.8, 0.81),
+                row(f"engagement.{o}.raw.ece", 0.01, float("nan")),
+            ]
+        return out
+
+    shared, apart = rows(0.8), rows(0.7)
+    assert repeated_objectives(shared, metric_objective) == {
+        "add_to_cart": "purchase",
+        "click": "purchase",
+    }
+    assert repeated_objectives(apart, metric_objective) == {"add_to_cart": "purchase"}
+    result = {
+        "name": "t",
+        "split_ds": "2026-01-03",
+        "test_window": ["2026-01-03", "2026-01-05"],
+        "users": 10,
+        "overrides": ["page.beam_width=1"],
+        "changed": {"page.beam_width": [3, 1]},
+        "comparison": shared,
+    }
+    text = format_comparison(result)
+    assert "engagement.purchase.raw.auc" in text and "page.page_recall" in text
+    assert "engagement.click." not in text and "engagement.add_to_cart." not in text
+    assert "add_to_cart and click repeat purchase's figures" in text
+    assert "comparison.csv keeps them" in text
+    assert len(result["comparison"]) == 7  # the rows are not touched
+    md = markdown(result, shared)
+    assert "| engagement.purchase.raw.auc |" in md and "engagement.click." not in md
+    text = format_comparison({**result, "comparison": apart})
+    assert "engagement.click.raw.auc" in text and "engagement.add_to_cart." not in text
+    assert "add_to_cart repeat purchase's figures" in text
+    # across seeds: the same, with the seeds' files named
+    summary = replicate_rows(["42", "7"], [shared, shared])
+    text = format_replicates({"kind": "seeds", "labels": ["42", "7"], "rows": summary})
+    assert "engagement.purchase.raw.auc" in text and "engagement.click." not in text
+    assert "seeds.csv keeps them" in text
+    # homepage evaluate's printout: the engagement table and the by-item-kind table
+    heads = [
+        {
+            "objective": o,
+            "stage": st,
+            "auc": 0.8,
+            "pr_auc": 0.2,
+            "log_loss": 0.1,
+            "ece": math.nan * 1,
+        }
+        for o in ("click", "add_to_cart", "purchase")
+        for st in ("raw", "calibrated")
+    ]
+    kinds = [
+        {
+            "objective": o,
+            "items": "never bought",
+            "scorer": "model",
+            "rows": 9,
+            "positives": 2,
+            "auc": 0.7,
+            "pr_auc": 0.1,
+        }  # fmt: skip
+        for o in ("click", "add_to_cart", "purchase")
+    ]
+    res = {
+        "split_ds": "2026-01-03",
+        "users": 10,
+        "relevant_events": ["purchase"],
+        "test_window": ["2026-01-03", "2026-01-05"],
+        "pages": {"pipeline": {"page_recall": 0.5}},
+        "lift": [],
+        "engagement": heads,
+        "by_item_kind": kinds,
+    }
+    text = format_table(res)  # (NaN figures count as equal: each is a distinct float object)
+    lines = text.splitlines()
+    assert sum(ln.startswith("purchase ") for ln in lines) == 2  # raw and calibrated
+    head_row = re.compile(r"\s*(click|add_to_cart)\s+(raw|calibrated|never bought)")
+    assert not any(head_row.match(ln) for ln in lines)
+    assert "engagement.csv keeps them" in text and "evaluate.json keeps them" in text
+    heads[0]["auc"] = 0.75  # click's raw head differs: click is its own head again
+    lines = format_table(res).splitlines()
+    assert sum(ln.startswith("click ") for ln in lines) == 2
 
 
 # ---------------------------------------------------------------- end to end
