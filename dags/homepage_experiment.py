@@ -31,8 +31,11 @@ that training seed (`mf.seed` and `engagement.seed`), compared the same way (rep
 `experiments/<name>/seed-<seed>/`, parent run `<name>-seed<seed>`), and `compare` summarises
 the differences across all seeds (`experiments/<name>/seeds.{md,csv,json}`, MLflow run
 `<name>-seeds`): whether the change is larger than what a retrain alone moves. With
-`splits` (not together with `seeds`), likewise for the same experiment on other split dates
+`splits`, likewise for the same experiment on other split dates
 (`experiments/<name>/splits.{md,csv,json}` of the first split, MLflow run `<name>-splits`).
+With both, every split with every seed (parent runs `<name>-seed<seed>@<split>`); the summary
+averages each split over its seeds and is taken across splits (`grid.{md,csv,json}`, MLflow run
+`<name>-grid`). `compare` returns `<seeds|splits|grid>_run_id` and `..._report`.
 """
 
 from __future__ import annotations
@@ -104,7 +107,8 @@ PARAMS = {
         uniqueItems=True,
         title="More split dates",
         description="also run the same experiment on each split date (its own test window) and "
-        "summarise the differences across splits (empty = none; not together with seeds)",
+        "summarise the differences across splits (empty = none; with seeds: every split with "
+        "every seed)",
     ),
     "scoring.w": Param(
         None,
@@ -231,7 +235,7 @@ def homepage_experiment() -> None:
 
         res = compare_all(the_plan, champion, experiment)
         out = {"report_dir": res["report_dir"], **res["mlflow"]}
-        for kind in ("seeds", "splits"):
+        for kind in ("seeds", "splits", "grid"):
             if kind in res:
                 out[f"{kind}_run_id"] = res[kind]["run_id"]
                 out[f"{kind}_report"] = res[kind]["files"]["md"]

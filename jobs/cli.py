@@ -530,7 +530,7 @@ def _cmd_experiment(a: argparse.Namespace) -> Any:
         say=_print,
     )
     _print(experiment.format_comparison(res))
-    for kind in ("seeds", "splits"):
+    for kind in ("seeds", "splits", "grid"):
         if kind in res:
             from jobs.experiment_replicates import format_replicates
 
@@ -766,7 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="DATE",
         help="also run the same experiment on each of these split dates (each with its own test "
-        "window) and summarise the differences across splits; not together with --seeds",
+        "window) and summarise the differences across splits; with --seeds, every split with "
+        "every seed (each split's figures averaged over its seeds first)",
     )
     xp.set_defaults(fn=_cmd_experiment)
 

@@ -186,7 +186,8 @@ def plan(
     `seeds`: more training seeds. Each adds a replicate (`replicates`: plans of the same shape)
     in which both sides are trained again with `mf.seed` and `engagement.seed` set to it.
     `splits`: more split dates. Each adds a replicate of the same experiment on that split
-    (its own test window of `test_days`). One or the other, not both."""
+    (its own test window of `test_days`). Both: the grid of every split (the experiment's and
+    `splits`) with every training seed (the config's and `seeds`), split by split."""
     from jobs.evaluate import window_end
 
     lake = lake if isinstance(lake, Lake) else Lake(lake)
@@ -238,10 +239,6 @@ def plan(
     root = local_path(lake.root)
     seeds = _check_seeds(seeds, flat, champion)
     splits = _check_splits(splits, split_ds)
-    if seeds and splits:
-        raise ValueError(
-            "give seeds or splits, not both: each replicates the experiment on its own axis"
-        )
     p = {
         "lake": lake.root,
         "split_ds": split_ds,
@@ -259,9 +256,10 @@ def plan(
         "seeds": seeds,
         "splits": splits,
     }
-    p["replicates"] = [_replicate(p, seed, flat) for seed in seeds] + [
-        _split_replicate(p, lake, split) for split in splits
-    ]
+    p["replicates"] = [_replicate(p, seed, flat) for seed in seeds]
+    for split in splits:
+        at = _split_replicate(p, lake, split)
+        p["replicates"] += [at, *(_replicate(at, seed, flat) for seed in seeds)]
     return p
 
 
@@ -325,25 +323,29 @@ def _check_seeds(seeds: Sequence[int], flat: Mapping[str, Any], champion: Config
 
 
 def _replicate(p: Mapping[str, Any], seed: int, flat: Mapping[str, Any]) -> dict[str, Any]:
-    """The plan of the experiment trained again with training seed `seed` on both sides: its
-    own champion lake (the champion config with the seed is a config of its own), experiment
-    lake and report; its champion lake starts from the first champion lake's tables."""
+    """The plan `p` (the experiment, or a split replicate) trained again with training seed
+    `seed` on both sides: its own champion lake (the champion config with the seed is a config
+    of its own), experiment lake and report; its champion lake starts from `p`'s champion
+    lake's tables."""
     base = [f"{k}={seed}" for k in TRAINING_SEED_KEYS]
     champion = load_config(p["config_path"], base)
     experiment = load_config(
         p["config_path"], [*base, *(f"{k}={_value_str(v)}" for k, v in flat.items())]
     )
     root = local_path(p["lake"])
+    at = {"replicate_split": p["replicate_split"]} if "replicate_split" in p else {}
+    lake_name = f"experiment-{p['replicate_split']}-seed{seed}" if at else f"experiment-seed{seed}"
     return {
         **{k: p[k] for k in ("lake", "split_ds", "test_days", "test_end", "name", "overrides")},
         "changed": p["changed"],
         "config_path": p["config_path"],
+        **at,
         "seed": seed,
         "base": base,
         "champion_hash": champion.hash(),
         "experiment_hash": experiment.hash(),
         "champion_dir": os.path.join(root, "_eval", f"{p['split_ds']}-{champion.hash()[:8]}"),
-        "experiment_dir": os.path.join(root, "_experiments", p["name"], f"experiment-seed{seed}"),
+        "experiment_dir": os.path.join(root, "_experiments", p["name"], lake_name),
         "report_dir": os.path.join(p["report_dir"], f"seed-{seed}"),
         "seed_source": {"dir": p["champion_dir"], "hash": p["champion_hash"]},
         "experiment_seed_source": {"dir": p["experiment_dir"], "hash": p["experiment_hash"]},
@@ -1019,7 +1021,10 @@ def evaluate_all(
     out = evaluate_side(p, side, rerun=rerun, say=say)
     reps = []
     for rp in p.get("replicates") or []:
-        what = f"training seed {rp['seed']}" if "seed" in rp else f"split {rp['split_ds']}"
+        what = ", ".join(
+            ([f"split {rp['split_ds']}"] if "replicate_split" in rp else [])
+            + ([f"training seed {rp['seed']}"] if "seed" in rp else [])
+        )
         say(f"[experiment {p['name']}] {side}, {what}")
         reps.append(evaluate_side(rp, side, rerun=rerun, say=say))
     return {**out, "replicates": reps} if reps else out

@@ -1,5 +1,5 @@
 """An experiment's differences across replicates: other training seeds (`homepage experiment
---seeds`, DAG param `seeds`) or other split dates (`--splits`, DAG param `splits`).
+--seeds`, DAG param `seeds`), other split dates (`--splits`, DAG param `splits`) or both.
 
 The paired bootstrap of one comparison covers the sampling of users, not the randomness of
 training nor the choice of the split. On the grocery samples a retrain with another seed alone
@@ -17,7 +17,12 @@ compared as the experiment itself is, and this module summarises each metric's d
   difference has the sign of the mean;
 - each replicate's difference.
 
-Written to `<report>/<kind>.{csv,md,json}` (`seeds.*` or `splits.*`) next to the experiment's
+With both (`grid`), every split is run with every seed. Each split's figures are first
+averaged over its seeds (which shrinks the training noise), and the summary is then
+taken across splits, the independent units: the same columns, each split's seed mean
+(`diff[<split>]`), and every cell's own difference (`diff[<split> seed <seed>]`, in the csv).
+
+Written to `<report>/<kind>.{csv,md,json}` (`seeds.*`, `splits.*` or `grid.*`) next to the experiment's
 comparison and logged as an MLflow run `<name>-<kind>` in the experiment's MLflow experiment,
 beside the parent runs of the experiment and its replicates (a seed replicate's comparison is in
 `<report>/seed-<seed>/`, a split replicate's in its own split's report folder).
@@ -118,16 +123,65 @@ def _sd(mean: Any, sd: Any) -> str:
 AXES = {
     "seeds": {"what": "training seeds", "one": "seed", "spread": "what a retrain alone moves it"},
     "splits": {"what": "split dates", "one": "split", "spread": "what another split moves it"},
+    "grid": {
+        "what": "split dates",
+        "one": "split",
+        "spread": "what another split moves it, after averaging the seeds",
+    },
 }
 
 
 def _how(kind: str) -> str:
     a = AXES[kind]
+    first = "each split's figures are the mean over its training seeds; " if kind == "grid" else ""
     return (
-        f"mean over {a['what']} ± sd ({a['spread']}); difference = experiment − champion, mean "
-        f"with a 95% t-interval over {a['what']} (* = the interval leaves out 0); same sign = "
-        f"{a['what']} whose difference has the mean's sign"
+        f"{first}mean over {a['what']} ± sd ({a['spread']}); difference = experiment − champion, "
+        f"mean with a 95% t-interval over {a['what']} (* = the interval leaves out 0); same sign "
+        f"= {a['what']} whose difference has the mean's sign"
     )
+
+
+def _across(summary: Mapping[str, Any]) -> str:
+    kind, labels = summary["kind"], summary["labels"]
+    text = f"across {len(labels)} {AXES[kind]['what']} ({', '.join(labels)})"
+    if kind == "grid":
+        text += f", each with training seeds {', '.join(summary['seeds'])}"
+    return text
+
+
+def seed_means(comparisons: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """One comparison from a split's comparisons under several training seeds: each metric's
+    champion, experiment and difference averaged over the seeds that have it."""
+    by_seed = [{r["metric"]: r for r in rows} for rows in comparisons]
+    out = []
+    for metric in (r["metric"] for r in comparisons[0]):
+        row: dict[str, Any] = {"metric": metric}
+        for col in ("champion", "experiment", "difference"):
+            got = [b[metric].get(col) for b in by_seed if metric in b]
+            vals = [float(v) for v in got if _finite(v)]
+            row[col] = statistics.fmean(vals) if vals else None
+        out.append(row)
+    return out
+
+
+def grid_rows(
+    splits: Sequence[str],
+    seeds: Sequence[str],
+    cells: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
+) -> list[dict[str, Any]]:
+    """`replicate_rows` across `splits` of each split's `seed_means`, with every cell's own
+    difference (`diff[<split> seed <seed>]`); `cells`: (split, seed) -> comparison rows."""
+    rows = replicate_rows(splits, [seed_means([cells[(sp, sd)] for sd in seeds]) for sp in splits])
+    diffs = {
+        key: {r["metric"]: r.get("difference") for r in comparison}
+        for key, comparison in cells.items()
+    }
+    for r in rows:
+        for sp in splits:
+            for sd in seeds:
+                d = diffs[(sp, sd)].get(r["metric"])
+                r[f"diff[{sp} seed {sd}]"] = float(d) if _finite(d) else None
+    return rows
 
 
 def unchanged(row: Mapping[str, Any]) -> bool:
@@ -147,11 +201,11 @@ def _left_out(kind: str, rows: Sequence[Mapping[str, Any]]) -> str:
 def format_replicates(summary: Mapping[str, Any]) -> str:
     """The summary as aligned text (what `homepage experiment --seeds/--splits` prints);
     metrics without a difference on any replicate are left out."""
-    kind, labels = summary["kind"], summary["labels"]
+    kind = summary["kind"]
     rows, note = shown_rows([r for r in summary["rows"] if not unchanged(r)], f"{kind}.csv")
     width = max([len("metric"), *(len(r["metric"]) for r in rows)]) + 2
     lines = [
-        f"across {len(labels)} {AXES[kind]['what']} ({', '.join(labels)}): {_how(kind)}",
+        f"{_across(summary)}: {_how(kind)}",
         "",
         f"{'metric':<{width}}{'champion':>18}{'experiment':>18}   {'difference [95% interval]':<40}"
         "same sign",
@@ -180,6 +234,12 @@ def markdown(summary: Mapping[str, Any]) -> str:
         )
     else:
         what = f"Splits {', '.join(labels)}, each with its own test window"
+    if kind == "grid":
+        what += (
+            f", each with training seeds {', '.join(summary['seeds'])} (`mf.seed` and "
+            f"`engagement.seed` on both sides); each {one} column is the mean over its seeds, "
+            "every cell's own difference is in grid.csv"
+        )
     lines = [
         f"# Experiment `{summary['name']}` vs champion across {AXES[kind]['what']}",
         "",
@@ -224,19 +284,25 @@ def summarise(
 
     from jobs import io
 
-    if p.get("seeds"):
-        kind = "seeds"
-        labels = [_config_seed_label(p), *(str(rp["seed"]) for rp in p["replicates"])]
+    own = _config_seed_label(p)
+    cells = {(p["split_ds"], own): result["comparison"]}
+    for rp, r in zip(p["replicates"], replicates, strict=True):
+        cells[(rp["split_ds"], str(rp["seed"]) if "seed" in rp else own)] = r["comparison"]
+    seeds = [own, *(str(s) for s in p.get("seeds") or [])]
+    splits = [p["split_ds"], *(p.get("splits") or [])]
+    if len(seeds) > 1 and len(splits) > 1:
+        kind, labels = "grid", splits
+        rows = grid_rows(splits, seeds, cells)
     else:
-        kind = "splits"
-        labels = [p["split_ds"], *(rp["split_ds"] for rp in p["replicates"])]
-    rows = replicate_rows(labels, [result["comparison"], *(r["comparison"] for r in replicates)])
+        kind, labels = ("seeds", seeds) if len(seeds) > 1 else ("splits", splits)
+        rows = replicate_rows(labels, list(cells.values()))
     summary: dict[str, Any] = {
         "name": p["name"],
         "kind": kind,
         "split_ds": p["split_ds"],
         "overrides": list(p["overrides"]),
         "labels": labels,
+        "seeds": seeds,
         "rows": rows,
         "parent_run_ids": [result["mlflow"]["parent_run_id"]]
         + [r["mlflow"]["parent_run_id"] for r in replicates],
@@ -250,7 +316,11 @@ def summarise(
     summary["files"] = files
     summary["run_id"] = _log_mlflow(p, summary)
     io.write_json(files["json"], summary)
-    say(f"[experiment {p['name']}] across {AXES[kind]['what']} {', '.join(labels)}: {files['md']}")
+    each = f" (each with training seeds {', '.join(seeds)})" if kind == "grid" else ""
+    say(
+        f"[experiment {p['name']}] across {AXES[kind]['what']} {', '.join(labels)}{each}: "
+        f"{files['md']}"
+    )
     return summary
 
 
@@ -276,7 +346,8 @@ def _log_mlflow(p: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
             {
                 "split_ds": p["split_ds"],
                 "experiment_name": p["name"],
-                kind: ", ".join(summary["labels"]),
+                "splits" if kind == "grid" else kind: ", ".join(summary["labels"]),
+                **({"seeds": ", ".join(summary["seeds"])} if kind == "grid" else {}),
                 "overrides": "; ".join(p["overrides"])[:6000],
                 "parent_run_ids": ", ".join(summary["parent_run_ids"]),
             }
@@ -296,8 +367,10 @@ __all__ = [
     "AXES",
     "beyond_noise",
     "format_replicates",
+    "grid_rows",
     "markdown",
     "replicate_rows",
+    "seed_means",
     "summarise",
     "unchanged",
 ]

@@ -350,6 +350,82 @@ def test_splits_add_replicates_on_other_dates(raw_lake: Any) -> None:
     json.dumps(p)
 
 
+def test_seeds_and_splits_make_a_grid(raw_lake: Any) -> None:
+    from jobs.config import load_config
+    from jobs.experiment import plan
+
+    p = plan(
+        raw_lake, "2026-01-03", ["page.beam_width=1"], name="b1", seeds=[7], splits=["2026-01-02"]
+    )
+    reps = p["replicates"]
+    # seed 7 on the experiment's split, the other split, seed 7 on the other split
+    assert [(r["split_ds"], r.get("seed")) for r in reps] == [
+        ("2026-01-03", 7),
+        ("2026-01-02", None),
+        ("2026-01-02", 7),
+    ]
+    cell = reps[2]
+    root = raw_lake.root
+    h7 = load_config(None, ["mf.seed=7", "engagement.seed=7"]).hash()[:8]
+    assert cell["replicate_split"] == "2026-01-02" and cell["test_end"] == reps[1]["test_end"]
+    assert cell["champion_dir"] == f"{root}/_eval/2026-01-02-{h7}"
+    assert cell["experiment_dir"] == f"{root}/_experiments/b1/experiment-2026-01-02-seed7"
+    assert cell["report_dir"] == f"{reps[1]['report_dir']}/seed-7"
+    # it starts from its own split's lakes, never from another split's
+    assert cell["seed_source"] == {"dir": reps[1]["champion_dir"], "hash": p["champion_hash"]}
+    assert cell["experiment_seed_source"]["dir"] == reps[1]["experiment_dir"]
+    dirs = [p["champion_dir"], p["experiment_dir"]]
+    dirs += [r[f"{side}_dir"] for r in reps for side in ("champion", "experiment")]
+    assert len(set(dirs)) == len(dirs) == 8  # every cell has lakes of its own
+    json.dumps(p)
+
+
+def test_grid_rows_by_hand() -> None:
+    from jobs.experiment_replicates import grid_rows, markdown, seed_means
+
+    def rows(c: float, e: float) -> list[dict[str, Any]]:
+        return [{"metric": "page.page_recall", "champion": c, "experiment": e, "difference": e - c}]
+
+    splits, seeds = ["2026-01-03", "2026-01-02"], ["42", "7"]
+    cells = {
+        ("2026-01-03", "42"): rows(0.60, 0.62),
+        ("2026-01-03", "7"): rows(0.62, 0.66),  # split mean: 0.61 -> 0.64, difference 0.03
+        ("2026-01-02", "42"): rows(0.50, 0.51),
+        ("2026-01-02", "7"): rows(0.52, 0.52),  # split mean: 0.51 -> 0.515, difference 0.005
+    }
+    (m,) = seed_means([cells[("2026-01-03", s)] for s in seeds])
+    assert (m["champion"], m["experiment"], m["difference"]) == pytest.approx((0.61, 0.64, 0.03))
+    (r,) = grid_rows(splits, seeds, cells)
+    # across the two splits' seed means, not the four cells
+    assert r["n"] == 2 and r["same_sign"] == 2
+    assert r["diff_mean"] == pytest.approx(0.0175)
+    assert r["champion_mean"] == pytest.approx(0.56) and r["champion_sd"] == pytest.approx(
+        0.05 * 2**0.5
+    )
+    half = 12.706204736174707 * (0.025 / 2**0.5) / 2**0.5  # t(0.975, 1 df) · sd / √n
+    assert r["diff_low"] == pytest.approx(0.0175 - half)
+    assert r["diff[2026-01-03]"] == pytest.approx(0.03) and r["diff[2026-01-02]"] == pytest.approx(
+        0.005
+    )
+    assert r["diff[2026-01-02 seed 7]"] == pytest.approx(0.0)
+    assert r["diff[2026-01-03 seed 7]"] == pytest.approx(0.04)
+    md = markdown(
+        {
+            "name": "x",
+            "kind": "grid",
+            "split_ds": "2026-01-03",
+            "overrides": ["a.b=1"],
+            "labels": splits,
+            "seeds": seeds,
+            "rows": [r],
+        }
+    )
+    assert (
+        "each with training seeds 42, 7" in md and "| split 2026-01-03 | split 2026-01-02 |" in md
+    )
+    assert "in grid.csv" in md
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -357,7 +433,6 @@ def test_splits_add_replicates_on_other_dates(raw_lake: Any) -> None:
         ({"splits": ["2026-01-02", "2026-01-02"]}, "distinct"),
         ({"splits": ["Jan 2"]}, "YYYY-MM-DD"),
         ({"splits": ["2025-12-01"]}, "split 2025-12-01: no events before the split"),
-        ({"splits": ["2026-01-02"], "seeds": [7]}, "seeds or splits, not both"),
     ],
 )
 def test_splits_are_checked(raw_lake: Any, kwargs: dict[str, Any], error: str) -> None:
@@ -886,27 +961,37 @@ def test_the_dag_takes_seeds(seeded_run: SimpleNamespace) -> None:
 # ---------------------------------------------------------------- across split dates
 
 
-@pytest.mark.e2e
-def test_splits_replicate_the_experiment_on_another_date(experiment_run: SimpleNamespace) -> None:
-    """The same experiment one day earlier as well (~1 minute): the first split's evaluations
-    are reused, the other split's champion and experiment are evaluated in their own lakes, and
-    the summary across the two splits is written and logged."""
-    import pandas as pd
-
+@pytest.fixture(scope="module")
+def split_run(experiment_run: SimpleNamespace) -> dict[str, Any]:
+    """The same experiment one day earlier as well (~1 minute): the other split's champion and
+    experiment are evaluated in their own lakes."""
     from jobs import experiment
     from jobs.lake import shift_ds
 
     s = experiment_run
-    other = shift_ds(s.split, -1)
-    res = experiment.run(
+    return experiment.run(
         s.lake,
         s.split,
         ["page.beam_width=1"],
         name="beam1",
         config_path=s.config,
-        splits=[other],
+        splits=[shift_ds(s.split, -1)],
         say=print,
     )
+
+
+@pytest.mark.e2e
+def test_splits_replicate_the_experiment_on_another_date(
+    experiment_run: SimpleNamespace, split_run: dict[str, Any]
+) -> None:
+    """The first split's evaluations are reused, and the summary across the two splits is
+    written and logged."""
+    import pandas as pd
+
+    from jobs.lake import shift_ds
+
+    s, res = experiment_run, split_run
+    other = shift_ds(s.split, -1)
     assert res["reused"] == {"champion": True, "experiment": True}
     (rep,) = res["replicates"]
     assert rep["split_ds"] == other and rep["test_window"][0] == other
@@ -924,3 +1009,54 @@ def test_splits_replicate_the_experiment_on_another_date(experiment_run: SimpleN
     assert runs["tags.role"].iloc[0] == "splits"
     rep_run = _runs(s.lake, **{"attributes.run_id": rep["mlflow"]["parent_run_id"]})
     assert rep_run["tags.mlflow.runName"].iloc[0] == f"beam1@{other}"
+
+
+@pytest.mark.e2e
+def test_seeds_and_splits_run_the_grid(seeded_run: SimpleNamespace, split_run: Any) -> None:
+    """Seed 7 on a second split as well (~1 minute): the three cells the tests above evaluated
+    are reused, the new cell starts from its own split's lakes, and the summary averages each
+    split over its seeds before it is taken across the splits."""
+    import pandas as pd
+
+    from jobs import experiment
+    from jobs.lake import shift_ds
+
+    s = seeded_run.base
+    other = shift_ds(s.split, -1)
+    said: list[str] = []
+    res = experiment.run(
+        s.lake,
+        s.split,
+        ["page.beam_width=1"],
+        name="beam1",
+        config_path=s.config,
+        seeds=[7],
+        splits=[other],
+        say=said.append,
+    )
+    text = "\n".join(said)
+    assert text.count("reusing the evaluation") == 6, text  # 3 cells × 2 sides
+    assert f"split {other}, training seed 7" in text
+    assert "the champion starts from the tables" in text
+    summary = res["grid"]
+    assert summary["kind"] == "grid" and summary["labels"] == [s.split, other]
+    own = summary["seeds"][0]
+    assert summary["seeds"] == [own, "7"]
+    table = pd.read_csv(summary["files"]["csv"]).set_index("metric")
+    cells = {
+        (r["split_ds"], str(rp.get("seed", own))): {c["metric"]: c for c in r["comparison"]}
+        for rp, r in zip(res["plan"]["replicates"], res["replicates"], strict=True)
+    }
+    d = {key: cells[key]["page.ndcg_2d"]["difference"] for key in cells}
+    assert table.loc["page.ndcg_2d", f"diff[{other} seed 7]"] == pytest.approx(d[(other, "7")])
+    assert table.loc["page.ndcg_2d", f"diff[{other}]"] == pytest.approx(
+        (d[(other, own)] + d[(other, "7")]) / 2
+    )
+    assert table.loc["page.ndcg_2d", "n"] == 2  # the splits, not the cells
+    assert summary["files"]["md"].endswith(f"ds={s.split}/experiments/beam1/grid.md")
+    runs = _runs(s.lake, **{"attributes.run_id": summary["run_id"]})
+    assert runs["tags.mlflow.runName"].iloc[0] == "beam1-grid"
+    cell = res["replicates"][-1]["mlflow"]["parent_run_id"]
+    assert _runs(s.lake, **{"attributes.run_id": cell})["tags.mlflow.runName"].iloc[0] == (
+        f"beam1-seed7@{other}"
+    )
