@@ -518,6 +518,19 @@ def test_seed_rows_by_hand() -> None:
         replicate_rows(["1", "2"], [rows(0.5, 0.5, None)])
 
 
+def _comparison_result(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What `compare` returns, as far as the printouts read it."""
+    return {
+        "name": "t",
+        "split_ds": "2026-01-03",
+        "test_window": ["2026-01-03", "2026-01-05"],
+        "users": 10,
+        "overrides": ["page.beam_width=1"],
+        "changed": {"page.beam_width": [3, 1]},
+        "comparison": rows,
+    }
+
+
 def test_comparison_rows_and_text() -> None:
     import pandas as pd
 
@@ -586,15 +599,7 @@ def test_comparison_rows_and_text() -> None:
     assert by["page.coverage"]["lift"] is None
     assert by["ab.ctr"]["champion"] == 0.02 and by["ab.ctr"]["users"] == 11
     assert by["engagement.click.raw.auc"]["difference"] == pytest.approx(0.07)
-    result = {
-        "name": "t",
-        "split_ds": "2026-01-03",
-        "test_window": ["2026-01-03", "2026-01-05"],
-        "users": 10,
-        "overrides": ["page.beam_width=1"],
-        "changed": {"page.beam_width": [3, 1]},
-        "comparison": rows,
-    }
+    result = _comparison_result(rows)
     text = format_comparison(result)
     assert "page.ndcg_2d" in text and "+10.0% [-5.0%, +30.0%]" in text
     md = markdown(result, rows)
@@ -627,15 +632,7 @@ def test_shared_heads_shown_once() -> None:
         "click": "purchase",
     }
     assert repeated_objectives(apart, metric_objective) == {"add_to_cart": "purchase"}
-    result = {
-        "name": "t",
-        "split_ds": "2026-01-03",
-        "test_window": ["2026-01-03", "2026-01-05"],
-        "users": 10,
-        "overrides": ["page.beam_width=1"],
-        "changed": {"page.beam_width": [3, 1]},
-        "comparison": shared,
-    }
+    result = _comparison_result(shared)
     text = format_comparison(result)
     assert "engagement.purchase.raw.auc" in text and "page.page_recall" in text
     assert "engagement.click." not in text and "engagement.add_to_cart." not in text
