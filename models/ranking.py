@@ -12,7 +12,8 @@
 
 `build_pages` then orders carousels for any w: φ = w·α + (1 − w)·γ, calibrated to the carousel's
 engagement probability q, slot assignment by beam search (or Thompson sampling for a share of
-users), page assembly with de-duplication, and epsilon-greedy exploration of new items; every
+users), page assembly with de-duplication, and epsilon-greedy exploration of new items (never in
+the rows that promise the user's own history, "Buy it again": `HISTORY_FAMILIES`); every
 placement carries its propensity. With `slot_order="value"` and calibrated item scores ("rerank"
 mode) the deterministic users' slots are instead filled greedily, each with the feasible carousel
 whose items not yet on the page have the largest total score (the most expected engagements), so
@@ -65,6 +66,10 @@ PAGE_COLUMNS: tuple[str, ...] = (
     "propensity",
 )
 DEFAULT_EXAM = 1.0 / np.log2(1.0 + np.arange(1, 21))  # slot examination when none is estimated
+# carousel families that promise items the user bought: exploration leaves them alone (a new item
+# the user never bought has no place in "Buy it again", and their cells are the page's most
+# valuable: each holds about a fifth of a repeat purchase on Instacart)
+HISTORY_FAMILIES = ("buy_again",)
 
 
 @dataclass(frozen=True)
@@ -843,7 +848,9 @@ def build_pages(
     item_prop = np.ones(items.shape)
     explored = np.zeros(items.shape, dtype=bool)
     if randomise and personal and params.explore_epsilon > 0:
-        movable = (placed >= 0) & ~cands.fixed_order[np.maximum(placed, 0)]
+        c = np.maximum(placed, 0)
+        history_row = np.isin(cands.family[c].astype(str), HISTORY_FAMILIES)
+        movable = (placed >= 0) & ~cands.fixed_order[c] & ~history_row
         items, item_prop, explored = explore_new_items(
             items,
             movable,

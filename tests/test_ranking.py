@@ -901,6 +901,25 @@ def test_exploration_shows_new_items_from_position_2_of_movable_carousels(w):
     pd.testing.assert_frame_equal(explored, again)
 
 
+def test_exploration_leaves_buy_it_again_alone():
+    # ε = 1: each movable position from 2 on would show a new item (before this rule, u1's
+    # "Buy it again" row here showed one)
+    params = replace(EXPLORE, slots=4, items_per_carousel=2)
+    scored = _score("fixed", _inputs(catalog=_catalog(is_new=NEW)), params)
+    organic = pages(scored, 0.0, params, ITEM_IDS)
+    explored = pages(scored, 0.0, params, ITEM_IDS, randomise=True, seed=3)
+    e = _page(explored, "u1")
+    assert "buy_again" in set(e["carousel_id"])  # u1 has a history row to protect
+    mine = explored["carousel_id"] == "buy_again"
+    pd.testing.assert_frame_equal(
+        organic[mine].reset_index(drop=True), explored[mine].reset_index(drop=True)
+    )
+    assert (explored.loc[mine, "propensity"] == 1.0).all()
+    assert (explored.loc[mine, "reason"] == "buy_again").all()
+    # the other movable rows still explore
+    assert (explored.loc[~mine, "reason"] == "explore").any()
+
+
 def test_thompson_sampling_logs_slot_propensities():
     params = replace(PARAMS, thompson_share=1.0, explore_epsilon=0.0, thompson_draws=64)
     scored = _score("fixed")
