@@ -164,7 +164,10 @@ PARAMS = {
     "page.explore_epsilon": Param(
         None,
         section=OVERRIDES,
-        description="ε: chance that an exploration position shows a new item",
+        description=(
+            "ε: chance that an exploration position (from page.explore_from, not in "
+            '"Buy it again") shows a new item'
+        ),
         **_number(0, 1),
     ),
     "page.item_lambda": Param(
