@@ -848,9 +848,8 @@ def build_pages(
     item_prop = np.ones(items.shape)
     explored = np.zeros(items.shape, dtype=bool)
     if randomise and personal and params.explore_epsilon > 0:
-        c = np.maximum(placed, 0)
-        history_row = np.isin(cands.family[c].astype(str), HISTORY_FAMILIES)
-        movable = (placed >= 0) & ~cands.fixed_order[c] & ~history_row
+        kept = cands.fixed_order | np.isin(cands.family.astype(str), HISTORY_FAMILIES)
+        movable = (placed >= 0) & ~kept[np.maximum(placed, 0)]
         items, item_prop, explored = explore_new_items(
             items,
             movable,
