@@ -71,7 +71,7 @@ def homepage_daily() -> None:
     def make(step: str):  # noqa: ANN202 - an Airflow task factory
         @task(task_id=step, outlets=[EXPORT_ASSET] if step == "publish" else [])
         def run(**context) -> dict:
-            from jobs.pipeline import run_step
+            from jobs.daily.pipeline import run_step
 
             p = context["params"]
             result = run_step(

@@ -208,7 +208,7 @@ PARAMS = {
 def homepage_experiment() -> None:
     @task(retries=0)  # a bad override is not transient
     def plan(**context) -> dict:
-        from jobs.experiment import overrides_from_params, plan
+        from jobs.experiments.experiment import overrides_from_params, plan
 
         p = context["params"]
         # the plan is parameters and paths (a few hundred bytes); data stays in the lakes
@@ -226,7 +226,7 @@ def homepage_experiment() -> None:
     def evaluation(side: str):  # noqa: ANN202 - an Airflow task factory
         @task(task_id=f"evaluate_{side}")
         def evaluate(the_plan: dict, **context) -> dict:
-            from jobs.experiment import evaluate_all
+            from jobs.experiments.experiment import evaluate_all
 
             return evaluate_all(the_plan, side, rerun=bool(context["params"]["rerun"]))
 
@@ -234,7 +234,7 @@ def homepage_experiment() -> None:
 
     @task
     def compare(the_plan: dict, champion: dict, experiment: dict) -> dict:
-        from jobs.experiment import compare_all
+        from jobs.experiments.experiment import compare_all
 
         res = compare_all(the_plan, champion, experiment)
         out = {"report_dir": res["report_dir"], **res["mlflow"]}

@@ -84,8 +84,8 @@ def homepage_refresh() -> None:
         def run(**context) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from jobs import refresh
-            from jobs.config import load_config
+            from jobs.core.config import load_config
+            from jobs.refresh import run as refresh
 
             p = context["params"]
             # the watermark grid is the schedule's unless the run's overrides say otherwise

@@ -6,7 +6,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.lake import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_EVENT_COLUMNS
+from jobs.core.lake import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_EVENT_COLUMNS
 
 _SPARK_TYPES: dict[str, T.DataType] = {
     "string": T.StringType(),

@@ -41,6 +41,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.events import require_columns
+from jobs.core.errors import FeatureError
 
 KINDS: tuple[str, ...] = ("slot", "position")
 COUNT_COLUMNS: tuple[str, ...] = ("carousel_id", "slot", "position", "impressions", "clicks")
@@ -56,7 +57,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
 _STRATA: dict[str, list[str]] = {"slot": ["carousel_id"], "position": ["carousel_id", "slot"]}
 
 
-class ExaminationFitError(RuntimeError):
+class ExaminationFitError(FeatureError):
     """The multiplicative model did not converge."""
 
 

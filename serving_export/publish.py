@@ -21,9 +21,9 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
-from jobs import io
-from jobs.lake import Lake, join, list_partitions, local_path, parse_ds
-from serving_export.writer import (
+from jobs.core import io
+from jobs.core.lake import Lake, join, list_partitions, local_path, parse_ds
+from serving_export.export.writer import (
     MANIFEST_FILE,
     ExportInvalid,
     fsync_path,
@@ -253,7 +253,7 @@ def _prune_remote(lake: Lake, current: str, keep_last: int) -> list[str]:
 
 # ---------------------------------------------------------------- intra-day deltas
 #
-# `exports/deltas/ds=<B>/wm=<stamp>/` are deltas over the daily export B (jobs.refresh);
+# `exports/deltas/ds=<B>/wm=<stamp>/` are deltas over the daily export B (jobs.refresh.run);
 # `exports/deltas/ds=<B>/CURRENT` names the served one, replaced atomically like CURRENT.
 
 

@@ -19,7 +19,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 if "PYTEST_AIRFLOW_HOME" not in os.environ:
     import tempfile
 
-    from jobs.airflow_run import airflow_env
+    from jobs.runner.airflow_runs import airflow_env
 
     os.environ["PYTEST_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="homepage-airflow-")
     os.environ.update(airflow_env(os.environ["PYTEST_AIRFLOW_HOME"]))
@@ -48,8 +48,8 @@ SHARED_DATA = Path(
 @pytest.fixture(scope="session")
 def spark():
     """The process's Spark session (local[2], UI off, 1 shuffle partition), made once."""
-    from jobs.config import SparkConfig
-    from jobs.spark import get_spark
+    from jobs.core.config import SparkConfig
+    from jobs.core.spark import get_spark
 
     session = get_spark(SparkConfig(master="local[2]", driver_memory="1g", shuffle_partitions=1))
     yield session
@@ -61,11 +61,11 @@ def story_lake(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> str:
     seed 5), ingested, with the feature store as of its default ds and as of that ds's label
     window start (what train needs), under SMALL_LAKE_OVERRIDES. Made once per session (its
     Spark jobs are most of those modules' set-up); each module works on its own `copy_lake`."""
-    from jobs import training_data as td
-    from jobs.config import load_config
-    from jobs.generate import generate_lake
-    from jobs.lake import Lake
-    from jobs.pipeline import default_ds, run_step
+    from jobs.core.config import load_config
+    from jobs.core.lake import Lake
+    from jobs.daily import training_data as td
+    from jobs.daily.pipeline import default_ds, run_step
+    from jobs.inputs.generate import generate_lake
 
     root = str(tmp_path_factory.mktemp("story") / "lake")
     # days=8, not 6: with days=6 (seed 5) none of the 13 held-out users of the 2-day label window
@@ -117,7 +117,7 @@ def events_table(
     the column types in `types` instead of the contract's."""
     import pyarrow as pa
 
-    from jobs.lake import EVENT_SCHEMA
+    from jobs.core.lake import EVENT_SCHEMA
 
     types = types or {}
     schema = pa.schema([(f.name, types.get(f.name, f.type)) for f in EVENT_SCHEMA])
@@ -132,7 +132,7 @@ def items_table(
     """Catalogue rows (item_id, title, category_id, price) as a contract-typed pyarrow table."""
     import pyarrow as pa
 
-    from jobs.lake import ITEM_SCHEMA
+    from jobs.core.lake import ITEM_SCHEMA
 
     n = len(rows)
     given = {c: [r[i] for r in rows] for i, c in enumerate(ITEM_COLUMNS)}
@@ -161,7 +161,7 @@ def write_lake(
     root: Any, rows: Sequence[Sequence[Any]], *, drop: Sequence[str] = (), items: Any = None
 ) -> Any:
     """A lake with a two-item catalogue (or `items`) and `rows` as raw partition `DAY`."""
-    from jobs.lake import Lake
+    from jobs.core.lake import Lake
 
     lake = Lake(str(root))
     write_parquet(items_table() if items is None else items, lake.items)

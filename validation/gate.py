@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from jobs.core.errors import GateError
+
 DATA_CHECKS = "training_data_checks"
 # Slack for float round-off, so a challenger exactly at the limit (0.74 vs 0.75 - 0.01) passes.
 _EPS = 1e-9
@@ -85,7 +87,7 @@ class GateDecision:
         }
 
 
-class GateRejected(RuntimeError):
+class GateRejected(GateError):
     """The gate rejected the challenger; the message lists every failed criterion."""
 
     def __init__(

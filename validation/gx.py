@@ -11,8 +11,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from jobs.core.errors import DataValidationError
 
-class ValidationFailed(RuntimeError):
+
+class ValidationFailed(DataValidationError):
     """A Great Expectations suite failed; the message lists every failed expectation."""
 
     def __init__(self, suite: str, failures: list[str]) -> None:

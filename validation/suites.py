@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.lake import EVENT_TYPES
+from jobs.core.lake import EVENT_TYPES
 
 
 def accepted_events(e: Any) -> list[Any]:

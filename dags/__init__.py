@@ -1,0 +1,1 @@
+"""Airflow DAG files: schedule, task wiring, params. Each task calls one jobs entry point."""

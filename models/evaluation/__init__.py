@@ -1,0 +1,1 @@
+"""How pages and models are judged: metrics, baselines, the recall frontier, held-out metrics, off-policy estimators, plots. Never imports models.ranking."""

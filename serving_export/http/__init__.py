@@ -1,0 +1,1 @@
+"""The lookup server: HTTP handling, routes, the preview page."""

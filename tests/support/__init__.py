@@ -1,0 +1,1 @@
+"""Helpers shared by test modules in several tiers (import as `support.<module>`)."""
