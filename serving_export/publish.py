@@ -13,16 +13,15 @@ which then runs the full `verify_export` (LMDB included) on the copy.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 from jobs.core import io
 from jobs.core.lake import Lake, join, list_partitions, local_path, parse_ds
+from jobs.core.locks import file_lock
 from serving_export.export.writer import (
     MANIFEST_FILE,
     ExportInvalid,
@@ -81,18 +80,6 @@ def default_cache_dir() -> str:
     )
 
 
-@contextlib.contextmanager
-def _flock(path: str) -> Iterator[None]:
-    import fcntl
-
-    with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def fetch_export(
     lake: Lake, ds: str, cache_dir: str | None = None, *, checksums: bool = True
 ) -> tuple[str, dict[str, Any]]:
@@ -118,7 +105,7 @@ def fetch_export(
     )
     os.makedirs(root, exist_ok=True)
     local = os.path.join(root, f"ds={ds}")
-    with _flock(os.path.join(root, f".lock-ds={ds}")):
+    with file_lock(os.path.join(root, f".lock-ds={ds}")):
         try:
             with open(os.path.join(local, MANIFEST_FILE), "rb") as f:
                 cached = f.read() == raw

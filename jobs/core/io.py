@@ -164,12 +164,24 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory (a directory's fsync makes renames inside it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_file(path: str, bufsize: int = 1 << 20) -> str:
+    """Hex sha256 of a local file, read in 1 MiB blocks (hashlib releases the GIL)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _exchange(a: str, b: str) -> bool:
@@ -262,7 +274,7 @@ def replace_dir(staging: str, final: str) -> None:
         os.rename(final, old)
         os.rename(staging, final)
         shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(parent)
+    fsync_path(parent)
     shutil.rmtree(wrapper, ignore_errors=True)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from jobs.core.config import Config
 from jobs.core.errors import RegistryError
 from jobs.core.lake import Lake, is_local
+from jobs.core.locks import file_lock
 
 
 class TrackingUnavailable(RegistryError):
@@ -36,15 +37,8 @@ def _first_use_lock(uri: str) -> Iterator[None]:
     if not db or db == ":memory:":
         yield
         return
-    import fcntl
-
-    os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
-    with open(os.path.abspath(db) + ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(os.path.abspath(db) + ".lock"):
+        yield
 
 
 def experiment(lake: Lake, cfg: Config, name: str | None = None) -> Any:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.core.errors import RegistryError
 from jobs.core.lake import Lake, local_path
+from jobs.core.locks import file_lock
 from jobs.core.tracking import TrackingUnavailable
 
 if TYPE_CHECKING:
@@ -404,16 +405,8 @@ def same_decision(lake: Lake, record: Mapping[str, Any]) -> bool:
 @contextlib.contextmanager
 def _locked(lake: Lake) -> Iterator[None]:
     """Serialise read-decide-append sequences on the log (advisory flock, local disk)."""
-    import fcntl
-
-    path = log_path(lake) + ".lock"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    with file_lock(log_path(lake) + ".lock"):
+        yield
 
 
 def apply_decision(

@@ -45,6 +45,7 @@ import pandas as pd
 from jobs.core import io
 from jobs.core.config import Config
 from jobs.core.lake import Lake, join, local_path, parse_ds, shift_ds
+from jobs.core.locks import file_lock
 
 if TYPE_CHECKING:
     from models.evaluation.page_eval import PageEvaluation
@@ -150,20 +151,12 @@ def evaluation_lake(lake: Lake, work_dir: str, *, say: Callable[[str], None] = l
 def locked(path: str, *, shared: bool = False, say: Callable[[str], None] = log.info) -> Iterator:
     """An advisory lock on `<path>.lock` (exclusive to write an evaluation lake, shared to
     read it), so two runs (CLI, DAG, experiments) never write one evaluation lake at once."""
-    import fcntl
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "a+") as f:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        try:
-            fcntl.flock(f, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for another run using {path} ...")
-            fcntl.flock(f, mode)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(
+        path + ".lock",
+        shared=shared,
+        waiting=lambda _: say(f"waiting for another run using {path} ..."),
+    ):
+        yield
 
 
 def window_end(lake: Lake, split_ds: str, test_days: int) -> str:

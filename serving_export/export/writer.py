@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -57,6 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.core.errors import ExportError
+from jobs.core.io import fsync_path, sha256_file
 from jobs.core.lake import DEFAULT_PAGE_KEY, parse_ds
 
 log = logging.getLogger(__name__)
@@ -311,29 +311,11 @@ def _check_sorted_unique(t: pa.Table) -> None:
 # ---------------------------------------------------------------- files
 
 
-def sha256_file(path: str, bufsize: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (hashlib releases the GIL)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(bufsize):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_entries(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
     """{name: {bytes, sha256}}, the files hashed in parallel (hashlib releases the GIL)."""
     with ThreadPoolExecutor(len(paths) or 1) as pool:
         sums = dict(zip(paths, pool.map(sha256_file, paths.values()), strict=True))
     return {name: {"bytes": os.path.getsize(p), "sha256": sums[name]} for name, p in paths.items()}
-
-
-def fsync_path(path: str) -> None:
-    """fsync a file or a directory (a directory's fsync makes renames inside it durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _put_sorted(env: lmdb.Environment, db: Any, kv: list[tuple[bytes, Any]]) -> None:

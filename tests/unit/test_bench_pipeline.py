@@ -76,7 +76,11 @@ def test_the_set_up_fits_and_caches_the_factorisations_as_of_the_cutoff(tmp_path
         frame = pd.DataFrame({"user_id": users, key: [f"x{k % 7}" for k in range(40)], "eta": 1.0})
         frame.drop_duplicates(["user_id", key]).to_parquet(lake.feature(table, ds) + "/p.parquet")
     cmd = _mf_cmd(lake.root, ds, ["mf.iterations=2", "mf.factors=3"], None)
-    subprocess.run(cmd, check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    subprocess.run(
+        cmd,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
     cached = sorted(os.listdir(tmp_path / "warehouse" / "mf_cache" / f"ds={ds}"))
     assert [c.split("-")[0] for c in cached] == ["category", "item"]
 
