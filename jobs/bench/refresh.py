@@ -104,7 +104,7 @@ def arrival_events(
     import pyarrow.dataset as pads
 
     from jobs.daily.page_state import STATE_DIR, StateReader
-    from jobs.inputs.generate import GENERATED_EVENT_SCHEMA
+    from jobs.inputs.eventlog import GENERATED_EVENT_SCHEMA
 
     state = StateReader(os.path.join(lake.warehouse, "pages", f"ds={base}", STATE_DIR))
     rng = np.random.default_rng(seed)

@@ -51,7 +51,8 @@ def refresh_ab(
         split_arms,
         to_table,
     )
-    from jobs.inputs.generate import EVENT_CODE, load_truth
+    from jobs.inputs.eventlog import EVENT_CODE
+    from jobs.inputs.generate import load_truth
     from jobs.refresh import run as refresh
     from serving_export.publish import current_ds
 

@@ -19,7 +19,8 @@ from jobs.core.lake import (
     Lake,
     list_partitions,
 )
-from jobs.inputs.generate import GENERATED_EVENT_SCHEMA, generate_lake, load_truth
+from jobs.inputs.eventlog import GENERATED_EVENT_SCHEMA
+from jobs.inputs.generate import generate_lake, load_truth
 
 SMALL = {"users": 500, "items": 200, "days": 7, "seed": 11, "random_share": 0.3}
 START = pd.Timestamp("2026-01-01", tz="UTC")

@@ -13,7 +13,8 @@ import pytest
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake, list_partitions
 from jobs.experiments.simulate import ab_test, simulate_day, simulate_visits, split_arms
-from jobs.inputs.generate import GENERATED_EVENT_SCHEMA, generate_lake, load_truth
+from jobs.inputs.eventlog import GENERATED_EVENT_SCHEMA
+from jobs.inputs.generate import generate_lake, load_truth
 from jobs.inputs.truth import DEVICES, GroundTruth
 
 SMALL = {"users": 400, "items": 200, "days": 3, "seed": 11}
