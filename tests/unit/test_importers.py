@@ -25,7 +25,8 @@ from jobs.core.lake import (
     Lake,
     list_partitions,
 )
-from jobs.inputs.importers import INSTACART_ANCHOR, import_dataset
+from jobs.inputs.importers import import_dataset
+from jobs.inputs.instacart import INSTACART_ANCHOR
 
 SHARED_DATA = Path(
     os.environ.get("HOMEPAGE_SHARED_DATA")
