@@ -16,7 +16,7 @@ export GX_ANALYTICS_ENABLED := false
 export AIRFLOW_HOME := $(CURDIR)/$(VAR)/airflow
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run pipeline demo-lake serve test test-slow lint bench lock clean
+.PHONY: venv run pipeline demo-lake serve test test-unit test-spark test-dags test-e2e test-slow lint bench lock clean
 
 # uv from PATH if present, else from a private bootstrap venv (a clean machine has only python)
 UV := $(shell command -v uv 2>/dev/null)
@@ -56,11 +56,23 @@ TEST_WORKERS ?= 2
 test: venv ## the test suite (what CI runs): TEST_WORKERS pytest processes, one test module each at a time
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
+test-unit: venv ## one tier alone: pure numpy/pandas tests and the architecture checks (about a minute)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/unit
+
+test-spark: venv ## one tier alone: the Spark feature, ingest and trainer tests (one local[2] session per process)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/spark
+
+test-dags: venv ## one tier alone: DAG integrity and the Airflow backfill tests
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/dags
+
+test-e2e: venv ## one tier alone: whole runs on generated lakes (pipeline, gate, refresh, experiments, faults)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/e2e
+
 test-slow: venv ## the slow tests, not in make test: the 7-day Airflow backfill against seven single runs (~25 min)
 	$(BIN)/pytest -q -m slow
 
-lint: venv
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: venv ## ruff and the import-linter contracts (make test runs the contracts too)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 BENCH_USERS ?= 10000 100000 1000000
 BENCH_REFRESH_USERS ?= 1000000
