@@ -20,15 +20,11 @@ import shutil
 from typing import Any
 
 from jobs.core import io
+from jobs.core.io import fsync_path
 from jobs.core.lake import Lake, join, list_partitions, local_path, parse_ds
 from jobs.core.locks import file_lock
-from serving_export.export.writer import (
-    MANIFEST_FILE,
-    ExportInvalid,
-    fsync_path,
-    parse_manifest,
-    verify_export,
-)
+from serving_export.export.format import MANIFEST_FILE
+from serving_export.export.verify import ExportInvalid, parse_manifest, verify_export
 
 log = logging.getLogger(__name__)
 

@@ -206,7 +206,7 @@ def export_user_ids(lake: Lake) -> tuple[str, list[str], dict[str, Any]]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from serving_export.export.writer import MANIFEST_FILE, PARQUET_FILE
+    from serving_export.export.format import MANIFEST_FILE, PARQUET_FILE
     from serving_export.publish import current_ds
 
     ds = current_ds(lake)
@@ -779,7 +779,7 @@ def bench_serve(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Load-test the lookup server (a subprocess with `workers` workers) on loopback; see module doc."""
-    from serving_export.export.writer import LMDB_FILE
+    from serving_export.export.format import LMDB_FILE
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")

@@ -44,7 +44,8 @@ import orjson
 from jobs.core import io
 from jobs.core.errors import ServingError
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake, local_path
-from serving_export.export.writer import ITEMS_DB, PAGES_DB, open_lmdb_readonly, verify_export
+from serving_export.export.format import ITEMS_DB, PAGES_DB
+from serving_export.export.verify import open_lmdb_readonly, verify_export
 from serving_export.publish import current_delta, current_ds, deltas_dir, fetch_export
 
 log = logging.getLogger(__name__)
