@@ -20,15 +20,11 @@ import shutil
 from typing import Any
 
 from jobs.core import io
+from jobs.core.io import fsync_path
 from jobs.core.lake import Lake, join, list_partitions, local_path, parse_ds
 from jobs.core.locks import file_lock
-from serving_export.export.writer import (
-    MANIFEST_FILE,
-    ExportInvalid,
-    fsync_path,
-    parse_manifest,
-    verify_export,
-)
+from serving_export.export.format import MANIFEST_FILE
+from serving_export.export.verify import ExportInvalid, parse_manifest, verify_export
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +135,13 @@ def fetch_export(
 def _prune_cache(root: str, keep: set[str]) -> None:
     """Delete cached exports beyond the newest CACHED_EXPORTS (never one in `keep`, nor one
     another process holds the lock of)."""
-    import fcntl
-
     days = sorted(d for d in list_partitions(root) if d not in keep)
     for ds in days[: max(0, len(days) - (CACHED_EXPORTS - len(keep)))]:
-        with open(os.path.join(root, f".lock-ds={ds}"), "a") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # being fetched right now
-            try:
+        try:
+            with file_lock(os.path.join(root, f".lock-ds={ds}"), blocking=False):
                 shutil.rmtree(os.path.join(root, f"ds={ds}"), ignore_errors=True)
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        except BlockingIOError:
+            continue  # being fetched right now
 
 
 def _read_current(path: str) -> str | None:

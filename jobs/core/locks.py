@@ -15,18 +15,25 @@ from collections.abc import Callable, Iterator
 
 @contextlib.contextmanager
 def file_lock(
-    path: str, *, shared: bool = False, waiting: Callable[[str], None] | None = None
+    path: str,
+    *,
+    shared: bool = False,
+    blocking: bool = True,
+    waiting: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
     """Hold an advisory lock on the file `path` (created if missing) for the `with` block.
 
     `shared` takes a read lock (many holders) instead of the exclusive one. With `waiting`, a
     lock held by someone else is first tried without blocking, and `waiting(path)` is called
-    once before blocking on it, so a caller can say why it waits.
+    once before blocking on it, so a caller can say why it waits. With `blocking=False`, a lock
+    held by someone else raises BlockingIOError at once instead.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with open(path, "a") as f:
-        if waiting is None:
+        if not blocking:
+            fcntl.flock(f.fileno(), mode | fcntl.LOCK_NB)
+        elif waiting is None:
             fcntl.flock(f.fileno(), mode)
         else:
             try:

@@ -26,7 +26,8 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     (`validation.export.page_summary`), and the suite runs on the summary of every page before
     the export is swapped in. A failed check leaves the previous `ds=<ds>` as it was.
     """
-    from serving_export.export.writer import verify_export, write_export_file
+    from serving_export.export.verify import verify_export
+    from serving_export.export.writer import write_export_file
     from validation.export import check_summary, page_summary
 
     pages_uri = join(lake.warehouse, "pages", f"ds={ds}")
@@ -103,7 +104,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         )
         verify_export(staging)
     if scratch:
-        from serving_export.export.writer import MANIFEST_FILE
+        from serving_export.export.format import MANIFEST_FILE
 
         io.upload_dir(final, lake.export(ds), last=MANIFEST_FILE)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -38,7 +38,8 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     """Rebuild the changed pages and write the delta export (step 3)."""
     from jobs.daily.page_state import STATE_DIR, StateReader
     from models.ranking.pages import PageParams, build_pages, scored_from_state
-    from serving_export.export.writer import pages_table, write_export
+    from serving_export.export.page_rows import pages_table
+    from serving_export.export.writer import write_export
     from validation.export import check_summary, page_summary
 
     t0 = time.perf_counter()
@@ -255,7 +256,7 @@ def _previous_delta(lake: Lake, win: Window) -> pd.DataFrame | None:
     """The previous window's delta pages (what was served before this window), or None."""
     if win.prev is None:
         return None
-    from serving_export.export.writer import PARQUET_FILE
+    from serving_export.export.format import PARQUET_FILE
 
     path = os.path.join(local_path(delta_dir(lake, win.base, win.prev)), PARQUET_FILE)
     if not os.path.exists(path):
@@ -274,7 +275,7 @@ def _pages_with(lake: Lake, base: str, prev_delta: pd.DataFrame | None, gone: se
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    from serving_export.export.writer import PARQUET_FILE
+    from serving_export.export.format import PARQUET_FILE
 
     daily = pads.dataset(os.path.join(local_path(lake.export(base)), PARQUET_FILE))
     hit = daily.to_table(columns=["user_id"], filter=pc.field("item_id").isin(sorted(gone)))
@@ -293,7 +294,7 @@ def _served_rows(
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    from serving_export.export.writer import PARQUET_FILE
+    from serving_export.export.format import PARQUET_FILE
 
     if not keys:
         return pd.DataFrame()

@@ -95,7 +95,7 @@ log = logging.getLogger(__name__)
 
 def publish(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     """Verify the window's delta and make it the served one (unless the day moved on)."""
-    from serving_export.export.writer import verify_export
+    from serving_export.export.verify import verify_export
     from serving_export.publish import current_ds, point_delta, prune_deltas
 
     win = find_window(lake, wm)

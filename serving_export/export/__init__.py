@@ -1,1 +1,2 @@
-"""The export format: pages.parquet, the LMDB key-value file, MANIFEST.json, and their verification."""
+"""The export: format (file names, LMDB layout, page JSON), page_rows (checks, key order, chunks),
+writer (pages.parquet + pages.lmdb + MANIFEST.json), verify (readers and verification)."""

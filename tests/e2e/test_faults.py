@@ -190,7 +190,8 @@ def _assert_bundles_equal(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 
 def _export_snapshot(export_dir: str) -> dict[str, Any]:
-    from serving_export.export.writer import PARQUET_FILE, open_lmdb_readonly, verify_export
+    from serving_export.export.format import PARQUET_FILE
+    from serving_export.export.verify import open_lmdb_readonly, verify_export
 
     manifest = verify_export(export_dir)
     env = open_lmdb_readonly(export_dir)
@@ -266,7 +267,8 @@ def _assert_previous_export_served(fx: SimpleNamespace) -> None:
     """CURRENT still names the previous export; the running server sends its exact pages, and
     its files still match their manifest (what a restarted server verifies before loading;
     the LMDB itself cannot be opened twice in this process while the server holds it)."""
-    from serving_export.export.writer import MANIFEST_FILE, sha256_file
+    from jobs.core.io import sha256_file
+    from serving_export.export.format import MANIFEST_FILE
     from serving_export.publish import current_ds
 
     assert current_ds(fx.lake) == fx.prev_ds
@@ -438,7 +440,8 @@ def test_killed_train_keeps_the_serving_bundle_and_retry_reproduces_it(fx):
 def test_killed_export_keeps_current_and_retry_writes_the_same_export(fx):
     from jobs.core.lake import list_partitions
     from jobs.daily.pipeline import run_step
-    from serving_export.export.writer import LMDB_FILE, MANIFEST_FILE, ExportInvalid, verify_export
+    from serving_export.export.format import LMDB_FILE, MANIFEST_FILE
+    from serving_export.export.verify import ExportInvalid, verify_export
 
     exports = fx.lake.exports
     final = fx.lake.export(fx.ds)

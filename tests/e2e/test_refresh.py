@@ -36,7 +36,7 @@ def at(day: str, hour: int, minute: int = 0) -> dt.datetime:
 
 
 def checksums(lake: Lake, base: str, wm: dt.datetime) -> dict[str, str]:
-    from serving_export.export.writer import MANIFEST_FILE
+    from serving_export.export.format import MANIFEST_FILE
 
     mf = pd.read_json(os.path.join(refresh.delta_dir(lake, base, wm), MANIFEST_FILE), typ="series")
     return {name: meta["sha256"] for name, meta in mf["files"].items()}
@@ -368,7 +368,7 @@ def test_refreshed_pages_equal_a_full_recompute_at_the_watermark(scenario):
 
 
 def test_delta_pages_carry_refreshed_at_and_the_priors_count_each_trial_once(scenario):
-    from serving_export.export.writer import open_lmdb_readonly
+    from serving_export.export.verify import open_lmdb_readonly
 
     lake, base, (_, _, w3) = scenario["lake"], scenario["base"], scenario["windows"]
     env = open_lmdb_readonly(refresh.delta_dir(lake, base, w3))

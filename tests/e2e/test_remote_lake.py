@@ -173,7 +173,7 @@ def test_publish_and_hot_swap_of_a_remote_lake(s3: str, tmp_path) -> None:
 
     from jobs.core import io
     from jobs.core.lake import Lake
-    from serving_export.export.writer import MANIFEST_FILE
+    from serving_export.export.format import MANIFEST_FILE
     from serving_export.publish import current_ds, publish
 
     local, remote = Lake(str(tmp_path / "lake")), Lake(f"s3a://{BUCKET}/swap/lake")
@@ -346,7 +346,7 @@ def test_corrupt_or_incomplete_remote_export_is_refused_by_publish_and_server(
     from jobs.core import io
     from jobs.core.lake import join
     from jobs.daily.pipeline import run_step
-    from serving_export.export.writer import ExportInvalid
+    from serving_export.export.verify import ExportInvalid
 
     lake, ds = runs.remote, runs.ds
     export = lake.export(ds)

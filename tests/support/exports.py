@@ -11,13 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
-from serving_export.export.writer import (
-    LMDB_FILE,
-    MANIFEST_FILE,
-    PARQUET_FILE,
-    open_lmdb_readonly,
-    write_export,
-)
+from serving_export.export.format import LMDB_FILE, MANIFEST_FILE, PARQUET_FILE
+from serving_export.export.verify import open_lmdb_readonly
+from serving_export.export.writer import write_export
 
 DS = "2024-03-01"
 

@@ -10,7 +10,8 @@ import orjson
 import pandas as pd
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
-from serving_export.export.writer import open_lmdb_readonly, write_export
+from serving_export.export.verify import open_lmdb_readonly
+from serving_export.export.writer import write_export
 
 DS1, DS2, DS3 = "2024-05-01", "2024-05-02", "2024-05-03"
 USERS = ["u1", "u2", "a.b@c:d-e_f"]

@@ -6,9 +6,11 @@ import os
 
 import orjson
 
-from jobs.bench.serve import bench_serve, format_report, synthetic_export
+from jobs.bench.serve import bench_serve, format_report
+from jobs.bench.synthetic_export import synthetic_export
 from jobs.core.lake import Lake
-from serving_export.export.writer import LMDB_FILE, open_lmdb_readonly
+from serving_export.export.format import LMDB_FILE
+from serving_export.export.verify import open_lmdb_readonly
 from serving_export.publish import current_ds
 
 

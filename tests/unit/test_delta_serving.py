@@ -11,13 +11,9 @@ import pytest
 from support.servers import DS1, DS2, USERS, get, pages_for, wait_for, write
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
-from serving_export.export.writer import (
-    LMDB_FILE,
-    ExportInvalid,
-    open_lmdb_readonly,
-    verify_export,
-    write_export,
-)
+from serving_export.export.format import LMDB_FILE
+from serving_export.export.verify import ExportInvalid, open_lmdb_readonly, verify_export
+from serving_export.export.writer import write_export
 from serving_export.http.server import start_in_thread
 from serving_export.publish import current_delta, point_delta, prune_deltas, publish
 

@@ -24,15 +24,9 @@ from support.exports import (
 from jobs.core.config import Config, ExportConfig, PageConfig
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
 from jobs.daily import export as export_job
-from serving_export.export.writer import (
-    LMDB_FILE,
-    MANIFEST_FILE,
-    PARQUET_FILE,
-    ExportInvalid,
-    verify_export,
-    write_export,
-    write_export_file,
-)
+from serving_export.export.format import LMDB_FILE, MANIFEST_FILE, PARQUET_FILE
+from serving_export.export.verify import ExportInvalid, verify_export
+from serving_export.export.writer import write_export, write_export_file
 from serving_export.publish import current_ds, publish
 from validation.gx import ValidationFailed
 

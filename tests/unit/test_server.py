@@ -15,7 +15,7 @@ from support.exports import CORRUPTIONS
 from support.servers import DS1, DS2, DS3, get, served_ds, wait_for, write
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
-from serving_export.export.writer import LMDB_FILE
+from serving_export.export.format import LMDB_FILE
 from serving_export.http.server import start_in_thread
 from serving_export.publish import publish
 
