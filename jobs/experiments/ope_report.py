@@ -15,8 +15,8 @@ def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            c.ljust(width) if i == 0 else c.rjust(width)
+            for i, (c, width) in enumerate(zip(r, widths, strict=True))
         )
         for r in rows
     ]

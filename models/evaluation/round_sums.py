@@ -29,7 +29,7 @@ def float_array(name: str, values: object, n: int | None = None) -> np.ndarray:
 
 
 def importance_weights(target_probability: object, logging_propensity: object) -> np.ndarray:
-    """w = π_e(a|x) / π_0(a|x) per logged action; validates both probabilities.
+    """iw = π_e(a|x) / π_0(a|x) per logged action (importance weights); validates both probabilities.
 
     Raises ValueError when the arrays differ in length or are empty, when a logging propensity
     is outside (0, 1] (negative, zero: no support, or above 1) or a target probability outside
