@@ -78,6 +78,59 @@ def _floats(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.fill_null(arr, np.nan).to_numpy(zero_copy_only=False)
 
 
+class _SortedPages:
+    """A page table's rows sorted by (page key, slot, rank), with per-page bookkeeping."""
+
+    def __init__(self, t: pa.Table) -> None:
+        self.table = t
+        self.n = n = t.num_rows
+        ucode, uvals = _codes(t["user_id"])
+        slot, rank = _floats(t["slot"]), _floats(t["item_rank"])
+        order = np.lexsort((rank, slot, ucode))  # NaN sorts last
+        self.slot, self.rank = slot[order], rank[order]
+        ucode = ucode[order]
+        self.idx = pa.array(order)
+        self.page_start = np.ones(n, dtype=bool)
+        self.page_start[1:] = ucode[1:] != ucode[:-1]
+        self.pid = np.cumsum(self.page_start) - 1
+        self.first_rows = np.flatnonzero(self.page_start)
+        self.n_pages = len(self.first_rows)
+        page_codes = ucode[self.first_rows]
+        self.keys = np.full(self.n_pages, None, dtype=object)
+        known = page_codes >= 0
+        self.keys[known] = np.asarray(
+            uvals.take(pa.array(page_codes[known])).to_pylist(), dtype=object
+        )
+        # rows in the same page and slot as the row before them
+        self.same_slot = np.zeros(n, dtype=bool)
+        self.same_slot[1:] = ~self.page_start[1:] & (self.slot[1:] == self.slot[:-1])
+
+    def sorted_col(self, name: str) -> pa.Array:
+        t = self.table
+        col = t[name].combine_chunks() if isinstance(t[name], pa.ChunkedArray) else t[name]
+        return col.take(self.idx)
+
+    def example(self, mask: np.ndarray, value: Callable[[np.ndarray], list[Any]]) -> np.ndarray:
+        """Per page: `value` of its first row where `mask`, else None."""
+        col = np.full(self.n_pages, None, dtype=object)
+        rows = np.flatnonzero(mask)
+        if rows.size:
+            pages, first = np.unique(self.pid[rows], return_index=True)
+            col[pages] = value(rows[first])
+        return col
+
+    def page_key(self, rows: np.ndarray) -> list[Any]:
+        return self.keys[self.pid[rows]].tolist()
+
+
+def _text(codes: np.ndarray, values: pa.Array) -> Callable[[np.ndarray], list[Any]]:
+    return lambda rows: values.take(pa.array(codes[rows])).to_pylist()
+
+
+def _as_int(values: np.ndarray) -> Callable[[np.ndarray], list[Any]]:
+    return lambda rows: [int(x) for x in values[rows]]
+
+
 def page_summary(
     t: pa.Table,
     *,
@@ -96,90 +149,70 @@ def page_summary(
     absent = [c for c in REQUIRED_COLUMNS if c not in t.column_names]
     if absent:
         raise ValidationFailed(SUITE, [f"pages is missing column(s): {', '.join(absent)}"])
-    n = t.num_rows
-    ucode, uvals = _codes(t["user_id"])
-    slot, rank = _floats(t["slot"]), _floats(t["item_rank"])
-    order = np.lexsort((rank, slot, ucode))  # NaN sorts last
-    ucode, slot, rank = ucode[order], slot[order], rank[order]
-    idx = pa.array(order)
-
-    def sorted_col(name: str) -> pa.Array:
-        col = t[name].combine_chunks() if isinstance(t[name], pa.ChunkedArray) else t[name]
-        return col.take(idx)
-
-    page_start = np.ones(n, dtype=bool)
-    page_start[1:] = ucode[1:] != ucode[:-1]
-    pid = np.cumsum(page_start) - 1
-    first_rows = np.flatnonzero(page_start)
-    n_pages = len(first_rows)
-    page_codes = ucode[first_rows]
-    keys = np.full(n_pages, None, dtype=object)
-    known = page_codes >= 0
-    keys[known] = np.asarray(uvals.take(pa.array(page_codes[known])).to_pylist(), dtype=object)
-    out: dict[str, Any] = {"user_id": keys, "rows": np.bincount(pid, minlength=n_pages)}
-
-    def example(mask: np.ndarray, value: Callable[[np.ndarray], list[Any]]) -> np.ndarray:
-        """Per page: `value` of its first row where `mask`, else None."""
-        col = np.full(n_pages, None, dtype=object)
-        rows = np.flatnonzero(mask)
-        if rows.size:
-            pages, first = np.unique(pid[rows], return_index=True)
-            col[pages] = value(rows[first])
-        return col
-
-    def page_key(rows: np.ndarray) -> list[Any]:
-        return keys[pid[rows]].tolist()
-
-    def text(codes: np.ndarray, values: pa.Array) -> Callable[[np.ndarray], list[Any]]:
-        return lambda rows: values.take(pa.array(codes[rows])).to_pylist()
-
+    pg = _SortedPages(t)
+    out: dict[str, Any] = {"user_id": pg.keys, "rows": np.bincount(pg.pid, minlength=pg.n_pages)}
     for c in NOT_NULL_COLUMNS[1:]:
-        nulls = sorted_col(c).is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
-        out[f"_null_{c}"] = example(nulls, page_key)
-    as_int = lambda v: lambda rows: [int(x) for x in v[rows]]  # noqa: E731 - tiny closure
-    out["_slot_out_of_range"] = example(
-        ~np.isnan(slot) & ((slot < 1) | (slot > slots)), as_int(slot)
+        nulls = pg.sorted_col(c).is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
+        out[f"_null_{c}"] = pg.example(nulls, pg.page_key)
+    slot, rank = pg.slot, pg.rank
+    out["_slot_out_of_range"] = pg.example(
+        ~np.isnan(slot) & ((slot < 1) | (slot > slots)), _as_int(slot)
     )
-    out["_item_rank_out_of_range"] = example(
-        ~np.isnan(rank) & ((rank < 1) | (rank > per_carousel)), as_int(rank)
+    out["_item_rank_out_of_range"] = pg.example(
+        ~np.isnan(rank) & ((rank < 1) | (rank > per_carousel)), _as_int(rank)
     )
-    prop = _floats(sorted_col("propensity"))
-    out["_propensity_not_in_0_1"] = example(
+    prop = _floats(pg.sorted_col("propensity"))
+    out["_propensity_not_in_0_1"] = pg.example(
         ~np.isnan(prop) & ~((prop > 0) & (prop <= 1)), lambda rows: prop[rows].tolist()
     )
-    icode, ivals = _codes(sorted_col("item_id"))
-    finite = np.isfinite(_floats(sorted_col("carousel_score"))) & np.isfinite(
-        _floats(sorted_col("item_score"))
+    icode, ivals = _codes(pg.sorted_col("item_id"))
+    finite = np.isfinite(_floats(pg.sorted_col("carousel_score"))) & np.isfinite(
+        _floats(pg.sorted_col("item_score"))
     )
-    out["_score_not_finite"] = example(~finite, text(icode, ivals))
+    out["_score_not_finite"] = pg.example(~finite, _text(icode, ivals))
+    out.update(_duplicate_rules(pg, icode, ivals))
+    out.update(_slot_rules(pg))
+    if in_stock_items is not None:
+        stock = pa.array(_ids(in_stock_items).astype(str).tolist(), pa.string())
+        ok = pc.is_in(ivals, value_set=stock).to_numpy(zero_copy_only=False)
+        gone = (icode >= 0) & ~ok[np.maximum(icode, 0)]
+        out[STOCK_RULE] = pg.example(gone, _text(icode, ivals))
+    return pd.DataFrame(out)
 
-    # an item twice on a page
-    pair = pid * (len(ivals) + 1) + icode
+
+def _duplicate_rules(pg: _SortedPages, icode: np.ndarray, ivals: pa.Array) -> dict[str, np.ndarray]:
+    """`_duplicate_item` (an item twice on a page) and `_duplicate_slot_and_rank`."""
+    n, slot, rank = pg.n, pg.slot, pg.rank
+    pair = pg.pid * (len(ivals) + 1) + icode
     by_pair = np.argsort(pair, kind="stable")
     sp = pair[by_pair]
     twin = np.zeros(n, dtype=bool)
     if n > 1:
         same = (sp[1:] == sp[:-1]) & (icode[by_pair][1:] >= 0)
         twin[by_pair[1:][same]] = True
-    out["_duplicate_item"] = example(twin, text(icode, ivals))
+    out = {"_duplicate_item": pg.example(twin, _text(icode, ivals))}
 
     # rows sorted by (page, slot, rank): neighbours that share all three
-    same_slot = np.zeros(n, dtype=bool)
-    same_slot[1:] = ~page_start[1:] & (slot[1:] == slot[:-1])
     twin_rank = np.zeros(n, dtype=bool)
-    twin_rank[1:] = same_slot[1:] & (rank[1:] == rank[:-1])
-    out["_duplicate_slot_and_rank"] = example(
+    twin_rank[1:] = pg.same_slot[1:] & (rank[1:] == rank[:-1])
+    out["_duplicate_slot_and_rank"] = pg.example(
         twin_rank, lambda rows: [f"slot {int(slot[r])} rank {int(rank[r])}" for r in rows]
     )
+    return out
 
+
+def _slot_rules(pg: _SortedPages) -> dict[str, np.ndarray]:
+    """`_multi_carousel_slot`, `_adjacent_family`, `slots` and `_slots_not_1_to_n`."""
+    n, slot, pid = pg.n, pg.slot, pg.pid
+    out = {}
     # one carousel per slot: each row against its slot's first row
-    slot_start = ~same_slot
+    slot_start = ~pg.same_slot
     group_first = np.maximum.accumulate(np.where(slot_start, np.arange(n), 0))
-    ccode, _ = _codes(sorted_col("carousel_id"))
-    out["_multi_carousel_slot"] = example(ccode != ccode[group_first], as_int(slot))
+    ccode, _ = _codes(pg.sorted_col("carousel_id"))
+    out["_multi_carousel_slot"] = pg.example(ccode != ccode[group_first], _as_int(slot))
 
     # neighbouring slots n, n+1 of one page with the same family
-    fcode, fvals = _codes(sorted_col("family"))
+    fcode, fvals = _codes(pg.sorted_col("family"))
     starts = np.flatnonzero(slot_start)
     adjacent = np.zeros(n, dtype=bool)
     if len(starts) > 1:
@@ -190,21 +223,15 @@ def page_summary(
             & (fcode[cur] == fcode[prev])
             & (fcode[cur] >= 0)
         )
-    out["_adjacent_family"] = example(adjacent, text(fcode, fvals))
+    out["_adjacent_family"] = pg.example(adjacent, _text(fcode, fvals))
 
     # slots exactly 1..n: the largest slot (the page's last row) equals the number of slots
-    n_slots = np.bincount(pid[starts], minlength=n_pages)
-    last_rows = np.append(first_rows[1:], n) - 1
+    n_slots = np.bincount(pid[starts], minlength=pg.n_pages)
+    last_rows = np.append(pg.first_rows[1:], n) - 1
     bad_slots = ~(slot[last_rows] == n_slots)  # NaN slots count as bad
     out["slots"] = n_slots
-    out["_slots_not_1_to_n"] = np.where(bad_slots, keys, None)
-
-    if in_stock_items is not None:
-        stock = pa.array(_ids(in_stock_items).astype(str).tolist(), pa.string())
-        ok = pc.is_in(ivals, value_set=stock).to_numpy(zero_copy_only=False)
-        gone = (icode >= 0) & ~ok[np.maximum(icode, 0)]
-        out[STOCK_RULE] = example(gone, text(icode, ivals))
-    return pd.DataFrame(out)
+    out["_slots_not_1_to_n"] = np.where(bad_slots, pg.keys, None)
+    return out
 
 
 def _page_stats_problems(page_stats: pd.DataFrame, page_keys: np.ndarray) -> list[str]:
@@ -276,26 +303,3 @@ def check_summary(
 
     result = run_suite(SUITE, df, build, engine="pandas")
     return {**result, "pages": len(summary), "rows": int(summary["rows"].sum())}
-
-
-def validate_pages(
-    pages: pd.DataFrame,
-    known_users: Iterable[Any] | np.ndarray,
-    *,
-    slots: int,
-    per_carousel: int,
-    in_stock_items: Iterable[Any] | np.ndarray | None = None,
-    page_stats: pd.DataFrame | None = None,
-) -> dict[str, Any]:
-    """`page_summary` + `check_summary` for a page table in memory (see both).
-
-    `in_stock_items` (ids of the items in stock; None skips the rule) bounds what may be shown.
-    """
-    absent = [c for c in REQUIRED_COLUMNS if c not in pages.columns]
-    if absent:
-        raise ValidationFailed(SUITE, [f"pages is missing column(s): {', '.join(absent)}"])
-    table = pa.Table.from_pandas(pages[list(REQUIRED_COLUMNS)], preserve_index=False)
-    summary = page_summary(
-        table, slots=slots, per_carousel=per_carousel, in_stock_items=in_stock_items
-    )
-    return check_summary(summary, known_users, slots=slots, page_stats=page_stats)

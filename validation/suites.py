@@ -128,11 +128,13 @@ def carousel_priors(e: Any) -> list[Any]:
 
 def user_aggregates(e: Any) -> list[Any]:
     counts = [
-        f"{k}_{w}d"
-        for w in (7, 30)
+        f"{k}_{days}d"
+        for days in (7, 30)
         for k in ("impressions", "views", "clicks", "add_to_carts", "purchases")
     ]
-    rates = [f"{k}_{w}d" for w in (7, 30) for k in ("click_rate", "cart_rate", "purchase_rate")]
+    rates = [
+        f"{k}_{days}d" for days in (7, 30) for k in ("click_rate", "cart_rate", "purchase_rate")
+    ]
     return [
         e.ExpectColumnValuesToNotBeNull(column="user_id"),
         e.ExpectColumnValuesToBeUnique(column="user_id"),

@@ -20,7 +20,8 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.core.lake import EVENT_TYPES, Lake, local_path, parse_ds
+
+if TYPE_CHECKING:
+    from jobs.inputs.truth import GroundTruth
 
 
 def refresh_ab(
@@ -43,23 +47,44 @@ def refresh_ab(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Simulate day B in windows with refreshes between them (see the module docstring)."""
-    from jobs.experiments.simulate import (
-        ServedPages,
-        arm_summary,
-        first_day,
-        simulate_page_visits,
-        split_arms,
-        to_table,
-    )
-    from jobs.inputs.eventlog import EVENT_CODE
+    from jobs.experiments.simulate import arm_summary, split_arms
     from jobs.inputs.generate import load_truth
-    from jobs.refresh import run as refresh
-    from serving_export.publish import current_ds
 
     if 24 % every_hours:
         raise ValueError(f"every_hours must divide 24, got {every_hours}")
     lake = Lake(lake_root)
     truth = load_truth(lake.root)
+    base, day, part = _served_day(lake, truth)
+    os.makedirs(part, exist_ok=True)
+    daily = pd.read_parquet(os.path.join(local_path(lake.export(base)), "pages.parquet"))
+    arm = split_arms(truth.user_ids, f"refresh-{seed}")
+    counts = {k: np.zeros(truth.n_users, np.int64) for k in ("visits", *EVENT_TYPES)}
+    day_start = (day - dt.date(1970, 1, 1)).days * 86400 * 1_000_000
+    run = _WindowRun(lake, truth, base, day, part, daily, arm, visits_per_user, seed)
+    windows = []
+    for k in range(24 // every_hours):
+        lo = day_start + k * every_hours * 3600 * 1_000_000
+        hi = lo + every_hours * 3600 * 1_000_000
+        windows.append(run.window(k, lo, hi, counts, overrides, config))
+        wm = dt.datetime.fromtimestamp(hi / 1e6, tz=dt.UTC)
+        say(f"window {k + 1}/{24 // every_hours} to {wm:%H:%M}: {windows[-1]}")
+    per_arm, lift = arm_summary(counts, arm, resamples=resamples, seed=seed)
+    return {
+        "ds": base,
+        "every_hours": every_hours,
+        "seed": seed,
+        "arms": {"daily_only": per_arm["control"], "refreshed": per_arm["treatment"]},
+        "lift": lift,
+        "windows": windows,
+    }
+
+
+def _served_day(lake: Lake, truth: GroundTruth) -> tuple[str, dt.date, str]:
+    """The published export's ds B, its date and the (still empty) raw events partition of B;
+    raises ValueError unless B is the day after the generated events and has no events yet."""
+    from jobs.experiments.simulate import first_day
+    from serving_export.publish import current_ds
+
     base = current_ds(lake)
     if base is None:
         raise ValueError(f"nothing is published in {lake.exports}: run the daily pipeline first")
@@ -72,50 +97,69 @@ def refresh_ab(
     part = local_path(lake.raw_events_ds(base))
     if os.path.exists(part) and os.listdir(part):
         raise ValueError(f"events of {base} exist already ({part}): use a fresh lake")
-    os.makedirs(part, exist_ok=True)
-    daily = pd.read_parquet(os.path.join(local_path(lake.export(base)), "pages.parquet"))
-    arm = split_arms(truth.user_ids, f"refresh-{seed}")
-    users = np.arange(truth.n_users, dtype=np.int64)
-    counts = {k: np.zeros(truth.n_users, np.int64) for k in ("visits", *EVENT_TYPES)}
-    day_start = (day - dt.date(1970, 1, 1)).days * 86400 * 1_000_000
-    windows = []
-    for k in range(24 // every_hours):
+    return base, day, part
+
+
+@dataclass(frozen=True)
+class _WindowRun:
+    """What every window of the simulated day shares."""
+
+    lake: Lake
+    truth: GroundTruth
+    base: str
+    day: dt.date
+    part: str
+    daily: pd.DataFrame
+    arm: np.ndarray
+    visits_per_user: float | None
+    seed: int
+
+    def window(
+        self,
+        k: int,
+        lo: int,
+        hi: int,
+        counts: dict[str, np.ndarray],
+        overrides: Any,
+        config: str | None,
+    ) -> dict[str, Any]:
+        """Simulate window k ([lo, hi) µs), add its visits and events to `counts`, write its
+        events and refresh at its end; returns the window's report row."""
+        from jobs.experiments.simulate import ServedPages, simulate_page_visits, to_table
+        from jobs.inputs.eventlog import EVENT_CODE
+        from jobs.refresh import run as refresh
+
         t0 = time.perf_counter()
-        lo = day_start + k * every_hours * 3600 * 1_000_000
-        hi = lo + every_hours * 3600 * 1_000_000
-        treatment = refresh.served_pages(lake, base)
-        pages = ServedPages.build(truth, [daily, treatment], None, None)
+        truth = self.truth
+        users = np.arange(truth.n_users, dtype=np.int64)
+        treatment = refresh.served_pages(self.lake, self.base)
+        pages = ServedPages.build(truth, [self.daily, treatment], None, None)
         visits, cols = simulate_page_visits(
-            truth, pages, users, arm, day, visits_per_user, seed, window=(k, lo, hi)
+            truth,
+            pages,
+            users,
+            self.arm,
+            self.day,
+            self.visits_per_user,
+            self.seed,
+            window=(k, lo, hi),
         )
         counts["visits"] += np.bincount(visits.user, minlength=truth.n_users)
         for name in EVENT_TYPES:
             sel = cols["etype"] == EVENT_CODE[name]
             counts[name] += np.bincount(cols["user"][sel], minlength=truth.n_users)
-        table = _unique_ids(to_table(truth, pages, cols, ["daily_only", "refreshed"], day), k)
-        pq.write_table(table, os.path.join(part, f"window-{k:02d}.parquet"))
+        table = _unique_ids(to_table(truth, pages, cols, ["daily_only", "refreshed"], self.day), k)
+        pq.write_table(table, os.path.join(self.part, f"window-{k:02d}.parquet"))
         wm = dt.datetime.fromtimestamp(hi / 1e6, tz=dt.UTC)
-        result = refresh.run(lake.root, wm, overrides, config)
-        windows.append(
-            {
-                "watermark": wm.isoformat(),
-                "visits": int(len(visits.user)),
-                "events": table.num_rows,
-                "rebuilt_users": result["pages"]["rebuilt_users"],
-                "delta_users": result["pages"]["delta_users"],
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-        )
-        say(f"window {k + 1}/{24 // every_hours} to {wm:%H:%M}: {windows[-1]}")
-    per_arm, lift = arm_summary(counts, arm, resamples=resamples, seed=seed)
-    return {
-        "ds": base,
-        "every_hours": every_hours,
-        "seed": seed,
-        "arms": {"daily_only": per_arm["control"], "refreshed": per_arm["treatment"]},
-        "lift": lift,
-        "windows": windows,
-    }
+        result = refresh.run(self.lake.root, wm, overrides, config)
+        return {
+            "watermark": wm.isoformat(),
+            "visits": int(len(visits.user)),
+            "events": table.num_rows,
+            "rebuilt_users": result["pages"]["rebuilt_users"],
+            "delta_users": result["pages"]["delta_users"],
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
 
 
 def _unique_ids(table: pa.Table, k: int) -> pa.Table:

@@ -36,8 +36,8 @@ def item_popularity(
     events: pd.DataFrame, items: pd.DataFrame, weights: Mapping[str, float] = WEIGHTS
 ) -> pd.Series:
     """Engagement weight per in-stock item, descending (ties by item id for determinism)."""
-    w = events["event_type"].map(weights).fillna(0.0)
-    pop = w.groupby(events["item_id"]).sum()
+    event_weight = events["event_type"].map(weights).fillna(0.0)
+    pop = event_weight.groupby(events["item_id"]).sum()
     pop = pop[pop > 0]
     stock = items.loc[items["in_stock"].astype(bool), "item_id"] if "in_stock" in items else None
     if stock is not None:

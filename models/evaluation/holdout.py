@@ -59,8 +59,8 @@ def holdout_metrics(
         out[f"{o}.pr_auc"] = m.pr_auc(y, p)
         out[f"{o}.log_loss"] = m.log_loss(y, p)
         out[f"{o}.ece"] = m.expected_calibration_error(y, p)
-    w = {o: v for o, v in (weights or model.params.weights).items() if o in preds}
-    score = model.combined_score(preds, w)
+    objective_weights = {o: v for o, v in (weights or model.params.weights).items() if o in preds}
+    score = model.combined_score(preds, objective_weights)
     out["ndcg"] = ranking_ndcg(
         holdout["user_id"].to_numpy(object), score, graded_relevance(holdout, objectives), k
     )

@@ -1,7 +1,7 @@
 """Offline metrics for engagement models and ranked pages.
 
 Probability metrics take labels `y` in {0, 1} (log loss also accepts soft labels in [0, 1]),
-predictions `p` in [0, 1] and optional non-negative sample weights `w`:
+predictions `p` in [0, 1] and optional non-negative sample weights `sample_weight` (w below):
 
     auc        P(p_pos > p_neg) + ½ P(p_pos = p_neg) over weighted (positive, negative) pairs
     pr_auc     average precision Σ_n (R_n − R_{n−1}) · P_n over the distinct thresholds
@@ -23,7 +23,7 @@ LOG_LOSS_EPS = 1e-15
 
 
 def _check(
-    y: np.ndarray, p: np.ndarray, w: np.ndarray | None
+    y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = np.asarray(y, dtype=np.float64).ravel()
     p = np.asarray(p, dtype=np.float64).ravel()
@@ -35,15 +35,21 @@ def _check(
         raise ValueError("y and p must be finite")
     if y.min() < 0 or y.max() > 1 or p.min() < 0 or p.max() > 1:
         raise ValueError("y and p must lie in [0, 1]")
-    if w is None:
-        w = np.ones_like(y)
+    if sample_weight is None:
+        sample_weight = np.ones_like(y)
     else:
-        w = np.asarray(w, dtype=np.float64).ravel()
-        if w.shape != y.shape:
-            raise ValueError(f"w must have the length of y ({len(y)}), got {len(w)}")
-        if not np.isfinite(w).all() or w.min() < 0 or w.sum() <= 0:
-            raise ValueError("w must be finite, >= 0 and not all 0")
-    return y, p, w
+        sample_weight = np.asarray(sample_weight, dtype=np.float64).ravel()
+        if sample_weight.shape != y.shape:
+            raise ValueError(
+                f"sample_weight must have the length of y ({len(y)}), got {len(sample_weight)}"
+            )
+        if (
+            not np.isfinite(sample_weight).all()
+            or sample_weight.min() < 0
+            or sample_weight.sum() <= 0
+        ):
+            raise ValueError("sample_weight must be finite, >= 0 and not all 0")
+    return y, p, sample_weight
 
 
 def _check_binary(y: np.ndarray) -> None:
@@ -53,32 +59,36 @@ def _check_binary(y: np.ndarray) -> None:
         raise ValueError("y needs both positives and negatives")
 
 
-def auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
+def auc(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
     """ROC-AUC: weighted share of (positive, negative) pairs ordered correctly, ties count ½."""
     from sklearn.metrics import roc_auc_score
 
-    y, p, w = _check(y, p, w)
+    y, p, sample_weight = _check(y, p, sample_weight)
     _check_binary(y)
-    return float(roc_auc_score(y, p, sample_weight=w))
+    return float(roc_auc_score(y, p, sample_weight=sample_weight))
 
 
-def pr_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
+def pr_auc(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
     """Average precision Σ_n (R_n − R_{n−1}) · P_n (step-wise, no interpolation)."""
     from sklearn.metrics import average_precision_score
 
-    y, p, w = _check(y, p, w)
+    y, p, sample_weight = _check(y, p, sample_weight)
     _check_binary(y)
-    return float(average_precision_score(y, p, sample_weight=w))
+    return float(average_precision_score(y, p, sample_weight=sample_weight))
 
 
 def log_loss(
-    y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, *, eps: float = LOG_LOSS_EPS
+    y: np.ndarray,
+    p: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    *,
+    eps: float = LOG_LOSS_EPS,
 ) -> float:
     """Weighted mean negative log-likelihood; p is clipped to [eps, 1 − eps] so 0 and 1 are finite."""
-    y, p, w = _check(y, p, w)
+    y, p, sample_weight = _check(y, p, sample_weight)
     p = np.clip(p, eps, 1.0 - eps)
     ll = y * np.log(p) + (1.0 - y) * np.log1p(-p)
-    return float(-(w * ll).sum() / w.sum())
+    return float(-(sample_weight * ll).sum() / sample_weight.sum())
 
 
 def _bin_index(p: np.ndarray, bins: int) -> np.ndarray:
@@ -89,24 +99,24 @@ def _bin_index(p: np.ndarray, bins: int) -> np.ndarray:
 
 
 def _binned(
-    y: np.ndarray, p: np.ndarray, w: np.ndarray, bins: int
+    y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray, bins: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per bin: weight, weighted mean prediction, weighted observed rate, row count (all bins)."""
     b = _bin_index(p, bins)
-    mass = np.bincount(b, weights=w, minlength=bins)
-    sum_p = np.bincount(b, weights=w * p, minlength=bins)
-    sum_y = np.bincount(b, weights=w * y, minlength=bins)
+    mass = np.bincount(b, weights=sample_weight, minlength=bins)
+    sum_p = np.bincount(b, weights=sample_weight * p, minlength=bins)
+    sum_y = np.bincount(b, weights=sample_weight * y, minlength=bins)
     count = np.bincount(b, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         return mass, sum_p / mass, sum_y / mass, count
 
 
 def expected_calibration_error(
-    y: np.ndarray, p: np.ndarray, *, bins: int = 10, w: np.ndarray | None = None
+    y: np.ndarray, p: np.ndarray, *, bins: int = 10, sample_weight: np.ndarray | None = None
 ) -> float:
     """ECE over `bins` equal-width bins of p, each bin weighted by its share of the (weighted) mass."""
-    y, p, w = _check(y, p, w)
-    mass, mean_p, rate, _ = _binned(y, p, w, bins)
+    y, p, sample_weight = _check(y, p, sample_weight)
+    mass, mean_p, rate, _ = _binned(y, p, sample_weight, bins)
     full = mass > 0
     return float((mass[full] * np.abs(mean_p[full] - rate[full])).sum() / mass.sum())
 
@@ -115,8 +125,8 @@ def reliability_curve(
     y: np.ndarray, p: np.ndarray, *, bins: int = 10
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean predicted, observed rate, row count) for each non-empty equal-width bin of p."""
-    y, p, w = _check(y, p, None)
-    _, mean_p, rate, count = _binned(y, p, w, bins)
+    y, p, sample_weight = _check(y, p, None)
+    _, mean_p, rate, count = _binned(y, p, sample_weight, bins)
     full = count > 0
     return mean_p[full], rate[full], count[full]
 

@@ -126,13 +126,7 @@ def evaluate_pages(
     shown = hits.groupby("user_id").size().reindex(users, fill_value=0)
     out["page_recall"] = shown / n_rel
 
-    # NDCG_2D: ideal = the |R| best cells of the user's own page
-    dcg = hits.groupby("user_id")["disc"].sum().reindex(users, fill_value=0.0)
-    cells = p.sort_values(["user_id", "disc"], ascending=[True, False], kind="stable")
-    j = cells.groupby("user_id", sort=False).cumcount()
-    take = j.to_numpy() < n_rel.reindex(cells["user_id"]).to_numpy()
-    idcg = cells[take].groupby("user_id")["disc"].sum().reindex(users, fill_value=0.0)
-    out["ndcg_2d"] = np.where(idcg > 0, dcg / idcg.where(idcg > 0, 1.0), 0.0)
+    out["ndcg_2d"] = _ndcg_2d(p, hits, n_rel, users)
 
     # subsets of R: repeat, explore, new
     shown_key = pd.MultiIndex.from_frame(hits[["user_id", "item_id"]])
@@ -141,20 +135,7 @@ def evaluate_pages(
         sub = t[mask].groupby("user_id")["shown"].agg(["sum", "size"])
         out[f"{name}_recall"] = (sub["sum"] / sub["size"]).reindex(users)
 
-    # carousel NDCG@Z: slot gains = relevant items first shown in that carousel
-    slot_gain = (
-        p.groupby(["user_id", "slot"])["rel"].sum().reset_index().sort_values(["user_id", "slot"])
-    )
-    slot_gain["pos"] = slot_gain.groupby("user_id").cumcount() + 1
-    slot_gain["d"] = 1.0 / np.log2(slot_gain["pos"] + 1.0)
-    slot_gain["g"] = slot_gain["rel"].astype(np.float64)
-    c_dcg = (slot_gain["g"] * slot_gain["d"]).groupby(slot_gain["user_id"]).sum()
-    ideal = slot_gain.sort_values(["user_id", "g"], ascending=[True, False], kind="stable")
-    ideal_g = ideal["g"].to_numpy()
-    ideal_d = 1.0 / np.log2(ideal.groupby("user_id").cumcount().to_numpy() + 2.0)
-    c_idcg = pd.Series(ideal_g * ideal_d).groupby(ideal["user_id"].to_numpy()).sum()
-    c_dcg, c_idcg = c_dcg.reindex(users, fill_value=0.0), c_idcg.reindex(users, fill_value=0.0)
-    out["carousel_ndcg"] = np.where(c_idcg > 0, c_dcg / c_idcg.where(c_idcg > 0, 1.0), 0.0)
+    out["carousel_ndcg"] = _carousel_ndcg(p, users)
 
     first_hit = hits.groupby("user_id")["rank"].min().reindex(users)
     out["mrr"] = (1.0 / first_hit).fillna(0.0)
@@ -170,6 +151,33 @@ def evaluate_pages(
     summary["items_per_page"] = float(grid.groupby("user_id").size().mean())
     summary["new_relevant_items"] = float(t["new"].sum())
     return PageEvaluation(out, per_page, summary)
+
+
+def _ndcg_2d(p: pd.DataFrame, hits: pd.DataFrame, n_rel: pd.Series, users: pd.Index) -> np.ndarray:
+    """NDCG_2D per user; ideal = the |R| best cells of the user's own page."""
+    dcg = hits.groupby("user_id")["disc"].sum().reindex(users, fill_value=0.0)
+    cells = p.sort_values(["user_id", "disc"], ascending=[True, False], kind="stable")
+    j = cells.groupby("user_id", sort=False).cumcount()
+    take = j.to_numpy() < n_rel.reindex(cells["user_id"]).to_numpy()
+    idcg = cells[take].groupby("user_id")["disc"].sum().reindex(users, fill_value=0.0)
+    return np.where(idcg > 0, dcg / idcg.where(idcg > 0, 1.0), 0.0)
+
+
+def _carousel_ndcg(p: pd.DataFrame, users: pd.Index) -> np.ndarray:
+    """Carousel NDCG@Z per user: slot gains = relevant items first shown in that carousel."""
+    slot_gain = (
+        p.groupby(["user_id", "slot"])["rel"].sum().reset_index().sort_values(["user_id", "slot"])
+    )
+    slot_gain["pos"] = slot_gain.groupby("user_id").cumcount() + 1
+    slot_gain["d"] = 1.0 / np.log2(slot_gain["pos"] + 1.0)
+    slot_gain["g"] = slot_gain["rel"].astype(np.float64)
+    c_dcg = (slot_gain["g"] * slot_gain["d"]).groupby(slot_gain["user_id"]).sum()
+    ideal = slot_gain.sort_values(["user_id", "g"], ascending=[True, False], kind="stable")
+    ideal_g = ideal["g"].to_numpy()
+    ideal_d = 1.0 / np.log2(ideal.groupby("user_id").cumcount().to_numpy() + 2.0)
+    c_idcg = pd.Series(ideal_g * ideal_d).groupby(ideal["user_id"].to_numpy()).sum()
+    c_dcg, c_idcg = c_dcg.reindex(users, fill_value=0.0), c_idcg.reindex(users, fill_value=0.0)
+    return np.where(c_idcg > 0, c_dcg / c_idcg.where(c_idcg > 0, 1.0), 0.0)
 
 
 def cell_yield(pages: pd.DataFrame, truth: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:

@@ -320,7 +320,7 @@ def score_predictions(
         "auc": m.auc(y, p, w),
         "pr_auc": m.pr_auc(y, p, w),
         "log_loss": m.log_loss(y, p, w),
-        "ece": m.expected_calibration_error(y, p, w=w),
+        "ece": m.expected_calibration_error(y, p, sample_weight=w),
         "mean_prediction": float(np.average(p, weights=w)),
         "observed_rate": float(np.average(y, weights=w)),
         "prediction_std": float(np.std(p)),  # "concentration": scores that barely vary

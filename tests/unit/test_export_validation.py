@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from oracles.export_checks import validate_pages
 
-from validation.export import check_summary, page_summary, validate_pages
+from validation.export import check_summary, page_summary
 from validation.gx import ValidationFailed
 
 

@@ -48,7 +48,7 @@ def test_expected_calibration_error():
     # weight 3 on the first row: bin 0 mass 4/6, mean p (.3+.2)/4=.125, rate 1/4 -> .125;
     # bin 1 mass 2/6 -> .2; ECE = 4/6 * .125 + 2/6 * .2
     w = np.array([3, 1, 1, 1])
-    assert m.expected_calibration_error(y, p, bins=2, w=w) == pytest.approx(
+    assert m.expected_calibration_error(y, p, bins=2, sample_weight=w) == pytest.approx(
         4 / 6 * 0.125 + 2 / 6 * 0.2
     )
     # p = 1 falls in the last bin; a perfectly calibrated constant has ECE 0

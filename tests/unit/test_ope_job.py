@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
-from jobs.experiments import ope
+from jobs.experiments import ope, ope_learned, ope_policies, ope_rounds
 
 # ---- (a) a hand-made OBD-style log where BTS's action distribution is known ----------------
 
@@ -76,14 +76,14 @@ def test_obd_check_recovers_a_known_bts_rate_from_the_random_log():
 
 def test_obd_check_mean_propensity_is_exact_for_a_constant_bts():
     log = _obd_log(3_000, 0)
-    dist, support = ope.bts_action_distribution(
-        ope.homepage_impressions(log)[0].query("policy == 'bts'"), "mean_propensity"
+    dist, support = ope_policies.bts_action_distribution(
+        ope_rounds.homepage_impressions(log)[0].query("policy == 'bts'"), "mean_propensity"
     )
     got = dist.pivot(index="position", columns="item_id", values="probability").to_numpy()
     np.testing.assert_allclose(got, PI_BTS, atol=1e-12)
     np.testing.assert_allclose(support["mean_propensity_mass"], 1.0)
-    freq, _ = ope.bts_action_distribution(
-        ope.homepage_impressions(log)[0].query("policy == 'bts'"), "frequency"
+    freq, _ = ope_policies.bts_action_distribution(
+        ope_rounds.homepage_impressions(log)[0].query("policy == 'bts'"), "frequency"
     )
     got = freq.pivot(index="position", columns="item_id", values="probability").to_numpy()
     np.testing.assert_allclose(got, PI_BTS, atol=0.05)
@@ -97,11 +97,11 @@ def test_obd_check_needs_both_logs():
 
 def test_clicks_are_matched_to_their_impression():
     log = _obd_log(300, 1)
-    imp, counts = ope.homepage_impressions(log)
+    imp, counts = ope_rounds.homepage_impressions(log)
     assert counts["impressions"] == 600
     assert counts["clicks"] == int((log["event_type"] == "click").sum()) == imp["clicked"].sum()
     orphan = log[log["event_type"] == "click"].head(1).assign(item_id="x:4", position=3)
-    _, counts = ope.homepage_impressions(pd.concat([log, orphan]))
+    _, counts = ope_rounds.homepage_impressions(pd.concat([log, orphan]))
     assert counts["clicks_unmatched"] >= 0
 
 
@@ -122,7 +122,7 @@ def _finite_in_unit(x: float | None) -> bool:
 
 
 def test_obd_check_on_the_real_sample(obd_lake):
-    events, source = ope.read_events(obd_lake)
+    events, source = ope_rounds.read_events(obd_lake)
     assert source == "events"  # imported, never ingested
     res = ope.obd_check(events, resamples=200, dm_resamples=30)
     assert set(res["campaigns"]) == {"obd:all", "obd:men", "obd:women"}
@@ -170,7 +170,7 @@ def _obd_pages(lake: Lake, events: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_run_on_the_obd_sample_writes_the_report(obd_lake, tmp_path):
-    events, _ = ope.read_events(obd_lake)
+    events, _ = ope_rounds.read_events(obd_lake)
     pages = _obd_pages(obd_lake, events)
     path = tmp_path / "pages.parquet"
     pages.to_parquet(path)
@@ -205,7 +205,7 @@ def gen_lake(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("ope") / "gen")
     generate_lake(root, users=8000, items=500, days=6, seed=5, random_share=0.5)
     lake = Lake(root)
-    events, _ = ope.read_events(lake)
+    events, _ = ope_rounds.read_events(lake)
     return lake, events
 
 
@@ -237,14 +237,14 @@ def test_learned_policy_on_generated_pages_is_unbiased_against_the_truth(gen_lak
     from jobs.inputs.generate import load_truth
 
     lake, events = gen_lake
-    imp, _ = ope.homepage_impressions(events)
+    imp, _ = ope_rounds.homepage_impressions(events)
     pages = _first_default_pages(imp, 0)
-    res = ope.learned_policy_ope(lake, pages, events, resamples=300, dm_resamples=20)
+    res = ope_learned.learned_policy_ope(lake, pages, events, resamples=300, dm_resamples=20)
     assert res["kind"] == "generated" and res["layout_slots"] == 6
     # the true expected clicks of the target's arrangement of every logged random page
     truth = load_truth(lake.root)
-    rand = ope.random_page_rounds(imp)
-    arranged, tiers = ope.arrange_random_pages(rand, pages)
+    rand = ope_rounds.random_page_rounds(imp)
+    arranged, tiers = ope_policies.arrange_random_pages(rand, pages)
     assert tiers == res["target_tiers"]
     p = truth.click_probability(
         truth.user_index(arranged["user_id"]),
@@ -268,7 +268,7 @@ def test_learned_policy_on_generated_pages_is_unbiased_against_the_truth(gen_lak
 
 def test_snips_equals_the_observed_rate_when_the_target_copies_full_pages(gen_lake):
     lake, events = gen_lake
-    imp, _ = ope.homepage_impressions(events)
+    imp, _ = ope_rounds.homepage_impressions(events)
     rand = imp[imp["policy"] == "random"]
     views = rand.groupby(["user_id", "page_key"]).size()
     full = views[views == 36].reset_index()  # 6 carousels x 6 items: every weight is 36
@@ -290,7 +290,7 @@ def test_snips_equals_the_observed_rate_when_the_target_copies_full_pages(gen_la
     )
     users = set(full["user_id"])
     ev = events[(events["logging_policy"] != "random") | events["user_id"].isin(users)]
-    res = ope.learned_policy_ope(lake, pages, ev, resamples=50, dm_resamples=5)
+    res = ope_learned.learned_policy_ope(lake, pages, ev, resamples=50, dm_resamples=5)
     assert res["rounds"] == len(full)
     assert res["match_share"] == 1.0 and res["placement_match_share"] == 1.0
     est = res["estimators"]
@@ -301,7 +301,7 @@ def test_snips_equals_the_observed_rate_when_the_target_copies_full_pages(gen_la
 
 def test_run_on_a_generated_lake(gen_lake, tmp_path):
     lake, events = gen_lake
-    imp, _ = ope.homepage_impressions(events)
+    imp, _ = ope_rounds.homepage_impressions(events)
     path = tmp_path / "pages.parquet"
     _first_default_pages(imp, 1).to_parquet(path)
     res = ope.run(
