@@ -124,7 +124,7 @@ def _cmd_airflow(a: argparse.Namespace) -> Any:
 
 
 def _cmd_backfill(a: argparse.Namespace) -> Any:
-    from jobs.runner.airflow_runs import run_backfill
+    from jobs.runner.backfill import run_backfill
 
     runs = run_backfill(
         a.lake,
