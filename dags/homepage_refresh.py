@@ -84,18 +84,19 @@ def homepage_refresh() -> None:
         def run(**context) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from jobs.core.config import load_config
             from jobs.refresh import run as refresh
 
             p = context["params"]
-            # the watermark grid is the schedule's unless the run's overrides say otherwise
-            overrides = {"refresh.every_minutes": MINUTES, **(p["overrides"] or {})}
-            cfg = load_config(p["config"] or None, overrides)
-            wm = refresh.floor_watermark(
-                refresh.parse_watermark(_watermark(context)), cfg.refresh.every_minutes
-            )
             try:
-                result = refresh.run_step(step, p["lake"], wm, overrides, p["config"] or None)
+                # the watermark grid is the schedule's unless the run's overrides say otherwise
+                result = refresh.run_task(
+                    step,
+                    p["lake"],
+                    _watermark(context),
+                    p["overrides"],
+                    p["config"] or None,
+                    every_minutes=MINUTES,
+                )
             except refresh.NoExport as exc:  # nothing to refresh until the first daily run
                 raise AirflowSkipException(str(exc)) from None
             # XCom carries only small facts (paths, counts); data stays in the lake

@@ -180,7 +180,39 @@ def bench_pipeline(
     cutoff = cutoff_for(ds, cfg)
     log_path = os.path.join(work.root, f"bench-{ds}.log")
     label = f"[{users:,} users]"
+    setup = _set_up(work, ds, cutoff, overrides, config, log_path, label, say)
+    if setup_only:
+        return {"users": users, "items": items, "ds": ds, "setup": setup}
+    _reset_measured_outputs(work, ds)
+    stages = _run_stages(work, ds, overrides, config, log_path, label, say)
+    report = _read_json(os.path.join(work.reports(ds), "rank.json"))
+    return {
+        "users": users,
+        "items": items,
+        "days": days,
+        "events": gen["events"],
+        "ds": ds,
+        "overrides": overrides,
+        "setup": setup,
+        "stages": stages,
+        "total_s": round(sum(s["s"] for s in stages.values()), 1),
+        "peak_gb": max(s["peak_gb"] for s in stages.values()),
+        "rank": {k: report.get(k) for k in ("warm_users", "rows", "item_mode")} if report else {},
+        "log": log_path,
+    }
 
+
+def _set_up(
+    work: Lake,
+    ds: str,
+    cutoff: str,
+    overrides: list[str],
+    config: str | None,
+    log_path: str,
+    label: str,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The steady state before `ds`, each set-up step run once (recorded in _setup.json)."""
     setup_path = os.path.join(work.root, "_setup.json")
     setup: dict[str, Any] = {}
     if os.path.exists(setup_path):
@@ -211,10 +243,19 @@ def bench_pipeline(
         setup[key] = res
         with open(setup_path, "w") as f:
             json.dump(setup, f)
+    return setup
 
-    if setup_only:
-        return {"users": users, "items": items, "ds": ds, "setup": setup}
-    _reset_measured_outputs(work, ds)
+
+def _run_stages(
+    work: Lake,
+    ds: str,
+    overrides: list[str],
+    config: str | None,
+    log_path: str,
+    label: str,
+    say: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """The seven daily tasks for `ds`, each in its own process, measured."""
     stages: dict[str, dict[str, Any]] = {}
     for step in STAGES:
         say(f"{label} {step} ...")
@@ -226,21 +267,7 @@ def bench_pipeline(
         )
         if res["exit"] != 0:
             raise RuntimeError(f"{step} for {ds} failed (exit {res['exit']}); see {log_path}")
-    report = _read_json(os.path.join(work.reports(ds), "rank.json"))
-    return {
-        "users": users,
-        "items": items,
-        "days": days,
-        "events": gen["events"],
-        "ds": ds,
-        "overrides": overrides,
-        "setup": setup,
-        "stages": stages,
-        "total_s": round(sum(s["s"] for s in stages.values()), 1),
-        "peak_gb": max(s["peak_gb"] for s in stages.values()),
-        "rank": {k: report.get(k) for k in ("warm_users", "rows", "item_mode")} if report else {},
-        "log": log_path,
-    }
+    return stages
 
 
 def _read_json(path: str) -> dict[str, Any]:

@@ -36,24 +36,12 @@ def ingest(
     lake: Lake, wm: dt.datetime, cfg: Config, *, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """Validate and log the window's new events (see the module docstring, step 1)."""
-    from pyspark.sql import functions as F
-
-    from features.events import REJECT_REASON, conform_events, flag_bad_rows
-    from jobs.core.lake import EVENT_SCHEMA, REQUIRED_EVENT_COLUMNS
     from jobs.core.spark import get_spark
-    from jobs.daily.ingest import IngestError, check_files, read_groups, share_error
 
     t0 = time.perf_counter()
     win = open_window(lake, wm, cfg)
     out = window_dir(lake, win.base, wm)
-    days = [
-        fmt_ds(parse_ds(win.base) + dt.timedelta(days=k))
-        for k in range(
-            (wm - dt.timedelta(microseconds=1)).date().toordinal()
-            - parse_ds(win.base).toordinal()
-            + 1
-        )
-    ]
+    days = _window_days(win, wm)
     files = [
         (f"events partition ds={d}, file {name}", join(lake.raw_events_ds(d), name))
         for d in days
@@ -70,6 +58,47 @@ def ingest(
     }
     spark = get_spark(cfg.spark, remote=cfg.refresh.spark_remote)
     seen = _seen_ids(spark, lake, win)
+    raw = _read_raw(spark, lake, files)
+    tagged, counts = _tag_rows(raw, seen, win, wm)
+    flagged, reasons = _flag_fresh(spark, lake, win, tagged, cfg, now)
+    n_bad = sum(reasons.values())
+    report["counts"] = {
+        **counts,
+        "raw": counts["in_window"],
+        "accepted": counts["in_window"] - n_bad,
+        "quarantined": n_bad,
+        "reasons": reasons,
+    }
+    _write_window(out, wm, cfg, tagged, flagged, report["counts"])
+    report["users"] = int(
+        io.read_parquet(join(out, "events"), ["user_id"], marker=None)["user_id"].nunique()
+    )
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    io.write_json(join(out, "ingest.json"), report)
+    log.info("refresh ingest %s (base %s): %s", stamp(wm), win.base, report["counts"])
+    return report
+
+
+def _window_days(win: Window, wm: dt.datetime) -> list[str]:
+    """The event partitions (`ds`) from the base day to the watermark's day."""
+    return [
+        fmt_ds(parse_ds(win.base) + dt.timedelta(days=k))
+        for k in range(
+            (wm - dt.timedelta(microseconds=1)).date().toordinal()
+            - parse_ds(win.base).toordinal()
+            + 1
+        )
+    ]
+
+
+def _read_raw(spark: Any, lake: Lake, files: list[tuple[str, str]]) -> Any:
+    """The partitions' files, checked and conformed to the event schema (empty when none)."""
+    from pyspark.sql import functions as F
+
+    from features.events import conform_events
+    from jobs.core.lake import EVENT_SCHEMA, REQUIRED_EVENT_COLUMNS
+    from jobs.daily.ingest import check_files, read_groups
+
     groups = check_files(files, EVENT_SCHEMA, REQUIRED_EVENT_COLUMNS) if files else {}
     raw = read_groups(
         spark,
@@ -77,9 +106,17 @@ def ingest(
         lambda df: conform_events(df.withColumn("ds", F.col("ds").cast("string"))),
         lake.raw_events,
     )
-    counts = {"in_window": 0, "already_seen": 0, "after_watermark": 0, "too_late": 0, "no_ts": 0}
     if raw is None:
         raw = spark.createDataFrame([], _raw_struct())
+    return raw
+
+
+def _tag_rows(raw: Any, seen: Any, win: Window, wm: dt.datetime) -> tuple[Any, dict[str, int]]:
+    """Each row tagged (`_bucket`) with where it falls against the window and the rows earlier
+    windows took (cached); the count per bucket."""
+    from pyspark.sql import functions as F
+
+    counts = {"in_window": 0, "already_seen": 0, "after_watermark": 0, "too_late": 0, "no_ts": 0}
     ts = F.col("ts")
     lo = F.lit(win.lo).cast("timestamp")
     hi = F.lit(wm).cast("timestamp")
@@ -101,12 +138,27 @@ def ingest(
     tagged = tagged.withColumn("_bucket", bucket).cache()
     for r in tagged.groupBy("_bucket").count().collect():
         counts[r["_bucket"]] = r["count"]
+    return tagged, counts
+
+
+def _flag_fresh(
+    spark: Any,
+    lake: Lake,
+    win: Window,
+    tagged: Any,
+    cfg: Config,
+    now: dt.datetime | None,
+) -> tuple[Any, dict[str, int]]:
+    """The window's rows with their reject reasons (cached); the count per reason."""
+    from pyspark.sql import functions as F
+
+    from features.events import REJECT_REASON, flag_bad_rows
+
     now = now or dt.datetime.now(dt.UTC)
     limit = F.lit(now + dt.timedelta(seconds=cfg.ingest.max_future_seconds)).cast("timestamp")
     items = spark.read.parquet(join(lake.warehouse, "items", f"ds={win.base}")).select("item_id")
     fresh = tagged.filter(F.col("_bucket") == "in_window").drop("_bucket", "_seen")
     flagged = flag_bad_rows(fresh, now_limit=limit, item_ids=items).cache()
-    bad_cols = [c for c in flagged.columns if c.startswith("_bad_")]
     reasons = {
         r["reason"]: r["n"]
         for r in flagged.filter(F.col(REJECT_REASON).isNotNull())
@@ -114,20 +166,25 @@ def ingest(
         .agg(F.count("*").alias("n"))
         .collect()
     }
-    n_bad = sum(reasons.values())
-    report["counts"] = {
-        **counts,
-        "raw": counts["in_window"],
-        "accepted": counts["in_window"] - n_bad,
-        "quarantined": n_bad,
-        "reasons": reasons,
-    }
+    return flagged, reasons
+
+
+def _write_window(
+    out: str, wm: dt.datetime, cfg: Config, tagged: Any, flagged: Any, counts: dict[str, Any]
+) -> None:
+    """Quarantine, then (unless too many rows are bad) the accepted events; uncaches both."""
+    from pyspark.sql import functions as F
+
+    from features.events import REJECT_REASON
+    from jobs.daily.ingest import IngestError, share_error
+
+    bad_cols = [c for c in flagged.columns if c.startswith("_bad_")]
     accepted = flagged.filter(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON, *bad_cols)
     quarantined = flagged.filter(F.col(REJECT_REASON).isNotNull())
     # ingest.json marks a complete window: it goes last, after the data it describes
     io.delete_file(join(out, "ingest.json"))
     io.write_spark_parquet(quarantined.coalesce(1), join(out, "quarantine"))
-    error = share_error(f"refresh window {stamp(wm)}", report["counts"], cfg.ingest.max_bad_share)
+    error = share_error(f"refresh window {stamp(wm)}", counts, cfg.ingest.max_bad_share)
     if error:
         tagged.unpersist()
         flagged.unpersist()
@@ -135,13 +192,6 @@ def ingest(
     io.write_spark_parquet(accepted.coalesce(1), join(out, "events"))
     tagged.unpersist()
     flagged.unpersist()
-    report["users"] = int(
-        io.read_parquet(join(out, "events"), ["user_id"], marker=None)["user_id"].nunique()
-    )
-    report["seconds"] = round(time.perf_counter() - t0, 3)
-    io.write_json(join(out, "ingest.json"), report)
-    log.info("refresh ingest %s (base %s): %s", stamp(wm), win.base, report["counts"])
-    return report
 
 
 def _raw_struct() -> Any:
@@ -156,8 +206,8 @@ def _window_paths(
     lake: Lake, base: str, upto: dt.datetime, name: str, inclusive: bool
 ) -> list[str]:
     wins = windows(lake, base)
-    keep = [w for w in wins if (w <= upto if inclusive else w < upto)]
-    paths = [join(window_dir(lake, base, w), name) for w in keep]
+    keep = [wm for wm in wins if (wm <= upto if inclusive else wm < upto)]
+    paths = [join(window_dir(lake, base, wm), name) for wm in keep]
     return [p for p in paths if io.list_files(p)]
 
 

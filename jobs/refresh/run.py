@@ -169,6 +169,26 @@ def run_step(
     return result
 
 
+def run_task(
+    name: str,
+    lake_root: str,
+    watermark: str | dt.datetime,
+    overrides: dict[str, Any] | None,
+    config_path: str | None,
+    *,
+    every_minutes: int,
+) -> dict[str, Any]:
+    """One task of the `homepage_refresh` DAG: step `name` for `watermark`, rounded down to the
+    grid of the run's `refresh.every_minutes` (the schedule's `every_minutes` unless the run's
+    overrides say otherwise)."""
+    from jobs.core.config import load_config
+
+    overrides = {"refresh.every_minutes": every_minutes, **(overrides or {})}
+    cfg = load_config(config_path, overrides)
+    wm = floor_watermark(parse_watermark(watermark), cfg.refresh.every_minutes)
+    return run_step(name, lake_root, wm, overrides, config_path)
+
+
 def run(
     lake_root: str,
     watermark: str | dt.datetime,

@@ -104,15 +104,15 @@ def work(
         else:
             todo = [retry, (wm, 0)]
         retry = None
-        for w, tries in todo:
-            outcome = run_window(lake_root, w, overrides, config_path)
+        for window_wm, tries in todo:
+            outcome = run_window(lake_root, window_wm, overrides, config_path)
             outcome["attempt"] = tries + 1
             emit(outcome)
             if outcome["ok"]:
                 continue
             failed += 1
             if retry_failed and outcome.get("retryable") and tries + 1 < max_attempts:
-                retry = (w, tries + 1)
+                retry = (window_wm, tries + 1)
                 break  # its successor needs it: wait for the next tick
     return failed
 

@@ -4,7 +4,7 @@ nothing.
 
 Lake A is backfilled through Airflow: `airflow backfill create` (the real CLI) writes one
 backfill dag run per day, with the lake and the config overrides in the run conf, and
-`jobs.runner.airflow_runs.run_backfill(executor="inline")` runs them in the backfill's order in this
+`jobs.runner.backfill.run_backfill(executor="inline")` runs them in the backfill's order in this
 process, with the loop of `dag.test()` (the scheduler's `DagRun.update_state` picks the ready
 task, the Task SDK runs it). `homepage backfill`'s default executor, the real `airflow
 scheduler` (LocalExecutor, one process and one Spark JVM per task), runs the same dag runs the
@@ -178,7 +178,7 @@ def generated(tmp_path_factory) -> str:
 def backfilled(generated, spark):
     """(lake A: backfilled through Airflow, its run records; lake B: seven single runs)."""
     from jobs.daily.pipeline import run_pipeline
-    from jobs.runner.airflow_runs import run_backfill
+    from jobs.runner.backfill import run_backfill
 
     lake_a, lake_b = generated + "-A", generated + "-B"
     shutil.copytree(generated, lake_a)
@@ -261,7 +261,7 @@ def test_backfill_outputs_equal_seven_single_runs(backfilled):
 def test_rerunning_a_day_through_airflow_changes_nothing(backfilled, ds):
     """The middle day (a past day: the champion and CURRENT belong to a later one) and the
     newest day, each run again through Airflow (a backfill reprocessing a completed day)."""
-    from jobs.runner.airflow_runs import run_backfill
+    from jobs.runner.backfill import run_backfill
 
     lake_a, _, _ = backfilled
     before, registry = lake_checksums(lake_a), _registry(lake_a)
@@ -352,7 +352,7 @@ def test_backfill_command_rejects_bad_dates_with_one_line(tmp_path, capsys):
 
 
 def test_backfill_dates_are_the_ds_values_inclusive():
-    from jobs.runner.airflow_runs import backfill_dates
+    from jobs.runner.backfill import backfill_dates
 
     assert backfill_dates("2025-05-06", "2025-05-08") == ["2025-05-06", "2025-05-07", "2025-05-08"]
     assert backfill_dates("2025-05-06", "2025-05-06") == ["2025-05-06"]

@@ -26,6 +26,7 @@ from jobs.core.config import load_config
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake, fmt_ds, parse_ds
 from jobs.daily.export import drop_refresh_logs
 from jobs.refresh import run as refresh
+from jobs.refresh.windows import refresh_root
 
 pytestmark = pytest.mark.e2e
 KEY = ["user_id", "slot", "item_rank"]
@@ -524,6 +525,6 @@ def test_the_refresh_dag_skips_until_a_daily_export_is_published(tmp_path):
 def test_the_daily_publish_drops_older_days_intra_day_logs(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     for day in ("2026-01-14", "2026-01-15"):
-        os.makedirs(os.path.join(refresh.refresh_root(lake, day), "wm=20260115T101500Z"))
+        os.makedirs(os.path.join(refresh_root(lake, day), "wm=20260115T101500Z"))
     assert drop_refresh_logs(lake, "2026-01-15") == ["2026-01-14"]
     assert os.listdir(os.path.join(lake.warehouse, "refresh")) == ["ds=2026-01-15"]
