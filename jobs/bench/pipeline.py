@@ -170,7 +170,7 @@ def bench_pipeline(
     from jobs.core.config import load_config
     from jobs.daily.pipeline import default_ds
     from jobs.daily.training_data import cutoff_for
-    from jobs.experiments.evaluate import evaluation_lake
+    from jobs.experiments.evaluation_lake import evaluation_lake
 
     gen = ensure_lake(root, users=users, items=items, days=days, seed=seed, say=say)
     lake = Lake(root)

@@ -4,7 +4,7 @@
 The paired bootstrap of one comparison covers the sampling of users, not the randomness of
 training nor the choice of the split. On the grocery samples a retrain with another seed alone
 moves page recall by up to 0.004 and explore recall by up to 0.009, as much as many changes a
-data scientist tries. So an experiment can be replicated (`jobs.experiments.experiment.plan`'s replicates):
+data scientist tries. So an experiment can be replicated (`jobs.experiments.plan.plan`'s replicates):
 with `seeds`, both sides are trained again with `mf.seed` and `engagement.seed` set to each
 seed; with `splits`, the same experiment runs on each other split date. Every replicate is
 compared as the experiment itself is, and this module summarises each metric's difference
@@ -37,7 +37,8 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from jobs.experiments.experiment import finite, fmt_value, mlflow_key, shown_rows, side_config
+from jobs.experiments.comparison_report import finite, fmt_value, mlflow_key, shown_rows
+from jobs.experiments.plan import side_config
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +81,22 @@ def replicate_rows(
         champ = [float(r["champion"]) for r in got if finite(r.get("champion"))]
         exp = [float(r["experiment"]) for r in got if finite(r.get("experiment"))]
         diffs = [r.get("difference") for r in got]
-        finite = [float(d) for d in diffs if finite(d)]
+        finite_diffs = [float(d) for d in diffs if finite(d)]
         row: dict[str, Any] = dict.fromkeys(COLUMNS)
         row["metric"] = metric
-        row["n"] = len(finite)
+        row["n"] = len(finite_diffs)
         row["champion_mean"], row["champion_sd"] = _mean_sd(champ)
         row["experiment_mean"], row["experiment_sd"] = _mean_sd(exp)
-        mean, sd = _mean_sd(finite)
+        mean, sd = _mean_sd(finite_diffs)
         row["diff_mean"], row["diff_sd"] = mean, sd
         if sd is not None:
-            half = float(stats.t.ppf(0.975, len(finite) - 1)) * sd / math.sqrt(len(finite))
+            half = (
+                float(stats.t.ppf(0.975, len(finite_diffs) - 1)) * sd / math.sqrt(len(finite_diffs))
+            )
             row["diff_low"], row["diff_high"] = mean - half, mean + half
         if mean is not None:
             sign = (mean > 0) - (mean < 0)
-            row["same_sign"] = sum(1 for d in finite if sign and (d > 0) - (d < 0) == sign)
+            row["same_sign"] = sum(1 for d in finite_diffs if sign and (d > 0) - (d < 0) == sign)
         for label, d in zip(labels, diffs, strict=True):
             row[f"diff[{label}]"] = float(d) if finite(d) else None
         out.append(row)

@@ -139,7 +139,7 @@ def test_split_ds_is_required(exp_dag: Any) -> None:
 
 
 def test_overrides_from_params_drop_nulls_and_merge_extras(exp_dag: Any) -> None:
-    from jobs.experiments.experiment import flat_overrides, overrides_from_params
+    from jobs.experiments.plan import flat_overrides, overrides_from_params
 
     params = _resolve(
         exp_dag,
@@ -188,7 +188,7 @@ def test_run_conf_keys_are_overrides_or_known_params(exp_dag: Any) -> None:
 
 def test_a_key_set_twice_is_an_error(exp_dag: Any) -> None:
     from jobs.core.config import ConfigError
-    from jobs.experiments.experiment import flat_overrides, overrides_from_params
+    from jobs.experiments.plan import flat_overrides, overrides_from_params
 
     params = _resolve(
         exp_dag, split_ds="2026-01-07", **{"mf.factors": 16, "extra_overrides": ["mf.factors=8"]}
@@ -270,7 +270,7 @@ def test_the_plan_refuses_with_the_reason(
 
 def test_seeds_add_replicates_trained_with_each_seed(raw_lake: Any) -> None:
     from jobs.core.config import load_config
-    from jobs.experiments.experiment import plan, side_config
+    from jobs.experiments.plan import plan, side_config
 
     p = plan(raw_lake, "2026-01-03", ["page.beam_width=1"], name="b1", seeds=[7, 13])
     assert p["seeds"] == [7, 13] and [r["seed"] for r in p["replicates"]] == [7, 13]
@@ -302,7 +302,8 @@ def test_seeds_add_replicates_trained_with_each_seed(raw_lake: Any) -> None:
 def test_a_replicate_lake_starts_from_up_to_date_tables(
     raw_lake: Any, tmp_path: Path, overrides: list[str], source: str
 ) -> None:
-    from jobs.experiments.experiment import RECORD, _fingerprint, plan, seed_lake
+    from jobs.experiments.plan import plan
+    from jobs.experiments.sides import RECORD, _fingerprint, seed_lake
 
     p = plan(raw_lake, "2026-01-03", overrides, name=f"t-{source}", seeds=[7])
     rp = p["replicates"][0]
@@ -331,7 +332,7 @@ def test_a_replicate_lake_starts_from_up_to_date_tables(
 
 def test_splits_add_replicates_on_other_dates(raw_lake: Any) -> None:
     from jobs.core.config import load_config
-    from jobs.experiments.experiment import plan, side_config
+    from jobs.experiments.plan import plan, side_config
 
     p = plan(raw_lake, "2026-01-03", ["page.beam_width=1"], name="b1", splits=["2026-01-02"])
     (r,) = p["replicates"]
@@ -534,7 +535,8 @@ def _comparison_result(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def test_comparison_rows_and_text() -> None:
     import pandas as pd
 
-    from jobs.experiments.experiment import comparison_rows, format_comparison, markdown, mlflow_key
+    from jobs.experiments.compare import comparison_rows
+    from jobs.experiments.comparison_report import format_comparison, markdown, mlflow_key
 
     head = {"objective": "click", "stage": "raw", "auc": 0.7, "pr_auc": 0.2, "log_loss": 0.3}
     side = {
@@ -610,8 +612,9 @@ def test_comparison_rows_and_text() -> None:
 def test_shared_heads_shown_once() -> None:
     """Objectives with equal labels share one head (purchase-only logs): printouts show the
     purchase rows once and say so; the rows themselves (csv, MLflow) keep every objective."""
-    from jobs.experiments.evaluate import format_table, repeated_objectives
-    from jobs.experiments.experiment import _row, format_comparison, markdown, metric_objective
+    from jobs.experiments.compare import _row
+    from jobs.experiments.comparison_report import format_comparison, markdown, metric_objective
+    from jobs.experiments.evaluation_report import format_table, repeated_objectives
     from jobs.experiments.replicates import format_replicates, replicate_rows
 
     def row(metric: str, c: float, e: float) -> dict[str, Any]:
@@ -783,7 +786,7 @@ def test_the_comparison_has_paired_intervals(experiment_run: SimpleNamespace) ->
 def test_report_files(experiment_run: SimpleNamespace) -> None:
     import pandas as pd
 
-    from jobs.experiments.experiment import COLUMNS
+    from jobs.experiments.compare import COLUMNS
 
     s, res = experiment_run, experiment_run.res
     out = f"{s.lake.root}/warehouse/reports/ds={s.split}/experiments/beam1"

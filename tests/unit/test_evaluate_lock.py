@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from jobs.experiments.evaluate import locked
+from jobs.experiments.evaluation_lake import locked
 
 
 def test_a_second_writer_waits_for_the_first(tmp_path):

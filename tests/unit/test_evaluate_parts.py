@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from jobs.core.config import load_config
-from jobs.experiments.evaluate import PageFrames, ranked_list_evaluation
+from jobs.experiments.evaluation_pages import PageFrames, ranked_list_evaluation
 from models.evaluation.baselines import _grid
 from models.evaluation.page_eval import evaluate_pages
 
@@ -82,7 +82,7 @@ def test_ranked_list_is_skipped_for_logged_impressions():
 def test_rows_by_item_kind_leave_out_a_kind_without_rows():
     """A lake without purchases (Open Bandit: impressions and clicks) has no bought-before rows:
     only the never-bought rows are ranked, instead of failing on an empty kind."""
-    from jobs.experiments.evaluate import item_kind_ranking
+    from jobs.experiments.evaluation_heads import item_kind_ranking
 
     ex = pd.DataFrame(
         {"ui_n_purchase": [0, 0, 0, 0], "item_pop_30d": [4, 3, 2, 1], "click": [1, 0, 1, 0]}
@@ -94,7 +94,7 @@ def test_rows_by_item_kind_leave_out_a_kind_without_rows():
 
 
 def test_a_test_window_without_relevant_events_names_what_it_logs():
-    from jobs.experiments.evaluate import relevant_pairs
+    from jobs.experiments.evaluation_pages import relevant_pairs
 
     after = pd.DataFrame(
         {

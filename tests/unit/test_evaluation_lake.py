@@ -8,8 +8,8 @@ import os
 import pytest
 
 from jobs.core.lake import Lake
-from jobs.experiments import evaluate
-from jobs.experiments.evaluate import CODE_STAMP, evaluation_lake
+from jobs.experiments import evaluation_lake as lake_setup
+from jobs.experiments.evaluation_lake import CODE_STAMP, evaluation_lake
 
 
 def _source(tmp_path) -> Lake:
@@ -57,7 +57,7 @@ def test_outputs_of_other_code_are_removed_and_the_source_is_untouched(tmp_path,
     assert os.path.islink(os.path.join(work, "events"))
     assert (tmp_path / "lake" / "events" / "ds=2026-01-01" / "part.parquet").exists()
     with open(os.path.join(work, CODE_STAMP)) as f:
-        assert f.read().strip() == evaluate.code_fingerprint()
+        assert f.read().strip() == lake_setup.code_fingerprint()
 
 
 def test_a_code_change_changes_the_fingerprint(tmp_path, monkeypatch):
@@ -67,15 +67,15 @@ def test_a_code_change_changes_the_fingerprint(tmp_path, monkeypatch):
     (repo / "models" / "ranking.py").write_text("A = 1\n")
     (repo / "jobs" / "cli.py").write_text("B = 1\n")
     (repo / "conf" / "default.yaml").write_text("page: {}\n")
-    monkeypatch.setattr(evaluate, "REPO", repo)
-    before = evaluate.code_fingerprint()
+    monkeypatch.setattr(lake_setup, "REPO", repo)
+    before = lake_setup.code_fingerprint()
     (repo / "jobs" / "cli.py").write_text("B = 2\n")  # an entry point: same evaluation
-    assert evaluate.code_fingerprint() == before
+    assert lake_setup.code_fingerprint() == before
     (repo / "models" / "ranking.py").write_text("A = 2\n")
-    assert evaluate.code_fingerprint() != before
+    assert lake_setup.code_fingerprint() != before
     (repo / "models" / "ranking.py").write_text("A = 1\n")
     (repo / "conf" / "default.yaml").write_text("page: {slots: 5}\n")
-    assert evaluate.code_fingerprint() != before
+    assert lake_setup.code_fingerprint() != before
 
 
 def test_a_directory_with_real_input_tables_is_not_an_evaluation_lake(tmp_path):
