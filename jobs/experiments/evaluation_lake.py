@@ -27,16 +27,17 @@ CODE_STAMP = "CODE_FINGERPRINT"  # in an evaluation lake: the fingerprint of the
 CODE_DIRS = ("jobs", "models", "features", "validation")
 # modules no evaluation runs: editing them keeps recorded evaluations valid (the experiment job
 # is experiment.py and the modules split from it: plan, sides, compare, comparison_report)
+# code that cannot change an evaluation's outputs (the CLI, benchmarks, the Airflow runner, the
+# experiment's planning and reporting): editing it keeps recorded evaluations valid
 NOT_EVALUATION_CODE = (
-    "cli.py",
-    "experiment.py",
-    "plan.py",
-    "sides.py",
-    "compare.py",
-    "comparison_report.py",
-    "bench.py",
-    "bench_serve.py",
-    "airflow_run.py",
+    "jobs/cli/",
+    "jobs/bench/",
+    "jobs/runner/",
+    "jobs/experiments/experiment.py",
+    "jobs/experiments/plan.py",
+    "jobs/experiments/sides.py",
+    "jobs/experiments/compare.py",
+    "jobs/experiments/comparison_report.py",
 )
 REPO = Path(__file__).resolve().parents[2]
 EVAL_STEPS = ("build_features", "train", "promote", "rank")
@@ -49,7 +50,7 @@ def code_fingerprint() -> str:
         p
         for d in CODE_DIRS
         for p in sorted((REPO / d).rglob("*.py"))
-        if not (d == "jobs" and p.name in NOT_EVALUATION_CODE)
+        if not str(p.relative_to(REPO)).startswith(NOT_EVALUATION_CODE)
     ]
     files += sorted((REPO / "conf").glob("*.yaml"))
     for f in files:

@@ -65,11 +65,12 @@ def test_a_code_change_changes_the_fingerprint(tmp_path, monkeypatch):
     for d in ("jobs", "models", "conf"):
         (repo / d).mkdir(parents=True)
     (repo / "models" / "ranking.py").write_text("A = 1\n")
-    (repo / "jobs" / "cli.py").write_text("B = 1\n")
+    (repo / "jobs" / "cli").mkdir()
+    (repo / "jobs" / "cli" / "main.py").write_text("B = 1\n")
     (repo / "conf" / "default.yaml").write_text("page: {}\n")
     monkeypatch.setattr(lake_setup, "REPO", repo)
     before = lake_setup.code_fingerprint()
-    (repo / "jobs" / "cli.py").write_text("B = 2\n")  # an entry point: same evaluation
+    (repo / "jobs" / "cli" / "main.py").write_text("B = 2\n")  # an entry point: same evaluation
     assert lake_setup.code_fingerprint() == before
     (repo / "models" / "ranking.py").write_text("A = 2\n")
     assert lake_setup.code_fingerprint() != before
