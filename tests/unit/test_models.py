@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 from oracles.page import assemble_page
+from oracles.scoring import carousel_scores
 
 from models.ranking.candidates import PAD, top_k_rows
 from models.ranking.mf import MFFitError, MFParams, fit_mf
-from models.ranking.scoring import carousel_scores, position_discount
+from models.ranking.scoring import position_discount
 
 
 def _checkerboard(n_users=40, n_items=20):
