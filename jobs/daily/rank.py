@@ -37,7 +37,7 @@ def _read(
 
 def load_catalog(lake: Lake, ds: str, cfg: Config) -> tuple[Any, pd.DataFrame]:
     from jobs.daily.build_features import items_snapshot
-    from models.ranking.candidates import Catalog
+    from models.ranking.catalog import Catalog
 
     items = _read(items_snapshot(lake, ds)).sort_values("item_id").reset_index(drop=True)
     stats = _read(lake.feature("item_stats", ds))
@@ -103,7 +103,7 @@ def _rule_items(rule: str, catalog: Any, n: int) -> np.ndarray:
 
 def load_curated(lake: Lake, catalog: Any, items: pd.DataFrame, cfg: Config) -> list[Any]:
     """Curated carousels from the lake's `carousels` table, else `conf/curated.yaml`."""
-    from models.ranking.candidates import CuratedCarousel
+    from models.ranking.catalog import CuratedCarousel
 
     n = cfg.page.candidate_items
     if io.list_files(lake.carousels):

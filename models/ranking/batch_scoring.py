@@ -8,14 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from models.ranking.candidates import (
-    PAD,
-    Candidates,
-    Catalog,
-    generate,
-    pack_lists,
-    top_k_rows,
-)
+from models.ranking.candidates import Candidates, generate
+from models.ranking.catalog import PAD, Catalog
+from models.ranking.item_lists import pack_lists, top_k_rows
 from models.ranking.item_policy import apply_penalties, brand_run_rule, mmr_order, relevance
 from models.ranking.rank_inputs import BatchMatrices, PageParams, RankInputs
 from models.ranking.scored_batch import ScoredBatch, carousel_shape, posterior_lambda

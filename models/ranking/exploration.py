@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.ranking.candidates import PAD
+from models.ranking.catalog import PAD
 
 _EPS = 1e-12  # smallest draw weight of an item in the exploration pool
 

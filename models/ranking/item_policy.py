@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.ranking.candidates import PAD
+from models.ranking.catalog import PAD
 
 
 def _identity(n: int, width: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.ranking.candidates import PAD
+from models.ranking.catalog import PAD
 from models.ranking.exploration import explore_new_items
 from models.ranking.policy import (
     AssembledPages,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.ranking.candidates import PAD
+from models.ranking.catalog import PAD
 
 NO_FAMILY = -2  # the "family" above slot 1: differs from every real family code (>= 0)
 _EPS = 1e-12

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.ranking.candidates import PAD, Catalog, CuratedCarousel
+from models.ranking.catalog import PAD, Catalog, CuratedCarousel
 from models.ranking.item_features import FeatureSource
 from models.ranking.sources import group_pools
 

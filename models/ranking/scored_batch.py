@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from models.ranking.candidates import PAD, Candidates
+from models.ranking.candidates import Candidates
+from models.ranking.catalog import PAD
 from models.ranking.scoring import carousel_score
 
 

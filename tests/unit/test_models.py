@@ -3,7 +3,8 @@ import pytest
 from oracles.page import assemble_page
 from oracles.scoring import carousel_scores
 
-from models.ranking.candidates import PAD, top_k_rows
+from models.ranking.catalog import PAD
+from models.ranking.item_lists import top_k_rows
 from models.ranking.mf import MFFitError, MFParams, fit_mf
 from models.ranking.scoring import position_discount
 

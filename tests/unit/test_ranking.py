@@ -14,7 +14,7 @@ from jobs.daily.training_data import sample_users
 from models.evaluation import metrics as m
 from models.evaluation.holdout import holdout_metrics, page_ndcg, ranking_ndcg
 from models.ranking.batch_scoring import personal_pool, score_batch
-from models.ranking.candidates import PAD, Catalog, CuratedCarousel
+from models.ranking.catalog import PAD, Catalog, CuratedCarousel
 from models.ranking.item_features import FEATURES, FeatureSource
 from models.ranking.mf import MFModel
 from models.ranking.pages import PAGE_COLUMNS, build_pages, pages
