@@ -46,7 +46,7 @@ def mf_params(cfg: Config) -> Any:
 
 
 def engagement_params(cfg: Config, objectives: tuple[str, ...], positions: bool) -> Any:
-    from models.ranking.engagement import EngagementParams
+    from models.ranking.engagement_model import EngagementParams
 
     ec = cfg.engagement
     return EngagementParams(

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from models.ranking.engagement import BoosterTrainer, EngagementParams
+from models.ranking.engagement import BoosterTrainer
+from models.ranking.engagement_model import EngagementParams
 from models.ranking.mf import MFFitError, MFModel, MFParams, build_matrix
 
 if TYPE_CHECKING:

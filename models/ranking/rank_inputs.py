@@ -72,7 +72,7 @@ class RankInputs:
     carousel_lam: Mapping[str, float]  # carousel-level prior mean
     p_global: float
     features: FeatureSource | None = None
-    engagement: Any = None  # models.ranking.engagement.EngagementModel
+    engagement: Any = None  # models.ranking.engagement_model.EngagementModel
     objective_weights: Mapping[str, float] | None = None
     top_brands: Mapping[str, np.ndarray] = field(default_factory=dict)  # user -> brand codes
     recent: Mapping[str, np.ndarray] = field(default_factory=dict)  # user -> sorted item idx

@@ -13,7 +13,8 @@ import pytest
 
 from models.evaluation import metrics as m
 from models.ranking.distributed import _aligned, _check_lineage, fit_mf_spark, spark_booster_trainer
-from models.ranking.engagement import EngagementParams, fit_engagement
+from models.ranking.engagement import fit_engagement
+from models.ranking.engagement_model import EngagementParams
 from models.ranking.mf import MFFitError, MFModel, MFParams, fit_mf
 
 # xgboost.spark trains in Spark's Python workers, which start `PYSPARK_PYTHON` (default: the

@@ -5,14 +5,8 @@ import pandas as pd
 import pytest
 
 from models.evaluation import metrics as m
-from models.ranking.engagement import (
-    EngagementFitError,
-    EngagementModel,
-    EngagementParams,
-    assign_splits,
-    combined_score,
-    fit_engagement,
-)
+from models.ranking.engagement import EngagementFitError, assign_splits, fit_engagement
+from models.ranking.engagement_model import EngagementModel, EngagementParams, combined_score
 
 FEATURES = ["x0", "x1", "x2", "x3", "slot", "position"]
 LABELS = {"click": "click", "add_to_cart": "atc", "purchase": "buy"}
@@ -329,7 +323,7 @@ def test_plots_write_pngs(model, held_out, tmp_path):
 
 
 def test_isotonic_calibrator_keeps_the_raw_order_inside_flat_stretches():
-    from models.ranking.engagement import TIE_SLOPE, IsotonicCalibrator
+    from models.ranking.engagement_model import TIE_SLOPE, IsotonicCalibrator
 
     # flat at 0.1 over raw [0.2, 0.5], then 0.1 -> 0.3 up to raw 0.6, flat at 0.3 after it
     cal = IsotonicCalibrator(np.array([0.2, 0.5, 0.6]), np.array([0.1, 0.1, 0.3]))
