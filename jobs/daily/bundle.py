@@ -34,7 +34,7 @@ class Bundle:
     info: dict[str, Any]
     mf_item: Any  # models.ranking.mf.MFModel
     mf_cat: Any
-    engagement: Any  # models.ranking.engagement.EngagementModel | None
+    engagement: Any  # models.ranking.engagement_model.EngagementModel | None
     registry_version: str | None = None
 
     @property

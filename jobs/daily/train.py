@@ -191,7 +191,7 @@ def build_examples(
 class WindowData:
     """Examples labelled in `[start, end)` with features as of `start`."""
 
-    inputs: Any  # models.ranking.pages.RankInputs as of start (with the feature lookups)
+    inputs: Any  # models.ranking.rank_inputs.RankInputs as of start (with the feature lookups)
     examples: pd.DataFrame
     engaged: pd.DataFrame
     source: str
