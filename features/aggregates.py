@@ -1,7 +1,7 @@
 """User aggregates, user × category frequency and carousel-slot engagement (METHODS §3).
 
 Every window is a whole number of UTC days ending at midnight of `as_of`: an event at exactly
-as_of − w days is inside the w-day window, one at as_of is outside.
+as_of − d days is inside the d-day window, one at as_of is outside.
 
 Rates are ratios of counts clipped to [0, 1], and 0.0 when the denominator is 0 (a user with
 no impressions has click_rate 0, not null). Counts can exceed their denominator in real logs
@@ -50,35 +50,35 @@ def _check_days(name: str, days: int) -> None:
 def user_aggregates(
     events: DataFrame, *, as_of: dt.date, windows: tuple[int, ...] = (7, 30)
 ) -> DataFrame:
-    """Per user with any event in the largest window: for each window w, `impressions_{w}d`,
-    `views_{w}d`, `clicks_{w}d`, `add_to_carts_{w}d`, `purchases_{w}d` (event rows, long) and
-    `click_rate_{w}d` = clicks/impressions, `cart_rate_{w}d` = add_to_carts/views,
-    `purchase_rate_{w}d` = purchases/add_to_carts, each clipped to [0, 1] and 0.0 when the
-    denominator is 0. Only events in [as_of − w days, as_of) count towards window w.
+    """Per user with any event in the largest window: for each window of d days,
+    `impressions_{d}d`, `views_{d}d`, `clicks_{d}d`, `add_to_carts_{d}d`, `purchases_{d}d` (event rows, long) and
+    `click_rate_{d}d` = clicks/impressions, `cart_rate_{d}d` = add_to_carts/views,
+    `purchase_rate_{d}d` = purchases/add_to_carts, each clipped to [0, 1] and 0.0 when the
+    denominator is 0. Only events in [as_of − d days, as_of) count towards window d.
     """
     require_columns(events, ["user_id", "event_type", "ts"], "events")
     if not windows:
         raise ValueError("windows must name at least one window length in days")
-    for w in windows:
-        _check_days("each window", w)
+    for days in windows:
+        _check_days("each window", days)
     ws = sorted(set(windows))
     end = utc_start(as_of)
-    starts = {w: utc_start(as_of - dt.timedelta(days=w)) for w in ws}
+    starts = {days: utc_start(as_of - dt.timedelta(days=days)) for days in ws}
     df = events.filter((F.col("ts") >= starts[ws[-1]]) & (F.col("ts") < end))
     # one pass: every (window, type) count is a conditional count in the same groupBy
     counts = [
-        F.count(F.when((F.col("event_type") == etype) & (F.col("ts") >= starts[w]), 1)).alias(
-            f"{name}_{w}d"
+        F.count(F.when((F.col("event_type") == etype) & (F.col("ts") >= starts[days]), 1)).alias(
+            f"{name}_{days}d"
         )
-        for w in ws
+        for days in ws
         for name, etype in USER_COUNTS
     ]
     out = df.groupBy("user_id").agg(*counts)
     cols = [F.col("user_id")]
-    for w in ws:
-        cols += [F.col(f"{name}_{w}d") for name, _ in USER_COUNTS]
+    for days in ws:
+        cols += [F.col(f"{name}_{days}d") for name, _ in USER_COUNTS]
         cols += [
-            clipped_rate(F.col(f"{num}_{w}d"), F.col(f"{den}_{w}d")).alias(f"{rate}_{w}d")
+            clipped_rate(F.col(f"{num}_{days}d"), F.col(f"{den}_{days}d")).alias(f"{rate}_{days}d")
             for rate, num, den in USER_RATES
         ]
     return out.select(*cols)

@@ -124,11 +124,12 @@ def flag_bad_rows(
         *[F.col(c).asc_nulls_last() for c in ("user_id", "event_type", "item_id", "carousel_id")],
     ]
     # rank only among otherwise-good rows, so a bad first copy cannot reject a good second one
-    w = Window.partitionBy("event_id", F.col(REJECT_REASON).isNull()).orderBy(*order)
+    same_event = Window.partitionBy("event_id", F.col(REJECT_REASON).isNull()).orderBy(*order)
     df = df.withColumn(
         "_dup_rank",
         F.when(
-            F.col("event_id").isNotNull() & F.col(REJECT_REASON).isNull(), F.row_number().over(w)
+            F.col("event_id").isNotNull() & F.col(REJECT_REASON).isNull(),
+            F.row_number().over(same_event),
         ),
     )
     df = df.withColumn(

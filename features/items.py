@@ -35,48 +35,14 @@ def item_stats(
     require_columns(events, ["user_id", "item_id", "event_type", "ts"], "events")
     require_columns(items, ["item_id", "first_seen"], "items")
     start = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
-    recent = F.lit(start - dt.timedelta(days=recent_days)).cast("timestamp")
-    prior = F.lit(start - dt.timedelta(days=2 * recent_days)).cast("timestamp")
     end = F.lit(start).cast("timestamp")
-    w = (
-        F.when(F.col("event_type") == "purchase", 3.0)
-        .when(F.col("event_type") == "add_to_cart", 2.0)
-        .otherwise(1.0)
-    )
     ev = events.filter(
         (F.col("ts") < end)
         & F.col("item_id").isNotNull()
         & F.col("event_type").isin("click", "add_to_cart", "purchase", "view")
     )
-    pops = [
-        F.sum(
-            F.when(
-                F.col("ts") >= F.lit(start - dt.timedelta(days=d)).cast("timestamp"), w
-            ).otherwise(0.0)
-        ).alias(f"pop_{d}d")
-        for d in POP_DAYS
-    ]
-    agg = ev.groupBy("item_id").agg(
-        F.sum(F.when(F.col("ts") >= recent, w).otherwise(0.0)).alias("pop_recent"),
-        F.sum(F.when((F.col("ts") >= prior) & (F.col("ts") < recent), w).otherwise(0.0)).alias(
-            "pop_prior"
-        ),
-        F.sum(w).alias("pop_total"),
-        F.max("ts").alias("last_event_ts"),
-        *pops,
-    )
-    new_buyer_since = F.lit(start - dt.timedelta(days=NEW_BUYER_DAYS)).cast("timestamp")
-    buyers = (
-        ev.filter((F.col("event_type") == "purchase") & F.col("user_id").isNotNull())
-        .groupBy("item_id", "user_id")
-        .agg(F.countDistinct("ts").alias("n_orders"), F.min("ts").alias("first_ts"))
-        .groupBy("item_id")
-        .agg(
-            F.count("*").cast("double").alias("n_buyers"),
-            (F.sum((F.col("n_orders") >= 2).cast("double")) / F.count("*")).alias("repeat_rate"),
-            F.sum((F.col("first_ts") >= new_buyer_since).cast("double")).alias("new_buyers_30d"),
-        )
-    )
+    agg = _popularity(ev, start=start, recent_days=recent_days)
+    buyers = _buyers(ev, start=start)
     new_since = F.lit(as_of - dt.timedelta(days=recent_days * 2)).cast("date")
     pop_cols = ["pop_recent", "pop_prior", "pop_total", *[f"pop_{d}d" for d in POP_DAYS]]
     return (
@@ -107,6 +73,52 @@ def item_stats(
             "price_band",
             "in_stock",
             "has_image",
+        )
+    )
+
+
+def _popularity(ev: DataFrame, *, start: dt.datetime, recent_days: int) -> DataFrame:
+    """item_id, pop_recent, pop_prior, pop_total, last_event_ts and pop_{d}d: engagements
+    weighted purchase 3, add-to-cart 2, other 1, over the windows ending at `start`."""
+    recent = F.lit(start - dt.timedelta(days=recent_days)).cast("timestamp")
+    prior = F.lit(start - dt.timedelta(days=2 * recent_days)).cast("timestamp")
+    event_weight = (
+        F.when(F.col("event_type") == "purchase", 3.0)
+        .when(F.col("event_type") == "add_to_cart", 2.0)
+        .otherwise(1.0)
+    )
+    pops = [
+        F.sum(
+            F.when(
+                F.col("ts") >= F.lit(start - dt.timedelta(days=d)).cast("timestamp"), event_weight
+            ).otherwise(0.0)
+        ).alias(f"pop_{d}d")
+        for d in POP_DAYS
+    ]
+    return ev.groupBy("item_id").agg(
+        F.sum(F.when(F.col("ts") >= recent, event_weight).otherwise(0.0)).alias("pop_recent"),
+        F.sum(
+            F.when((F.col("ts") >= prior) & (F.col("ts") < recent), event_weight).otherwise(0.0)
+        ).alias("pop_prior"),
+        F.sum(event_weight).alias("pop_total"),
+        F.max("ts").alias("last_event_ts"),
+        *pops,
+    )
+
+
+def _buyers(ev: DataFrame, *, start: dt.datetime) -> DataFrame:
+    """item_id, n_buyers, repeat_rate (share of buyers with two or more orders) and
+    new_buyers_30d (buyers whose first purchase fell in the last NEW_BUYER_DAYS)."""
+    new_buyer_since = F.lit(start - dt.timedelta(days=NEW_BUYER_DAYS)).cast("timestamp")
+    return (
+        ev.filter((F.col("event_type") == "purchase") & F.col("user_id").isNotNull())
+        .groupBy("item_id", "user_id")
+        .agg(F.countDistinct("ts").alias("n_orders"), F.min("ts").alias("first_ts"))
+        .groupBy("item_id")
+        .agg(
+            F.count("*").cast("double").alias("n_buyers"),
+            (F.sum((F.col("n_orders") >= 2).cast("double")) / F.count("*")).alias("repeat_rate"),
+            F.sum((F.col("first_ts") >= new_buyer_since).cast("double")).alias("new_buyers_30d"),
         )
     )
 

@@ -69,9 +69,10 @@ def _decay(half_life_days: float, days: Column | float) -> Column:
 def trial_counts(trials: DataFrame, *, as_of: dt.date, half_life_days: float = 0.0) -> DataFrame:
     """State from trials: user_id, carousel_id, trials, successes (day-decayed to `as_of`)."""
     age = F.datediff(F.lit(as_of - dt.timedelta(days=1)), F.col("day")).cast("double")
-    w = _decay(half_life_days, age)
+    decay_weight = _decay(half_life_days, age)
     return trials.groupBy("user_id", "carousel_id").agg(
-        F.sum(w).alias("trials"), F.sum(w * F.col("success")).alias("successes")
+        F.sum(decay_weight).alias("trials"),
+        F.sum(decay_weight * F.col("success")).alias("successes"),
     )
 
 

@@ -34,6 +34,7 @@ pandas/numpy.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -164,6 +165,46 @@ def estimate_examination(
     clicks. An index without clicks gets 0. Raises ValueError on an empty table or one without
     clicks at index 1, and ExaminationFitError if the fit does not converge.
     """
+    df = _checked_counts(counts, kind=kind, n_boot=n_boot, confidence=confidence)
+
+    index = df[kind].astype(np.int64).to_numpy()
+    levels = np.unique(index)
+    if levels[0] != 1:
+        raise ValueError(f"no randomised impressions at {kind} 1, the reference {kind}")
+    j = np.searchsorted(levels, index)
+    g = df.groupby(_STRATA[kind], sort=False, dropna=False).ngroup().to_numpy()
+    n = df["impressions"].to_numpy(np.float64)
+    c = df["clicks"].to_numpy(np.float64)
+    if c[j == 0].sum() <= 0:
+        raise ValueError(f"no clicks at {kind} 1 in randomised traffic: cannot normalise e_1 = 1")
+
+    n_groups, n_index = int(g.max()) + 1, levels.size
+    fit = dict(n_groups=n_groups, n_index=n_index, tol=tol, max_iter=max_iter)
+    estimate = _fit(g, j, n, c, **fit)
+
+    boot = _bootstrap(g, j, n, c, fit, n_boot=n_boot, seed=seed)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.nanquantile(boot, [alpha, 1.0 - alpha], axis=0)
+    low[0] = high[0] = 1.0
+
+    return pd.DataFrame(
+        {
+            "kind": kind,
+            "index": levels,
+            "propensity": estimate,
+            "ci_low": low,
+            "ci_high": high,
+            "impressions": np.bincount(j, weights=n, minlength=n_index).astype(np.int64),
+            "clicks": np.bincount(j, weights=c, minlength=n_index).astype(np.int64),
+        },
+        columns=list(RESULT_COLUMNS),
+    )
+
+
+def _checked_counts(
+    counts: pd.DataFrame, *, kind: str, n_boot: int, confidence: float
+) -> pd.DataFrame:
+    """The counts with impressions, in a fixed row order, after checking the arguments."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if n_boot < 2:
@@ -184,24 +225,23 @@ def estimate_examination(
         )
     if (df["clicks"] < 0).any():
         raise ValueError("counts has negative clicks")
+    return df
 
-    index = df[kind].astype(np.int64).to_numpy()
-    levels = np.unique(index)
-    if levels[0] != 1:
-        raise ValueError(f"no randomised impressions at {kind} 1, the reference {kind}")
-    j = np.searchsorted(levels, index)
-    g = df.groupby(_STRATA[kind], sort=False, dropna=False).ngroup().to_numpy()
-    n = df["impressions"].to_numpy(np.float64)
-    c = df["clicks"].to_numpy(np.float64)
-    if c[j == 0].sum() <= 0:
-        raise ValueError(f"no clicks at {kind} 1 in randomised traffic: cannot normalise e_1 = 1")
 
-    n_groups, n_index = int(g.max()) + 1, levels.size
-    fit = dict(n_groups=n_groups, n_index=n_index, tol=tol, max_iter=max_iter)
-    estimate = _fit(g, j, n, c, **fit)
-
+def _bootstrap(
+    g: np.ndarray,
+    j: np.ndarray,
+    n: np.ndarray,
+    c: np.ndarray,
+    fit: dict[str, Any],
+    *,
+    n_boot: int,
+    seed: int,
+) -> np.ndarray:
+    """(n_boot, n_index) fits on Poisson bootstrap replicates of the counts (NaN rows where a
+    replicate has no clicks at index 1); raises when over a tenth of them do not converge."""
     rng = np.random.default_rng(seed)
-    boot = np.full((n_boot, n_index), np.nan)
+    boot = np.full((n_boot, fit["n_index"]), np.nan)
     stalled = 0
     for b in range(n_boot):
         c_b = rng.poisson(c).astype(np.float64)
@@ -216,22 +256,7 @@ def estimate_examination(
         raise ExaminationFitError(
             f"{stalled} of {n_boot} bootstrap replicates did not converge: too little randomised traffic"
         )
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.nanquantile(boot, [alpha, 1.0 - alpha], axis=0)
-    low[0] = high[0] = 1.0
-
-    return pd.DataFrame(
-        {
-            "kind": kind,
-            "index": levels,
-            "propensity": estimate,
-            "ci_low": low,
-            "ci_high": high,
-            "impressions": np.bincount(j, weights=n, minlength=n_index).astype(np.int64),
-            "clicks": np.bincount(j, weights=c, minlength=n_index).astype(np.int64),
-        },
-        columns=list(RESULT_COLUMNS),
-    )
+    return boot
 
 
 def examination_table(

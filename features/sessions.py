@@ -51,16 +51,16 @@ def _with_session_key(events: DataFrame, gap_minutes: float) -> DataFrame:
     has_sid = "session_id" in events.columns
     derived = F.col("session_id").isNull() if has_sid else F.lit(True)
     df = events.withColumn(_DERIVED, derived)
-    w = Window.partitionBy("user_id", _DERIVED).orderBy(
+    by_user = Window.partitionBy("user_id", _DERIVED).orderBy(
         F.col("ts").asc_nulls_last(), F.col("event_id").asc_nulls_last()
     )
     micros = F.unix_micros(F.col("ts"))
-    prev = F.lag(micros).over(w)
+    prev = F.lag(micros).over(by_user)
     gap = F.lit(int(round(gap_minutes * MICROS_PER_MINUTE)))
     starts = F.when(prev.isNull() | (micros - prev > gap), 1).otherwise(0)
     # Rows with a session_id run through the same window (wasted arithmetic, no extra shuffle)
     # rather than a union of two branches, which would scan the input twice.
-    n = F.sum(starts).over(w.rowsBetween(Window.unboundedPreceding, Window.currentRow)) - 1
+    n = F.sum(starts).over(by_user.rowsBetween(Window.unboundedPreceding, Window.currentRow)) - 1
     key = F.concat(F.col("user_id"), F.lit("#"), n.cast("string"))
     if has_sid:
         key = F.when(F.col(_DERIVED), key).otherwise(F.col("session_id"))
@@ -84,8 +84,8 @@ def intent_weight(
     minutes = (F.unix_micros(purchase_ts) - F.unix_micros(click_ts)) / F.lit(
         float(MICROS_PER_MINUTE)
     )
-    w = F.pow(F.lit(float(decay)), minutes / F.lit(float(epsilon) * float(gap_minutes)))
-    return F.coalesce(w, F.lit(0.0))
+    decayed = F.pow(F.lit(float(decay)), minutes / F.lit(float(epsilon) * float(gap_minutes)))
+    return F.coalesce(decayed, F.lit(0.0))
 
 
 def purchase_intent(
@@ -145,12 +145,12 @@ def _intent(
 ) -> DataFrame:
     """Clicks of `df` (clicks and purchases with a session key) labelled by the first purchase at
     or after them in the same session of the same user, as INTENT_COLUMNS."""
-    w = (
+    from_here = (
         Window.partitionBy(*partition)
         .orderBy(F.unix_micros(F.col("ts")))
         .rangeBetween(Window.currentRow, Window.unboundedFollowing)
     )
-    next_purchase = F.min(F.when(F.col("event_type") == "purchase", F.col("ts"))).over(w)
+    next_purchase = F.min(F.when(F.col("event_type") == "purchase", F.col("ts"))).over(from_here)
     out = df.withColumn("_tp", next_purchase).filter(F.col("event_type") == "click")
     weight = intent_weight(
         F.col("ts"), F.col("_tp"), decay=decay, epsilon=epsilon, gap_minutes=gap_minutes

@@ -34,7 +34,7 @@ class Bundle:
     info: dict[str, Any]
     mf_item: Any  # models.ranking.mf.MFModel
     mf_cat: Any
-    engagement: Any  # models.ranking.engagement.EngagementModel | None
+    engagement: Any  # models.ranking.engagement_model.EngagementModel | None
     registry_version: str | None = None
 
     @property
@@ -53,7 +53,7 @@ class Bundle:
 def read_bundle(path: str, registry_version: str | None = None) -> Bundle:
     if io.is_remote(path):
         return _read_remote_bundle(path, registry_version)
-    from models.ranking.engagement import EngagementModel
+    from models.ranking.engagement_model import EngagementModel
     from models.ranking.mf import MFModel
 
     info = io.read_json(join(path, "MODEL.json"))
@@ -75,7 +75,7 @@ def _read_remote_bundle(path: str, registry_version: str | None) -> Bundle:
     its models loaded from a temporary local copy (they load fully into memory)."""
     import shutil
 
-    from models.ranking.engagement import EngagementModel
+    from models.ranking.engagement_model import EngagementModel
     from models.ranking.mf import MFModel
 
     files = io.check_complete(path, "model bundle")

@@ -19,7 +19,7 @@ and the user's best new items for exploration (pool and r̂). Files:
                    the carousel-level Beta priors and the model version
 
 Nothing here depends on λ, so a refresh that updates the Beta priors rebuilds exactly the page a
-full rank with those priors would build (`models.ranking.pages.scored_from_state`) without the models.
+full rank with those priors would build (`models.ranking.scored_batch.scored_from_state`) without the models.
 Records are little-endian numpy structs. (One LMDB value per user would cost a 4 KiB overflow
 page each: a flat file and an index are about half the size.)
 """

@@ -37,7 +37,7 @@ def _read(
 
 def load_catalog(lake: Lake, ds: str, cfg: Config) -> tuple[Any, pd.DataFrame]:
     from jobs.daily.build_features import items_snapshot
-    from models.ranking.candidates import Catalog
+    from models.ranking.catalog import Catalog
 
     items = _read(items_snapshot(lake, ds)).sort_values("item_id").reset_index(drop=True)
     stats = _read(lake.feature("item_stats", ds))
@@ -103,7 +103,7 @@ def _rule_items(rule: str, catalog: Any, n: int) -> np.ndarray:
 
 def load_curated(lake: Lake, catalog: Any, items: pd.DataFrame, cfg: Config) -> list[Any]:
     """Curated carousels from the lake's `carousels` table, else `conf/curated.yaml`."""
-    from models.ranking.candidates import CuratedCarousel
+    from models.ranking.catalog import CuratedCarousel
 
     n = cfg.page.candidate_items
     if io.list_files(lake.carousels):
@@ -155,7 +155,7 @@ def _aligned_factors(model: Any, ids: np.ndarray) -> np.ndarray:
 
 
 def page_params(cfg: Config) -> Any:
-    from models.ranking.pages import PageParams
+    from models.ranking.rank_inputs import PageParams
 
     pc = cfg.page
     return PageParams(
@@ -230,7 +230,7 @@ def load_inputs(
     buy-again lists, top brands, recent non-repeat purchases, category counts, Beta priors,
     and (with an engagement model) the feature lookups for re-ranking items."""
     from models.ranking.item_policy import item_clusters
-    from models.ranking.pages import RankInputs
+    from models.ranking.rank_inputs import RankInputs
 
     pc = cfg.page
     catalog, items = load_catalog(lake, ds, cfg)
@@ -484,7 +484,8 @@ def run(
 
     from jobs.daily.bundle import load_bundle, load_version
     from jobs.daily.registry import past_day
-    from models.ranking.pages import build_pages, score_batch
+    from models.ranking.batch_scoring import score_batch
+    from models.ranking.pages import build_pages
 
     t0 = time.perf_counter()
     past = past_day(lake, ds)

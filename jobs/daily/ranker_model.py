@@ -17,7 +17,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         import os
 
-        from models.ranking.engagement import EngagementModel
+        from models.ranking.engagement_model import EngagementModel
 
         self.engagement = EngagementModel.load(
             os.path.join(context.artifacts["bundle"], "engagement")

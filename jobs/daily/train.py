@@ -46,7 +46,7 @@ def mf_params(cfg: Config) -> Any:
 
 
 def engagement_params(cfg: Config, objectives: tuple[str, ...], positions: bool) -> Any:
-    from models.ranking.engagement import EngagementParams
+    from models.ranking.engagement_model import EngagementParams
 
     ec = cfg.engagement
     return EngagementParams(
@@ -191,7 +191,7 @@ def build_examples(
 class WindowData:
     """Examples labelled in `[start, end)` with features as of `start`."""
 
-    inputs: Any  # models.ranking.pages.RankInputs as of start (with the feature lookups)
+    inputs: Any  # models.ranking.rank_inputs.RankInputs as of start (with the feature lookups)
     examples: pd.DataFrame
     engaged: pd.DataFrame
     source: str
@@ -326,7 +326,9 @@ def w_grid_search(
     """
     from jobs.daily.rank import page_params
     from models.evaluation.holdout import page_ndcg_by_user
-    from models.ranking.pages import pages, score_batch
+    from models.ranking.batch_scoring import score_batch
+    from models.ranking.pages import pages
+    from models.ranking.scoring import carousel_score
 
     params = page_params(cfg)
     rel = engaged.assign(rel=engaged[["click", "add_to_cart", "purchase"]].sum(axis=1))
@@ -362,7 +364,7 @@ def w_grid_search(
             for w in (round(float(x), 6) for x in ws):
                 if w in seen[mode]:
                     continue
-                phi = np.concatenate([w * b.alpha + (1 - w) * b.gamma for b in scored[mode]])
+                phi = np.concatenate([carousel_score(b.alpha, b.gamma, w) for b in scored[mode]])
                 cal = fit_carousel_calibration(phi, np.concatenate(labels[mode]))
                 calibrations[(mode, w)] = cal
                 fn = carousel_calibration({"carousel_calibration": cal})

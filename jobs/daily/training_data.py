@@ -219,8 +219,8 @@ def candidate_examples(
     shown at cutoff (and, with "picked for you" on, the items of its personal pool: the most
     bought, the highest-r̂ ones and the best sellers); labelled by the user's engagement with it
     in the window."""
+    from models.ranking.batch_scoring import personal_pool, score_batch
     from models.ranking.candidates import PAD
-    from models.ranking.pages import personal_pool, score_batch
 
     warm = np.sort(users[inputs.warm(users)])
     frames = []

@@ -130,7 +130,7 @@ class _PageRebuild:
 
     state: Any  # jobs.daily.page_state.StateReader
     item_ids: np.ndarray
-    params: Any  # models.ranking.pages.PageParams
+    params: Any  # models.ranking.rank_inputs.PageParams
     calibration: Callable[[np.ndarray], np.ndarray] | None
     carousel_ab: dict[str, tuple]
     post_by_user: pd.DataFrame
@@ -176,7 +176,7 @@ class _PageRebuild:
         return table, self.summarise(table), st.users
 
     def _scored(self, users: list[str]) -> tuple[Any, Any]:
-        from models.ranking.pages import scored_from_state
+        from models.ranking.scored_batch import scored_from_state
 
         state, meta, arrays = self.state, self.state.meta, self.state.arrays
         st = state.read(users)
@@ -223,7 +223,7 @@ def _prepare_rebuild(
 ) -> tuple[_PageRebuild, pd.DataFrame]:
     """The rebuild's inputs (from the page state's meta, the window's and the daily run's
     posteriors, the base's items table) and that items table."""
-    from models.ranking.pages import PageParams
+    from models.ranking.rank_inputs import PageParams
 
     meta = state.meta
     params = PageParams(

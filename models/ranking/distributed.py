@@ -7,7 +7,7 @@
   downsampling, calibration and metrics, so both trainers give the same kind of model.
 
 The two libraries parameterise implicit ALS differently, so equal `MFParams` give similar, not
-equal, factors: Spark weighs a cell by confidence 1 + alpha·w (implicit: alpha·w) and scales
+equal, factors: Spark weighs a cell by confidence 1 + alpha·weight (implicit: alpha·weight) and scales
 the regularisation by each row's number of interactions (ALS-WR; implicit does not).
 
 Pure apart from the session: no files of its own, no session creation. What the session must
@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from models.ranking.engagement import BoosterTrainer, EngagementParams
+from models.ranking.engagement import BoosterTrainer
+from models.ranking.engagement_model import EngagementParams
 from models.ranking.mf import MFFitError, MFModel, MFParams, build_matrix
 
 if TYPE_CHECKING:
@@ -92,8 +93,8 @@ def _check_interactions(users: np.ndarray, weights: np.ndarray) -> None:
     """The input contract of `fit_mf`."""
     if len(users) == 0:
         raise MFFitError("no interactions to factorise")
-    w = np.asarray(weights, dtype=np.float64)
-    if np.any(~np.isfinite(w)) or np.any(w < 0):
+    sample_weight = np.asarray(weights, dtype=np.float64)
+    if np.any(~np.isfinite(sample_weight)) or np.any(sample_weight < 0):
         raise MFFitError("interaction weights must be finite and >= 0")
 
 

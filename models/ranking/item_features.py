@@ -138,82 +138,28 @@ class FeatureSource:
         item_ids = np.asarray(item_ids, dtype=object)
         cat_ids = np.asarray(cat_ids, dtype=object)
         when = np.datetime64(as_of, "s")
-        stats = item_stats.set_index("item_id").reindex(item_ids)
-        item_values = np.column_stack(
-            [
-                pd.to_numeric(stats[src], errors="coerce").to_numpy(np.float32)
-                if src in stats
-                else np.full(len(item_ids), np.nan, np.float32)
-                for src in ITEM_COLUMNS.values()
-            ]
-        ).astype(np.float32)
         if users is None:
             users = np.union1d(
                 user_activity["user_id"].to_numpy(str), user_item_counts["user_id"].to_numpy(str)
             )
         user_ids = np.unique(np.asarray(users, dtype=str)).astype(object)
-        agg = user_aggregates.merge(
-            user_activity[["user_id", *(c for c in ACTIVITY_COLUMNS if c in user_activity)]],
-            on="user_id",
-            how="outer",
+        user_values = _user_values(user_aggregates, user_activity, user_ids)
+        pair_keys, pair_values = _pair_table(user_item_counts, user_ids, item_ids, when)
+        cat_keys, cat_values = _category_table(
+            user_category_counts, user_category_frequency, user_ids, cat_ids
         )
-        agg = agg.set_index("user_id").reindex(user_ids)
-        user_values = np.vstack(
-            [
-                np.column_stack(
-                    [
-                        agg[c].to_numpy(np.float32)
-                        if c in agg
-                        else np.full(len(user_ids), np.nan, np.float32)
-                        for c in USER_COLUMNS
-                    ]
-                ).reshape(len(user_ids), len(USER_COLUMNS)),
-                np.full((1, len(USER_COLUMNS)), np.nan, np.float32),
-            ]
-        ).astype(np.float32)
-
-        ui = user_item_counts
-        u = _index(ui["user_id"].to_numpy(object), user_ids)
-        i = _index(ui["item_id"].to_numpy(object), np.sort(item_ids))
-        item_order = np.argsort(item_ids, kind="stable")
-        keep = (u >= 0) & (i >= 0)
-        i = np.where(keep, item_order[np.where(i >= 0, i, 0)], -1)
-        last = (
-            pd.to_datetime(ui["last_ts"], utc=True).dt.tz_localize(None).to_numpy("datetime64[s]")
-        )
-        days_since = ((when - last) / np.timedelta64(1, "D")).astype(np.float32)
-        pair_raw = np.column_stack(
-            [ui[c].to_numpy(np.float32) for c in ("n_click", "n_add_to_cart", "n_purchase", "eta")]
-            + [days_since]
-        )[keep]
-        pair_keys, order = _sorted_keys(u[keep], i[keep], len(item_ids))
-
-        uc = user_category_counts.merge(
-            user_category_frequency[["user_id", "category_id", "day_share", "active_days"]],
-            on=["user_id", "category_id"],
-            how="outer",
-        )
-        cu = _index(uc["user_id"].to_numpy(object), user_ids)
-        cat_order = np.argsort(cat_ids, kind="stable")
-        cc = _index(uc["category_id"].to_numpy(object), cat_ids[cat_order])
-        cc = np.where(cc >= 0, cat_order[np.where(cc >= 0, cc, 0)], -1)
-        ckeep = (cu >= 0) & (cc >= 0)
-        cat_raw = np.column_stack(
-            [uc[c].to_numpy(np.float32) for c in ("eta", "n_purchase", "day_share", "active_days")]
-        )[ckeep]
-        cat_keys, corder = _sorted_keys(cu[ckeep], cc[ckeep], len(cat_ids))
         return cls(
             as_of=when,
             user_ids=user_ids,
             item_ids=item_ids,
             item_cat=np.asarray(item_cat, dtype=np.int64),
             n_cats=len(cat_ids),
-            item_values=item_values,
+            item_values=_item_values(item_stats, item_ids),
             user_values=user_values,
             pair_keys=pair_keys,
-            pair_values=pair_raw[order],
+            pair_values=pair_values,
             cat_keys=cat_keys,
-            cat_values=cat_raw[corder],
+            cat_values=cat_values,
         )
 
     def user_rows(self, ids: np.ndarray) -> np.ndarray:
@@ -270,3 +216,86 @@ class FeatureSource:
         cols["slot"] = np.broadcast_to(np.asarray(slot, np.float32), (n,)).copy()
         cols["position"] = np.broadcast_to(np.asarray(position, np.float32), (n,)).copy()
         return pd.DataFrame(cols, columns=list(FEATURES))
+
+
+def _item_values(item_stats: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
+    """(n_items, len(ITEM_COLUMNS)) float32 in catalogue order, NaN where a column is absent."""
+    stats = item_stats.set_index("item_id").reindex(item_ids)
+    return np.column_stack(
+        [
+            pd.to_numeric(stats[src], errors="coerce").to_numpy(np.float32)
+            if src in stats
+            else np.full(len(item_ids), np.nan, np.float32)
+            for src in ITEM_COLUMNS.values()
+        ]
+    ).astype(np.float32)
+
+
+def _user_values(
+    user_aggregates: pd.DataFrame, user_activity: pd.DataFrame, user_ids: np.ndarray
+) -> np.ndarray:
+    """(n_users + 1, len(USER_COLUMNS)) float32 aligned to `user_ids`; the last row (unknown
+    users) and absent columns are NaN."""
+    agg = user_aggregates.merge(
+        user_activity[["user_id", *(c for c in ACTIVITY_COLUMNS if c in user_activity)]],
+        on="user_id",
+        how="outer",
+    )
+    agg = agg.set_index("user_id").reindex(user_ids)
+    return np.vstack(
+        [
+            np.column_stack(
+                [
+                    agg[c].to_numpy(np.float32)
+                    if c in agg
+                    else np.full(len(user_ids), np.nan, np.float32)
+                    for c in USER_COLUMNS
+                ]
+            ).reshape(len(user_ids), len(USER_COLUMNS)),
+            np.full((1, len(USER_COLUMNS)), np.nan, np.float32),
+        ]
+    ).astype(np.float32)
+
+
+def _pair_table(
+    ui: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, when: np.datetime64
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted user_row * n_items + item keys, PAIR_COLUMNS values aligned to them) of the
+    (user, item) counts whose user and item are known."""
+    u = _index(ui["user_id"].to_numpy(object), user_ids)
+    i = _index(ui["item_id"].to_numpy(object), np.sort(item_ids))
+    item_order = np.argsort(item_ids, kind="stable")
+    keep = (u >= 0) & (i >= 0)
+    i = np.where(keep, item_order[np.where(i >= 0, i, 0)], -1)
+    last = pd.to_datetime(ui["last_ts"], utc=True).dt.tz_localize(None).to_numpy("datetime64[s]")
+    days_since = ((when - last) / np.timedelta64(1, "D")).astype(np.float32)
+    pair_raw = np.column_stack(
+        [ui[c].to_numpy(np.float32) for c in ("n_click", "n_add_to_cart", "n_purchase", "eta")]
+        + [days_since]
+    )[keep]
+    pair_keys, order = _sorted_keys(u[keep], i[keep], len(item_ids))
+    return pair_keys, pair_raw[order]
+
+
+def _category_table(
+    user_category_counts: pd.DataFrame,
+    user_category_frequency: pd.DataFrame,
+    user_ids: np.ndarray,
+    cat_ids: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted user_row * n_cats + category keys, CATEGORY_COLUMNS values aligned to them)."""
+    uc = user_category_counts.merge(
+        user_category_frequency[["user_id", "category_id", "day_share", "active_days"]],
+        on=["user_id", "category_id"],
+        how="outer",
+    )
+    cu = _index(uc["user_id"].to_numpy(object), user_ids)
+    cat_order = np.argsort(cat_ids, kind="stable")
+    cc = _index(uc["category_id"].to_numpy(object), cat_ids[cat_order])
+    cc = np.where(cc >= 0, cat_order[np.where(cc >= 0, cc, 0)], -1)
+    ckeep = (cu >= 0) & (cc >= 0)
+    cat_raw = np.column_stack(
+        [uc[c].to_numpy(np.float32) for c in ("eta", "n_purchase", "day_share", "active_days")]
+    )[ckeep]
+    cat_keys, corder = _sorted_keys(cu[ckeep], cc[ckeep], len(cat_ids))
+    return cat_keys, cat_raw[corder]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.ranking.candidates import PAD
+from models.ranking.catalog import PAD
 
 
 def _identity(n: int, width: int) -> np.ndarray:
@@ -170,12 +170,12 @@ def apply_penalties(
 
 
 def _check_weights(weights: tuple[float, float, float]) -> tuple[float, float, float]:
-    w = tuple(float(v) for v in weights)
-    if len(w) != 3:
+    sim_weights = tuple(float(v) for v in weights)
+    if len(sim_weights) != 3:
         raise ValueError(f"weights must be (w_cat, w_brand, w_emb), got {weights}")
-    if not all(v >= 0.0 for v in w) or not abs(sum(w) - 1.0) <= 1e-9:
+    if not all(v >= 0.0 for v in sim_weights) or not abs(sum(sim_weights) - 1.0) <= 1e-9:
         raise ValueError(f"weights must be >= 0 and sum to 1, got {weights}")
-    return w  # type: ignore[return-value]
+    return sim_weights  # type: ignore[return-value]
 
 
 def mmr_order(
@@ -225,45 +225,16 @@ def mmr_order(
         picks[:, 0] = np.argmax(scored, axis=1)
     # only the similarity terms with a weight matter; lam = 1 needs none
     terms = [
-        (_keys(arr, it, unknown), w)
-        for arr, unknown, w in (
+        (_keys(arr, it, unknown), term_weight)
+        for arr, unknown, term_weight in (
             (item_cat, False, w_cat),
             (item_brand, True, w_brand),
             (item_cluster, True, w_emb),
         )
-        if w > 0 and lam < 1 and steps > 1
+        if term_weight > 0 and lam < 1 and steps > 1
     ]
     if terms:
-        # (1 - lam) * sim for each pattern of matches (bit t = term t matches): the max over
-        # chosen items of (1 - lam) * sim equals (1 - lam) * max sim exactly (rounding is monotone)
-        table = np.zeros(1 << len(terms))
-        for code in range(len(table)):
-            sim = 0.0
-            for t, (_, w) in enumerate(terms):
-                sim = sim + w * float(code >> t & 1)
-            table[code] = (1.0 - lam) * sim
-        gain = np.full((nr, width), -np.inf)  # lam * rel, -inf once chosen or never eligible
-        np.multiply(r, lam, out=gain, where=ok)
-        flat = gain.reshape(-1)
-        penalty = np.zeros((nr, width))
-        step_pen = np.empty((nr, width))
-        code = np.empty((nr, width), dtype=np.uint8)
-        bit = np.empty((nr, width), dtype=np.uint8)
-        for s in range(1, steps):
-            at = base + picks[:, s - 1]  # flat index of the item chosen last
-            flat[at] = -np.inf
-            for t, (key, _) in enumerate(terms):
-                chosen = key.reshape(-1)[at][:, None]
-                if t == 0:
-                    np.equal(key, chosen, out=code.view(bool))
-                else:
-                    np.equal(key, chosen, out=bit.view(bool))
-                    np.multiply(bit, np.uint8(1 << t), out=bit)  # faster than a shift
-                    np.bitwise_or(code, bit, out=code)
-            np.take(table, code, out=step_pen, mode="clip")
-            np.maximum(penalty, step_pen, out=penalty)
-            np.subtract(gain, penalty, out=step_pen)
-            picks[:, s] = np.argmax(step_pen, axis=1)
+        _mmr_picks(picks, r, ok, terms, lam, steps)
     elif steps > 1:  # no similarity term: MMR is the plain sort, done below
         n_pick = np.zeros_like(n_pick)
 
@@ -279,6 +250,50 @@ def mmr_order(
     order = _identity(n, width)
     order[rows] = rest
     return order
+
+
+def _mmr_picks(
+    picks: np.ndarray,
+    r: np.ndarray,
+    ok: np.ndarray,
+    terms: list[tuple[np.ndarray, float]],
+    lam: float,
+    steps: int,
+) -> None:
+    """MMR picks 2..steps into `picks` (pick 1 is set): each step the eligible item of highest
+    lam · rel − (1 − lam) · max similarity to the chosen ones (`terms`: key matrix, weight)."""
+    nr, width = r.shape
+    base = np.arange(nr, dtype=np.int64) * width
+    # (1 - lam) * sim for each pattern of matches (bit t = term t matches): the max over
+    # chosen items of (1 - lam) * sim equals (1 - lam) * max sim exactly (rounding is monotone)
+    table = np.zeros(1 << len(terms))
+    for code in range(len(table)):
+        sim = 0.0
+        for t, (_, term_weight) in enumerate(terms):
+            sim = sim + term_weight * float(code >> t & 1)
+        table[code] = (1.0 - lam) * sim
+    gain = np.full((nr, width), -np.inf)  # lam * rel, -inf once chosen or never eligible
+    np.multiply(r, lam, out=gain, where=ok)
+    flat = gain.reshape(-1)
+    penalty = np.zeros((nr, width))
+    step_pen = np.empty((nr, width))
+    code = np.empty((nr, width), dtype=np.uint8)
+    bit = np.empty((nr, width), dtype=np.uint8)
+    for s in range(1, steps):
+        at = base + picks[:, s - 1]  # flat index of the item chosen last
+        flat[at] = -np.inf
+        for t, (key, _) in enumerate(terms):
+            chosen = key.reshape(-1)[at][:, None]
+            if t == 0:
+                np.equal(key, chosen, out=code.view(bool))
+            else:
+                np.equal(key, chosen, out=bit.view(bool))
+                np.multiply(bit, np.uint8(1 << t), out=bit)  # faster than a shift
+                np.bitwise_or(code, bit, out=code)
+        np.take(table, code, out=step_pen, mode="clip")
+        np.maximum(penalty, step_pen, out=penalty)
+        np.subtract(gain, penalty, out=step_pen)
+        picks[:, s] = np.argmax(step_pen, axis=1)
 
 
 def brand_run_rule(

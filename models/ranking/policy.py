@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.ranking.candidates import PAD
+from models.ranking.catalog import PAD
 
 NO_FAMILY = -2  # the "family" above slot 1: differs from every real family code (>= 0)
 _EPS = 1e-12
@@ -51,36 +51,6 @@ class ThompsonInputs:
     # with value-ordered slots: 1 / λ̄_uk, so a draw of the carousel's value (the expected
     # engagements of the items it would show) is value · λ / λ̄ (None: sample φ as above)
     value_scale: np.ndarray | None = None
-
-
-def user_uniforms(keys: np.ndarray, seed: int, stream: int, shape: tuple[int, ...]) -> np.ndarray:
-    """(B, *shape) uniforms in (0, 1), each a pure function of (user key, seed, stream, index):
-    a user's random draws do not depend on which other users share the batch, so a page rebuilt
-    alone (an intra-day refresh) gets exactly the draws it got in the daily batch.
-
-    Counter-based: the splitmix64 finaliser over key ⊕ mix(seed, stream) + index · φ64."""
-    n = int(np.prod(shape)) if shape else 1
-    k = np.asarray(keys, dtype=np.uint64).reshape(-1, 1)
-    salt = _mix64(np.array([(seed & 0xFFFFFFFFFFFFFFFF) ^ (stream << 48)], dtype=np.uint64))
-    with np.errstate(over="ignore"):
-        x = (k ^ salt) + np.arange(1, n + 1, dtype=np.uint64)[None, :] * np.uint64(_GOLDEN)
-    u = (_mix64(x) >> np.uint64(11)).astype(np.float64)
-    return ((u + 0.5) * 2.0**-53).reshape((len(k), *shape))
-
-
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (a bijection on uint64 with good avalanche), wrapping arithmetic."""
-    x = np.array(x, dtype=np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
 
 
 def user_table(cu: np.ndarray, n_users: int) -> np.ndarray:
@@ -134,12 +104,7 @@ def beam_plan(
     Slots above `start` are filled greedily (beam width 1), the rest with `width` beams.
     Returns (plan (B, slots) candidate columns, -1 past the end; J of the plan (B,)).
     """
-    if width < 1:
-        raise ValueError(f"beam width must be >= 1, got {width}")
-    if start < 1:
-        raise ValueError(f"beam start slot must be >= 1, got {start}")
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"carousel MMR lambda must be in [0, 1], got {lam}")
+    _check_beam(width, start, lam)
     q = np.asarray(q, dtype=np.float64)
     n, c = q.shape
     if c > 63:
@@ -159,7 +124,7 @@ def beam_plan(
     seq = np.full((n, 1, slots), -1, dtype=np.int64)
     maxsim = np.zeros((n, 1, c))
     for s in range(slots):
-        w = 1 if s + 1 < start else width
+        beams = 1 if s + 1 < start else width
         k = score.shape[1]
         qt = q[:, None, :] * (1.0 - (1.0 - lam) * maxsim) if sim is not None else q[:, None, :]
         gain = np.log1p(-np.clip(e[s] * qt, 0.0, 1.0 - _EPS))  # (n, k, c), <= 0
@@ -175,16 +140,7 @@ def beam_plan(
         added = np.concatenate([np.tile(np.arange(c), k), np.full(k, -1)])
         new_mask = mask[:, parent] | np.where(added >= 0, bits[np.maximum(added, 0)], 0)[None, :]
         new_last = np.where(added[None, :] >= 0, added[None, :], last[:, parent])
-        picks = np.full((n, w), -1, dtype=np.int64)
-        for t in range(w):
-            j = np.argmin(flat, axis=1)
-            ok = np.isfinite(flat[rows, j])
-            picks[:, t] = np.where(ok, j, -1)
-            # one beam per state (set of carousels used, carousel in the last slot)
-            same = (new_mask == new_mask[rows, j][:, None]) & (
-                new_last == new_last[rows, j][:, None]
-            )
-            flat[same & ok[:, None]] = np.inf
+        picks = _best_distinct(flat, new_mask, new_last, beams)
         got = picks >= 0
         pj = np.maximum(picks, 0)
         par = parent[pj]
@@ -207,25 +163,31 @@ def beam_plan(
     return plan, np.where(plan[:, 0] >= 0, value, 0.0)
 
 
-def brute_force_plan(
-    q: np.ndarray, family: np.ndarray, exam: np.ndarray, *, slots: int
-) -> tuple[tuple[int, ...], float]:
-    """The exact optimum of J for ONE user (q, family of shape (C,)) by enumeration; for tests
-    and small checks only (C!/(C−Z)! orders)."""
-    from itertools import permutations
+def _check_beam(width: int, start: int, lam: float) -> None:
+    if width < 1:
+        raise ValueError(f"beam width must be >= 1, got {width}")
+    if start < 1:
+        raise ValueError(f"beam start slot must be >= 1, got {start}")
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"carousel MMR lambda must be in [0, 1], got {lam}")
 
-    q = np.asarray(q, dtype=np.float64)
-    valid = [j for j in range(len(q)) if np.isfinite(q[j])]
-    e = slot_exam(exam, slots)
-    best: tuple[tuple[int, ...], float] = ((), 0.0)
-    for z in range(1, min(slots, len(valid)) + 1):
-        for perm in permutations(valid, z):
-            if any(family[perm[i]] == family[perm[i + 1]] for i in range(z - 1)):
-                continue
-            v = 1.0 - float(np.prod([1.0 - e[i] * q[j] for i, j in enumerate(perm)]))
-            if v > best[1] + 1e-15:
-                best = (perm, v)
-    return best
+
+def _best_distinct(
+    flat: np.ndarray, new_mask: np.ndarray, new_last: np.ndarray, beams: int
+) -> np.ndarray:
+    """(n, beams) columns of `flat` (lowest first, -1 when none is left), one per state (set of
+    carousels used, carousel in the last slot). Overwrites `flat`."""
+    n = len(flat)
+    rows = np.arange(n)
+    picks = np.full((n, beams), -1, dtype=np.int64)
+    for t in range(beams):
+        j = np.argmin(flat, axis=1)
+        ok = np.isfinite(flat[rows, j])
+        picks[:, t] = np.where(ok, j, -1)
+        # one beam per state (set of carousels used, carousel in the last slot)
+        same = (new_mask == new_mask[rows, j][:, None]) & (new_last == new_last[rows, j][:, None])
+        flat[same & ok[:, None]] = np.inf
+    return picks
 
 
 @dataclass
@@ -272,12 +234,8 @@ def assemble(
     valid = (fam >= 0) & np.isfinite(priority)
     prio = np.where(valid, priority, np.inf)
     item_ok = cand_items != PAD
-    # one id per distinct (user, item): the "already on this page" flags
-    n_items = int(cand_items.max()) + 1 if item_ok.any() else 1
-    keys = rows[:, None, None].astype(np.int64) * n_items + np.where(item_ok, cand_items, 0)
-    uniq, inv = np.unique(keys, return_inverse=True)
-    inv = inv.reshape(keys.shape)
-    shown = np.zeros(len(uniq), dtype=bool)
+    inv, n_distinct = _page_item_ids(cand_items, item_ok)
+    shown = np.zeros(n_distinct, dtype=bool)
     vals = None if values is None else np.nan_to_num(np.asarray(values, dtype=np.float64))
 
     column = np.full((n, slots), -1, dtype=np.int64)
@@ -290,46 +248,16 @@ def assemble(
     # value-ordered Thompson users sample value · λ / λ̄ rather than φ
     by_value = thompson is not None and values is not None and thompson.value_scale is not None
     if thompson is not None and len(ts_rows):
-        # per user, from its own stream: `draws` λ draws for the propensity estimate, then one
-        # fresh draw per slot for the choice itself
-        ukeys = np.arange(n) if thompson.keys is None else np.asarray(thompson.keys)
-        a_ts = np.maximum(thompson.a[ts_rows], _EPS)
-        b_ts = np.maximum(thompson.b[ts_rows], _EPS)
-        lam = np.empty((len(ts_rows), thompson.draws + slots, c))
-        for j, r in enumerate(ts_rows):  # the Thompson share of a batch: a short loop
-            gen = np.random.default_rng([int(thompson.seed) & 0xFFFFFFFF, int(ukeys[r])])
-            lam[j] = gen.beta(a_ts[j], b_ts[j], size=(thompson.draws + slots, c))
-        slope = thompson.slope[ts_rows][:, None, :]
-        intercept = thompson.intercept[ts_rows][:, None, :]
-        if by_value:
-            # relative draws of the engagement rate; the value they scale changes slot by slot
-            scale = np.maximum(thompson.value_scale[ts_rows], 0.0)[:, None, :]
-            mc, slot_draws = scale * lam[:, : thompson.draws], scale * lam[:, thompson.draws :]
-        else:
-            mc = slope * lam[:, : thompson.draws] + intercept
-            slot_draws = slope * lam[:, thompson.draws :] + intercept  # (T, slots, C)
+        mc, slot_draws = _thompson_draws(thompson, ts_rows, n, slots, c, by_value)
     for s in range(slots):
         fresh = item_ok & ~shown[inv]
         n_fresh = fresh.sum(axis=2)
         feas = valid & ~placed & (fam != prev[:, None]) & (n_fresh >= min_items)
-        gain = None
-        if values is None:
-            choice = np.argmin(np.where(feas, prio, np.inf), axis=1)
-        else:
-            would = fresh & (np.cumsum(fresh, axis=2) <= per_carousel)
-            gain = np.where(would, vals, 0.0).sum(axis=2)
-            best = np.where(feas, gain, -np.inf).max(axis=1, keepdims=True)
-            # among the best-valued candidates, the one of lowest priority
-            choice = np.argmin(np.where(feas & (gain >= best), prio, np.inf), axis=1)
+        choice, gain = _greedy_choice(feas, prio, fresh, vals, per_carousel)
         if mc is not None:
-            f = feas[ts_rows]
-            now, sims = slot_draws[:, s], mc
-            if by_value:  # (values given, so gain is set)
-                g = gain[ts_rows]
-                now, sims = g * now, g[:, None, :] * mc
-            pick = np.argmax(np.where(f, now, -np.inf), axis=1)
-            winners = np.argmax(np.where(f[:, None, :], sims, -np.inf), axis=2)
-            hits = (winners == pick[:, None]).sum(axis=1)
+            # (by value: values given, so gain is set)
+            g = gain[ts_rows] if by_value else None
+            pick, hits = _thompson_choice(feas[ts_rows], slot_draws[:, s], mc, g)
             choice[ts_rows] = pick
             # the draw actually used counts as one more Monte Carlo sample: never 0
             prop[ts_rows, s] = (hits + 1) / (thompson.draws + 1)
@@ -351,75 +279,64 @@ def assemble(
     return AssembledPages(column, items, prop, exhausted)
 
 
-def explore_new_items(
-    items: np.ndarray,
-    movable: np.ndarray,
-    new_pool: np.ndarray,
-    new_weight: np.ndarray,
-    *,
-    epsilon: float,
-    start: int,
-    user_keys: np.ndarray,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Epsilon-greedy exploration of new items (METHODS §4, Zalando).
+def _page_item_ids(cand_items: np.ndarray, item_ok: np.ndarray) -> tuple[np.ndarray, int]:
+    """One id per distinct (user, item), shaped like `cand_items`, and how many there are: what
+    the "already on this page" flags are indexed by."""
+    rows = np.arange(len(cand_items))
+    n_items = int(cand_items.max()) + 1 if item_ok.any() else 1
+    keys = rows[:, None, None].astype(np.int64) * n_items + np.where(item_ok, cand_items, 0)
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return inv.reshape(keys.shape), len(uniq)
 
-    items: (B, Z, M) placed items; movable: (B, Z) carousels whose order may change; new_pool:
-    (B, P) each user's candidate new items (PAD = -1); new_weight: (B, P) their relevance (> 0).
-    Positions 1..start−1 stay organic. From position `start`, each position of a movable carousel
-    shows, with probability ε, a new item drawn ∝ relevance without replacement from the user's
-    pool (items already on the page excluded), otherwise the next organic item (organic items move
-    right; the last ones fall off). Returns (items, per-position propensity (B, Z, M), explored
-    flags (B, Z, M)). The propensity is the probability of that position's decision given the ones
-    before it: 1 before `start`, 1 − ε for an organic item, ε · w_i / Σ w_remaining for a new item,
-    and 1 where the pool has run out. `user_keys` (B,) and `seed` select each user's random stream
-    (`user_uniforms`), so a user's draws do not depend on the rest of the batch.
-    """
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"exploration epsilon must be in [0, 1], got {epsilon}")
-    if start < 1:
-        raise ValueError(f"exploration start position must be >= 1, got {start}")
-    n, z, m = items.shape
-    out = items.copy()
-    prop = np.ones((n, z, m))
-    explored = np.zeros((n, z, m), dtype=bool)
-    if epsilon == 0.0 or start > m or new_pool.shape[1] == 0:
-        return out, prop, explored
-    rows = np.arange(n)
-    # pool items already on the page organically cannot be drawn
-    on_page = np.zeros(new_pool.shape, dtype=bool)
-    flat = items.reshape(n, -1)
-    for j in range(new_pool.shape[1]):
-        on_page[:, j] = (flat == new_pool[:, j : j + 1]).any(axis=1)
-    w = np.where((new_pool != PAD) & ~on_page, np.maximum(new_weight, 0.0), 0.0)
-    w = np.where((new_pool != PAD) & ~on_page, np.maximum(w, _EPS), 0.0)
-    # sampling without replacement ∝ w == sorting by log w + Gumbel noise
-    gumbel = -np.log(-np.log(user_uniforms(user_keys, seed, 1, w.shape[1:])))
-    keys = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)) + gumbel, -np.inf)
-    draw_order = np.argsort(-keys, axis=1, kind="stable")
-    drawn = np.take_along_axis(new_pool, draw_order, axis=1)
-    drawn_w = np.take_along_axis(w, draw_order, axis=1)
-    available = (drawn_w > 0).sum(axis=1)
-    remaining = w.sum(axis=1)[:, None] - np.concatenate(
-        [np.zeros((n, 1)), np.cumsum(drawn_w, axis=1)[:, :-1]], axis=1
-    )  # total weight left before the k-th draw
-    taken = np.zeros(n, dtype=np.int64)
-    coin = user_uniforms(user_keys, seed, 2, (z, m)) < epsilon
-    for s in range(z):
-        row_items = items[:, s]
-        filled = row_items != PAD
-        organic_next = np.zeros(n, dtype=np.int64)
-        for pos in range(m):
-            live = filled[:, pos] & movable[:, s]
-            can = live & (pos + 1 >= start) & (taken < available)
-            go = can & coin[:, s, pos]
-            k = np.minimum(taken, drawn.shape[1] - 1)
-            new_item = drawn[rows, k]
-            p_new = epsilon * drawn_w[rows, k] / np.maximum(remaining[rows, k], _EPS)
-            org = row_items[rows, np.minimum(organic_next, m - 1)]
-            out[:, s, pos] = np.where(go, new_item, np.where(filled[:, pos], org, PAD))
-            prop[:, s, pos] = np.where(go, p_new, np.where(can, 1.0 - epsilon, 1.0))
-            explored[:, s, pos] = go
-            taken += go
-            organic_next += filled[:, pos] & ~go
-    return out, prop, explored
+
+def _thompson_draws(
+    thompson: ThompsonInputs, ts_rows: np.ndarray, n: int, slots: int, c: int, by_value: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sampled φ (or value scales) of the Thompson users' candidates: (T, draws, C) for the
+    propensity estimate and (T, slots, C) for the choice in each slot."""
+    # per user, from its own stream: `draws` λ draws for the propensity estimate, then one
+    # fresh draw per slot for the choice itself
+    ukeys = np.arange(n) if thompson.keys is None else np.asarray(thompson.keys)
+    a_ts = np.maximum(thompson.a[ts_rows], _EPS)
+    b_ts = np.maximum(thompson.b[ts_rows], _EPS)
+    lam = np.empty((len(ts_rows), thompson.draws + slots, c))
+    for j, r in enumerate(ts_rows):  # the Thompson share of a batch: a short loop
+        gen = np.random.default_rng([int(thompson.seed) & 0xFFFFFFFF, int(ukeys[r])])
+        lam[j] = gen.beta(a_ts[j], b_ts[j], size=(thompson.draws + slots, c))
+    slope = thompson.slope[ts_rows][:, None, :]
+    intercept = thompson.intercept[ts_rows][:, None, :]
+    if by_value:
+        # relative draws of the engagement rate; the value they scale changes slot by slot
+        scale = np.maximum(thompson.value_scale[ts_rows], 0.0)[:, None, :]
+        return scale * lam[:, : thompson.draws], scale * lam[:, thompson.draws :]
+    mc = slope * lam[:, : thompson.draws] + intercept
+    slot_draws = slope * lam[:, thompson.draws :] + intercept  # (T, slots, C)
+    return mc, slot_draws
+
+
+def _greedy_choice(
+    feas: np.ndarray, prio: np.ndarray, fresh: np.ndarray, vals: np.ndarray | None, per: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each user's feasible candidate of lowest priority; with item values, the one whose items
+    that would show have the largest total value (ties by priority). Returns (choice, gain)."""
+    if vals is None:
+        return np.argmin(np.where(feas, prio, np.inf), axis=1), None
+    would = fresh & (np.cumsum(fresh, axis=2) <= per)
+    gain = np.where(would, vals, 0.0).sum(axis=2)
+    best = np.where(feas, gain, -np.inf).max(axis=1, keepdims=True)
+    # among the best-valued candidates, the one of lowest priority
+    return np.argmin(np.where(feas & (gain >= best), prio, np.inf), axis=1), gain
+
+
+def _thompson_choice(
+    f: np.ndarray, now: np.ndarray, mc: np.ndarray, g: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Thompson users' pick among their feasible candidates `f` under this slot's draw
+    `now`, and how many of the `mc` Monte Carlo draws pick the same (scaled by the gain `g`
+    when sampling values)."""
+    sims = mc
+    if g is not None:
+        now, sims = g * now, g[:, None, :] * mc
+    pick = np.argmax(np.where(f, now, -np.inf), axis=1)
+    winners = np.argmax(np.where(f[:, None, :], sims, -np.inf), axis=2)
+    return pick, (winners == pick[:, None]).sum(axis=1)

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.ranking.candidates import PAD, Candidates, Catalog
+from models.ranking.candidates import Candidates
+from models.ranking.catalog import PAD, Catalog
 
 Affinity = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows (n,), items (n, L)) -> (n, L)
 

@@ -301,7 +301,8 @@ def full_recompute(scenario) -> pd.DataFrame:
     from jobs.core.spark import get_spark
     from jobs.daily.bundle import read_bundle
     from jobs.daily.rank import carousel_calibration, load_inputs, page_params, slot_examination
-    from models.ranking.pages import build_pages, score_batch
+    from models.ranking.batch_scoring import score_batch
+    from models.ranking.pages import build_pages
 
     lake, base, cfg = scenario["lake"], scenario["base"], scenario["cfg"]
     spark = get_spark(cfg.spark)

@@ -6,16 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.ranking.candidates import (
-    PAD,
-    Candidates,
-    Catalog,
-    CuratedCarousel,
-    _best_first,
-    _top_k_fast,
-    generate,
-    top_k_rows,
-)
+from models.ranking.candidates import Candidates, generate
+from models.ranking.catalog import PAD, Catalog, CuratedCarousel
+from models.ranking.item_lists import best_first, top_k_fast, top_k_rows
 
 # ---------------------------------------------------------------------------------------------
 # reference: the loop-based generate this module had before it was vectorised. Inputs adapted
@@ -260,7 +253,7 @@ def test_best_first_is_a_stable_argsort(seed):
         keep = np.take_along_axis(s, order, axis=1) > -np.inf
         want = np.full((m, n), PAD)
         want[:, : order.shape[1]] = np.where(keep, order, PAD)
-        best, count = _best_first(s, n)
+        best, count = best_first(s, n)
         assert best.tolist() == want.tolist()
         assert count.tolist() == keep.sum(axis=1).tolist()
 
@@ -277,7 +270,7 @@ def test_top_k_fast_is_top_k_rows(seed):
             rng.random((m, width)).astype(np.float32),
         ][int(rng.integers(0, 4))]
         a[rng.random((m, width)) < 0.3] = -np.inf
-        assert _top_k_fast(a, k).tolist() == top_k_rows(a, k).tolist()
+        assert top_k_fast(a, k).tolist() == top_k_rows(a, k).tolist()
 
 
 def test_generate_on_hand_built_inputs():

@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 from oracles.page import assemble_page
+from oracles.scoring import carousel_scores
 
-from models.ranking.candidates import PAD, top_k_rows
-from models.ranking.mf import MFFitError, MFParams, fit_mf
-from models.ranking.scoring import carousel_scores, position_discount
+from models.ranking.catalog import PAD
+from models.ranking.item_lists import top_k_rows
+from models.ranking.mf import MFParams, fit_mf
+from models.ranking.scoring import position_discount
 
 
 def _checkerboard(n_users=40, n_items=20):
@@ -40,32 +42,13 @@ def test_mf_recovers_the_checkerboard(algorithm, regularization, iterations):
         assert scores[row, liked].min() > scores[row, other].max(), f"user {u}"
 
 
-def test_mf_is_deterministic_for_a_seed():
-    users, items = _checkerboard()
-    p = MFParams(factors=4, iterations=5, seed=11)
-    a = fit_mf(users, items, np.ones(len(users)), p)
-    b = fit_mf(users, items, np.ones(len(users)), p)
-    np.testing.assert_allclose(a.user_factors, b.user_factors)
+# determinism, named errors on bad interactions and unknown ids: the trainer contract that
+# fit_mf shares with its Spark twin (tests/spark/test_trainer_contracts.py)
 
 
-def test_mf_named_errors():
-    with pytest.raises(MFFitError, match="no interactions"):
-        fit_mf(np.array([], dtype=object), np.array([], dtype=object), np.array([]), MFParams())
-    with pytest.raises(MFFitError, match="finite"):
-        fit_mf(
-            np.array(["a"], dtype=object),
-            np.array(["x"], dtype=object),
-            np.array([np.nan]),
-            MFParams(),
-        )
+def test_mf_params_name_the_allowed_algorithms():
     with pytest.raises(ValueError, match="algorithm must be"):
         MFParams(algorithm="svd")
-
-
-def test_mf_unknown_ids_map_to_minus_one():
-    users, items = _checkerboard()
-    m = fit_mf(users, items, np.ones(len(users)), MFParams(factors=4, iterations=2))
-    assert list(m.user_index(np.array(["u00", "zzz"], dtype=object))) == [0, -1]
 
 
 def test_carousel_score_matches_the_formula_by_hand():

@@ -7,17 +7,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from oracles.policy import brute_force_plan
 
 from models.ranking.candidates import PAD
+from models.ranking.exploration import explore_new_items, user_uniforms
 from models.ranking.policy import (
     ThompsonInputs,
     assemble,
     beam_plan,
-    brute_force_plan,
-    explore_new_items,
     page_value,
     user_table,
-    user_uniforms,
 )
 
 EXAM = np.array([1.0, 0.8, 0.6])

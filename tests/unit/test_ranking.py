@@ -13,19 +13,12 @@ import pytest
 from jobs.daily.training_data import sample_users
 from models.evaluation import metrics as m
 from models.evaluation.holdout import holdout_metrics, page_ndcg, ranking_ndcg
-from models.ranking.candidates import PAD, Catalog, CuratedCarousel
+from models.ranking.batch_scoring import personal_pool, score_batch
+from models.ranking.catalog import PAD, Catalog, CuratedCarousel
 from models.ranking.item_features import FEATURES, FeatureSource
 from models.ranking.mf import MFModel
-from models.ranking.pages import (
-    PAGE_COLUMNS,
-    BatchMatrices,
-    PageParams,
-    RankInputs,
-    build_pages,
-    pages,
-    personal_pool,
-    score_batch,
-)
+from models.ranking.pages import PAGE_COLUMNS, build_pages, pages
+from models.ranking.rank_inputs import BatchMatrices, PageParams, RankInputs
 
 # ---------------------------------------------------------------------------------------------
 # a 12-item, 3-category world with 2-D factors, so r̂ and ŝ are read off the tables below

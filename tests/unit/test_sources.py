@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.ranking.candidates import PAD, Candidates, Catalog
+from models.ranking.candidates import Candidates
+from models.ranking.catalog import PAD, Catalog
 from models.ranking.sources import (
     brand_carousels,
     group_pools,
