@@ -466,12 +466,14 @@ def _cmd_backfill(a: argparse.Namespace) -> Any:
 def _cmd_models(a: argparse.Namespace) -> Any:
     from jobs.core.config import load_config
     from jobs.core.lake import Lake
-    from jobs.daily import registry
+    from jobs.daily import promotion_log, registry
 
     lake, cfg = Lake(a.lake), load_config(a.config, a.set)
     if a.action == "rollback":
         old, new = registry.rollback(lake, cfg, reason=a.reason or "manual rollback")
-        _print(f"champion: version {old} -> version {new} (logged in {registry.log_path(lake)})")
+        _print(
+            f"champion: version {old} -> version {new} (logged in {promotion_log.log_path(lake)})"
+        )
         return {"from": old, "to": new}
     rows = registry.history(lake, cfg)
     if not rows:
@@ -482,7 +484,7 @@ def _cmd_models(a: argparse.Namespace) -> Any:
             f"version {r['version']:>4}  ds={r['ds']}  aliases={aliases}  created={r['created']}"
         )
     if a.action == "log":
-        for rec in registry.read_log(lake):
+        for rec in promotion_log.read_log(lake):
             _print(json.dumps(rec, default=str))
     return rows
 

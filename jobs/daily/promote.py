@@ -8,7 +8,7 @@ Every decision is appended to the promotion log; a rejection fails the task with
 criterion, and the rank step keeps using the champion. Re-running a day (same data and config:
 the train step re-uses its registered version) logs nothing twice; re-running a day older than
 the newest decided one decides it against the champion of its time and changes neither the
-live champion nor the log (`jobs.daily.registry.past_day`). A rejection is final (the same models on
+live champion nor the log (`jobs.daily.promotion_log.past_day`). A rejection is final (the same models on
 the same rows decide the same way again), so inside an Airflow task it fails the task without
 its retries; an unreachable MLflow store (TrackingUnavailable) is transient and is retried.
 """
@@ -54,7 +54,8 @@ def final(exc: GateRejected) -> GateRejected:
 def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     from jobs.core.tracking import experiment
     from jobs.daily.bundle import NoChampion, load_bundle, load_version
-    from jobs.daily.registry import append_decision, past_day, same_decision, set_champion
+    from jobs.daily.promotion_log import append_decision, past_day, same_decision
+    from jobs.daily.registry import set_champion
     from models.evaluation.holdout import holdout_metrics
     from validation.gate import GateRejected, Tolerances, decide, enforce
 

@@ -46,7 +46,7 @@ BuildResult = tuple[Any, Any, dict[str, float], Any]
 def champion_bundle(lake: Lake, ds: str, cfg: Config) -> Any:
     """The bundle that ranks `ds`: the champion, or for a past day the version that served it."""
     from jobs.daily.bundle import load_bundle, load_version
-    from jobs.daily.registry import past_day
+    from jobs.daily.promotion_log import past_day
 
     past = past_day(lake, ds)
     if past is not None and past["champion_after"] is not None:
