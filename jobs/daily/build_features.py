@@ -23,6 +23,7 @@ from typing import Any
 from jobs.core import io
 from jobs.core.config import Config
 from jobs.core.lake import Lake, join, parse_ds, shift_ds
+from jobs.core.spark import write_spark_parquet
 from jobs.daily.catalogue import items_snapshot
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def _examination(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     run_suite("examination", checked, suites.examination, engine="pandas")
     path = lake.feature("examination", ds)
     spark = events.sparkSession
-    io.write_spark_parquet(spark.createDataFrame(table).coalesce(1), path)
+    write_spark_parquet(spark.createDataFrame(table).coalesce(1), path)
     return {"path": path, "rows": len(table)}
 
 
@@ -204,7 +205,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     for name, df in tables.items():
         t0 = time.perf_counter()
         path = lake.feature(name, ds)
-        io.write_spark_parquet(df, path)  # whole or not at all: a killed run leaves the old one
+        write_spark_parquet(df, path)  # whole or not at all: a killed run leaves the old one
         t_write = time.perf_counter() - t0
         written = spark.read.parquet(path)
         rows = written.count()

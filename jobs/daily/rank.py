@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.core import io
+from jobs.core import io, remote
 from jobs.core.config import Config
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake, join, local_path
 from jobs.daily.context_pages import (
@@ -231,7 +231,7 @@ def output_dirs(lake: Lake, ds: str) -> tuple[str, str, str, str, str | None]:
     """(pages URI, candidates URI, local pages dir, local candidates dir, scratch dir or None)."""
     pages_uri, cand_uri = join(lake.warehouse, "pages", f"ds={ds}"), lake.candidates(ds)
     # on a remote lake both directories are written locally, then uploaded (marker last)
-    scratch = io.scratch_dir("rank") if io.is_remote(pages_uri) else None
+    scratch = remote.scratch_dir("rank") if io.is_remote(pages_uri) else None
     if scratch:
         out_dir, cand_dir = os.path.join(scratch, "pages"), os.path.join(scratch, "candidates")
     else:
@@ -279,8 +279,8 @@ def run(
     state_info = pr.close_state(ds, mode)
     stats_df.to_parquet(os.path.join(out_dir, "page_stats.parquet"), index=False)
     if scratch:
-        io.upload_dir(cand_dir, cand_uri)
-        io.upload_dir(out_dir, pages_uri)
+        remote.upload_dir(cand_dir, cand_uri)
+        remote.upload_dir(out_dir, pages_uri)
         shutil.rmtree(scratch, ignore_errors=True)
     stats = {
         "ds": ds,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.core import io
+from jobs.core import io, remote
 from jobs.core.config import Config
 from jobs.core.lake import Lake, join, local_path, shift_ds
 from jobs.daily.carousel_weight import choose_item_mode, w_grid_search
@@ -265,8 +265,8 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     version = f"{ds}.{cfg.hash()[:8]}"
     bundle = join(lake.models(ds), cfg.hash()[:8])
     # on a remote lake the bundle is built and swapped in the same way in a local scratch
-    # directory, then uploaded with its completion marker last (jobs/io.upload_dir)
-    scratch = io.scratch_dir("bundle") if io.is_remote(bundle) else None
+    # directory, then uploaded with its completion marker last (jobs/core/remote.py upload_dir)
+    scratch = remote.scratch_dir("bundle") if io.is_remote(bundle) else None
     final_dir = os.path.join(scratch, cfg.hash()[:8]) if scratch else local_path(bundle)
     # written aside and swapped in whole once the MLflow run has logged it (jobs/core/io.py): a
     # train killed half-way leaves no partial bundle and never touches the one being served
@@ -287,7 +287,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     io.replace_dir(out_dir, final_dir)
     if scratch:
         content = fingerprint(final_dir)
-        io.upload_dir(final_dir, bundle)  # complete on the store before it is registered
+        remote.upload_dir(final_dir, bundle)  # complete on the store before it is registered
         shutil.rmtree(scratch, ignore_errors=True)
     else:
         content = fingerprint(bundle)

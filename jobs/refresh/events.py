@@ -39,9 +39,10 @@ def ingest(
     from pyspark.sql import functions as F
 
     from features.events import REJECT_REASON, conform_events, flag_bad_rows
+    from jobs.core.errors import IngestError
     from jobs.core.lake import EVENT_SCHEMA, REQUIRED_EVENT_COLUMNS
-    from jobs.core.spark import get_spark
-    from jobs.daily.ingest import IngestError, check_files, read_groups, share_error
+    from jobs.core.spark import get_spark, write_spark_parquet
+    from jobs.daily.raw_files import check_files, read_groups, share_error
 
     t0 = time.perf_counter()
     win = open_window(lake, wm, cfg)
@@ -126,13 +127,13 @@ def ingest(
     quarantined = flagged.filter(F.col(REJECT_REASON).isNotNull())
     # ingest.json marks a complete window: it goes last, after the data it describes
     io.delete_file(join(out, "ingest.json"))
-    io.write_spark_parquet(quarantined.coalesce(1), join(out, "quarantine"))
+    write_spark_parquet(quarantined.coalesce(1), join(out, "quarantine"))
     error = share_error(f"refresh window {stamp(wm)}", report["counts"], cfg.ingest.max_bad_share)
     if error:
         tagged.unpersist()
         flagged.unpersist()
         raise IngestError(f"{error}; rows kept in {join(out, 'quarantine')}")
-    io.write_spark_parquet(accepted.coalesce(1), join(out, "events"))
+    write_spark_parquet(accepted.coalesce(1), join(out, "events"))
     tagged.unpersist()
     flagged.unpersist()
     report["users"] = int(
