@@ -108,7 +108,6 @@ def w_grid_search(
     by_user: dict[tuple[str, float], pd.Series] = {}
 
     def evaluate(ws: np.ndarray) -> None:
-
         for mode in modes:
             for w in (round(float(x), 6) for x in ws):
                 if w in seen[mode]:
