@@ -19,7 +19,7 @@ import os
 import shutil
 from typing import Any
 
-from jobs.core import io
+from jobs.core import io, remote
 from jobs.core.io import fsync_path
 from jobs.core.lake import Lake, join, list_partitions, local_path, parse_ds
 from jobs.core.locks import file_lock
@@ -119,7 +119,7 @@ def fetch_export(
             log.info("downloading export %s to %s", uri, local)
             with io.atomic_dir(local) as staging:
                 try:
-                    io.download(uri, staging, sorted(manifest["files"]))
+                    remote.download(uri, staging, sorted(manifest["files"]))
                 except FileNotFoundError as exc:
                     raise ExportInvalid(f"{exc} (listed in {mf_uri})") from None
                 with open(os.path.join(staging, MANIFEST_FILE), "wb") as f:

@@ -129,7 +129,7 @@ def _mf_cmd(root: str, ds: str, overrides: list[str], config: str | None) -> lis
     """The factorisations the train step of `ds` fits on all data before it (and caches)."""
     code = (
         "import sys; from jobs.core.config import load_config; from jobs.core.lake import Lake; "
-        "from jobs.daily.train import fit_factorisations; "
+        "from jobs.daily.factorisations import fit_factorisations; "
         "fit_factorisations(Lake(sys.argv[1]), sys.argv[2], "
         "load_config(sys.argv[3] or None, sys.argv[4:]))"
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobs.core.config import SparkConfig
+from jobs.core.io import atomic_dir
+from jobs.core.lake import is_local, local_path
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -116,3 +118,13 @@ def connect_server_command(cfg: SparkConfig, host: str, port: int) -> list[str]:
     for key, value in conf.items():
         cmd += ["--conf", f"{key}={value}"]
     return [*cmd, "spark-internal"]
+
+
+def write_spark_parquet(df: Any, uri: str) -> None:
+    """Overwrite the Parquet directory `uri` with `df`: whole or not at all on local disk
+    (written aside, then swapped in); Spark's own overwrite (and `_SUCCESS`) elsewhere."""
+    if not is_local(uri):
+        df.write.mode("overwrite").parquet(uri)
+        return
+    with atomic_dir(local_path(uri)) as staging:
+        df.write.mode("overwrite").parquet(staging)

@@ -23,6 +23,8 @@ from typing import Any
 from jobs.core import io
 from jobs.core.config import Config
 from jobs.core.lake import Lake, join, parse_ds, shift_ds
+from jobs.core.spark import write_spark_parquet
+from jobs.daily.catalogue import items_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +60,6 @@ def read_events(
         *[join(lake.events, f"ds={p}") for p in parts]
     )
     return df.withColumn("ds", F.col("ds").cast("string"))
-
-
-def items_snapshot(lake: Lake, ds: str) -> str:
-    """The validated catalogue snapshot of `ds`; for a day that was never ingested (the start of
-    a training label window), the latest snapshot before it, else the earliest after it."""
-    base = join(lake.warehouse, "items")
-    days = io.partitions(base)
-    if ds in days:
-        return join(base, f"ds={ds}")
-    before = [d for d in days if d < ds]
-    if not days:
-        raise FileNotFoundError(f"no validated item snapshot under {base}: run ingest first")
-    chosen = before[-1] if before else days[0]
-    log.info("no item snapshot for %s: using the one of %s", ds, chosen)
-    return join(base, f"ds={chosen}")
 
 
 def read_items(lake: Lake, ds: str, cfg: Config) -> Any:
@@ -202,7 +189,7 @@ def _examination(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     run_suite("examination", checked, suites.examination, engine="pandas")
     path = lake.feature("examination", ds)
     spark = events.sparkSession
-    io.write_spark_parquet(spark.createDataFrame(table).coalesce(1), path)
+    write_spark_parquet(spark.createDataFrame(table).coalesce(1), path)
     return {"path": path, "rows": len(table)}
 
 
@@ -218,7 +205,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     for name, df in tables.items():
         t0 = time.perf_counter()
         path = lake.feature(name, ds)
-        io.write_spark_parquet(df, path)  # whole or not at all: a killed run leaves the old one
+        write_spark_parquet(df, path)  # whole or not at all: a killed run leaves the old one
         t_write = time.perf_counter() - t0
         written = spark.read.parquet(path)
         rows = written.count()

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.core import io
+from jobs.core import io, remote
 from jobs.core.config import Config
 from jobs.core.errors import RegistryError
 from jobs.core.lake import Lake, join, local_path
@@ -78,12 +78,12 @@ def _read_remote_bundle(path: str, registry_version: str | None) -> Bundle:
     from models.ranking.engagement_model import EngagementModel
     from models.ranking.mf import MFModel
 
-    files = io.check_complete(path, "model bundle")
+    files = remote.check_complete(path, "model bundle")
     info = io.read_json(join(path, "MODEL.json"))
     has_engagement = any(n.startswith("engagement/") for n in files)
-    tmp = io.scratch_dir("bundle")
+    tmp = remote.scratch_dir("bundle")
     try:
-        io.download(
+        remote.download(
             path,
             tmp,
             ["mf_item.npz", "mf_category.npz", *(["engagement"] if has_engagement else [])],

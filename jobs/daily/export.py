@@ -11,28 +11,19 @@ from typing import Any
 
 import pandas as pd
 
-from jobs.core import io
+from jobs.core import io, remote
 from jobs.core.config import Config
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake, join, local_path
 
 log = logging.getLogger(__name__)
 
 
-def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    """Write `exports/ds=<ds>/` completely, or not at all (built aside, then swapped in).
-
-    The rank step's pages are read, sorted, checked and written chunk by chunk of whole pages
-    (`write_export_file`): each chunk is summarised page by page for the export suite
-    (`validation.export.page_summary`), and the suite runs on the summary of every page before
-    the export is swapped in. A failed check leaves the previous `ds=<ds>` as it was.
-    """
-    from serving_export.export.verify import verify_export
-    from serving_export.export.writer import write_export_file
-    from validation.export import check_summary, page_summary
-
-    pages_uri = join(lake.warehouse, "pages", f"ds={ds}")
+def _export_inputs(
+    lake: Lake, ds: str, pages_uri: str
+) -> tuple[pd.DataFrame | None, pd.DataFrame, Any, Any, dict[str, Any]]:
+    """(page stats or None, items, known user ids, in-stock item ids, the rank report)."""
     if io.is_remote(pages_uri):
-        io.check_complete(pages_uri, "ranked pages")  # uploaded whole by the rank step
+        remote.check_complete(pages_uri, "ranked pages")  # uploaded whole by the rank step
     # One row per page key (user_id, slots, exhausted); page dirs from before it existed lack it,
     # and then the "Z slots unless the policy ran out of candidates" rule is skipped.
     stats_path = join(pages_uri, "page_stats.parquet")
@@ -52,6 +43,36 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     known = known.astype(str).unique()
     in_stock = items.loc[items["in_stock"].fillna(True).astype(bool), "item_id"].to_numpy()
     ranked = io.read_json(join(lake.reports(ds), "rank.json"))  # the champion that ranked
+    return page_stats, items, known, in_stock, ranked
+
+
+def _model_versions(ranked: dict[str, Any]) -> dict[str, str]:
+    """The MANIFEST's model versions: of the champion that ranked the pages."""
+    return {
+        k: str(v)
+        for k, v in {
+            "model": ranked["model_version"],
+            "registry_version": ranked.get("registry_version"),
+            "mlflow_run_id": ranked.get("run_id"),
+        }.items()
+        if v is not None
+    }
+
+
+def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
+    """Write `exports/ds=<ds>/` completely, or not at all (built aside, then swapped in).
+
+    The rank step's pages are read, sorted, checked and written chunk by chunk of whole pages
+    (`write_export_file`): each chunk is summarised page by page for the export suite
+    (`validation.export.page_summary`), and the suite runs on the summary of every page before
+    the export is swapped in. A failed check leaves the previous `ds=<ds>` as it was.
+    """
+    from serving_export.export.verify import verify_export
+    from serving_export.export.writer import write_export_file
+    from validation.export import check_summary, page_summary
+
+    pages_uri = join(lake.warehouse, "pages", f"ds={ds}")
+    page_stats, items, known, in_stock, ranked = _export_inputs(lake, ds, pages_uri)
 
     summaries: list[pd.DataFrame] = []
 
@@ -67,8 +88,8 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
 
     remote = io.is_remote(lake.export(ds))
     # on a remote lake: built and verified the same way in a local scratch directory, then
-    # uploaded with MANIFEST.json last (jobs/io.upload_dir): readers refuse it until then
-    scratch = io.scratch_dir("export") if remote else None
+    # uploaded with MANIFEST.json last (jobs/core/remote.py upload_dir): readers refuse it until then
+    scratch = remote.scratch_dir("export") if remote else None
     final = os.path.join(scratch, f"ds={ds}") if scratch else local_path(lake.export(ds))
     fs, pages_path = io.filesystem(join(pages_uri, "pages.parquet"))
     # Built aside (`.staging-ds=<ds>-<pid>/`), verified, then swapped in whole: a run killed
@@ -80,15 +101,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             pages_path,
             items,
             ds=ds,
-            model_versions={
-                k: str(v)
-                for k, v in {
-                    "model": ranked["model_version"],
-                    "registry_version": ranked.get("registry_version"),
-                    "mlflow_run_id": ranked.get("run_id"),
-                }.items()
-                if v is not None
-            },
+            model_versions=_model_versions(ranked),
             config_hash=cfg.hash(),
             map_size_gb=cfg.export.map_size_gb,
             filesystem=fs,
@@ -106,7 +119,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     if scratch:
         from serving_export.export.format import MANIFEST_FILE
 
-        io.upload_dir(final, lake.export(ds), last=MANIFEST_FILE)
+        remote.upload_dir(final, lake.export(ds), last=MANIFEST_FILE)
         shutil.rmtree(scratch, ignore_errors=True)
         final = lake.export(ds)
     log.info(

@@ -47,24 +47,17 @@ Bad input, and what happens to it:
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-from collections.abc import Callable
 from typing import Any
-
-import pyarrow as pa
 
 from jobs.core import io
 from jobs.core.config import Config
 from jobs.core.errors import IngestError
 from jobs.core.lake import Lake, join, parse_ds
+from jobs.daily.item_catalogue import ingest_items
+from jobs.daily.raw_files import check_files, read_groups, share_error
 
 log = logging.getLogger(__name__)
-
-
-class SchemaError(IngestError, ValueError):
-    """A raw file breaks the input contract: a required column is missing, or a column's type
-    cannot be cast safely. The message names the table, partition, file, column and types."""
 
 
 def _fingerprint(lake: Lake, ds: str) -> list[list[Any]]:
@@ -90,109 +83,7 @@ def pending_partitions(lake: Lake, ds: str, lookback_days: int) -> tuple[list[st
 # ---- schema checks (Parquet footers, before Spark) -------------------------------------------
 
 
-def type_problem(column: str, actual: pa.DataType, expected: pa.DataType) -> str | None:
-    """Why a column of type `actual` cannot stand for the contract's `expected`; None if it can
-    be cast safely (the rules are in the module docstring)."""
-    t = actual.value_type if pa.types.is_dictionary(actual) else actual
-    if pa.types.is_null(t) or t == expected:
-        return None
-    want = str(expected)
-    if pa.types.is_string(expected):
-        ok = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-    elif pa.types.is_integer(expected) or pa.types.is_floating(expected):
-        ok = (
-            pa.types.is_integer(t)
-            or pa.types.is_decimal(t)
-            or (pa.types.is_floating(t) and not pa.types.is_float16(t))
-        )
-        want += " or another numeric type"
-    elif pa.types.is_timestamp(expected):
-        ok = pa.types.is_timestamp(t) and t.unit != "ns"
-        if pa.types.is_timestamp(t) and t.unit == "ns":
-            want += " (Spark cannot read nanosecond timestamps: write microseconds)"
-    elif pa.types.is_date(expected):
-        ok = pa.types.is_date(t)
-    else:  # bool: exactly the contract's type
-        ok = False
-    return None if ok else f"column {column} has type {actual}, expected {want}"
-
-
-def _footer(uri: str) -> pa.Schema | str:
-    """A Parquet file's Arrow schema, or why it cannot be read (INT96 timestamps, which Spark
-    writes by default, are read as microseconds, as Spark reads them)."""
-    import pyarrow.parquet as pq
-
-    fs, path = io._fs(uri)
-    try:
-        with fs.open_input_file(path) as f:
-            return pq.ParquetFile(f, coerce_int96_timestamp_unit="us").schema_arrow
-    except (OSError, pa.ArrowException) as exc:
-        return f"not a readable Parquet file ({exc})"
-
-
-def check_files(
-    files: list[tuple[str, str]], contract: pa.Schema, required: tuple[str, ...]
-) -> dict[tuple[tuple[str, str], ...], list[str]]:
-    """Check each (label, uri) file's columns against the contract; group the URIs by schema.
-
-    Files with different (but safe) schemas are read separately and unioned after conforming,
-    so e.g. `slot` as int64 one day and int32 the next never meets Spark's schema merging.
-    Raises `SchemaError` listing every bad file (the first ten) and its problems.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=8) as pool:  # footers are small reads: overlap them
-        schemas = list(pool.map(_footer, [uri for _, uri in files]))
-    problems: list[str] = []
-    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
-    for (label, uri), schema in zip(files, schemas, strict=True):
-        if isinstance(schema, str):
-            problems.append(f"{label}: {schema}")
-            continue
-        found = []
-        missing = [c for c in required if c not in schema.names]
-        if missing:
-            found.append(f"missing required column(s): {', '.join(missing)}")
-        for field in contract:
-            if field.name in schema.names:
-                problem = type_problem(field.name, schema.field(field.name).type, field.type)
-                if problem:
-                    found.append(problem)
-        if found:
-            problems.append(f"{label}: {'; '.join(found)}")
-        else:
-            groups.setdefault(tuple((f.name, str(f.type)) for f in schema), []).append(uri)
-    if problems:
-        more = [f"and {len(problems) - 10} more file(s)"] if len(problems) > 10 else []
-        raise SchemaError(" | ".join(problems[:10] + more))
-    return groups
-
-
-def read_groups(
-    spark: Any, groups: dict[Any, list[str]], conform: Callable[[Any], Any], base_path: str
-) -> Any:
-    """The files of each schema group, read and conformed, then unioned (None if no files)."""
-    frames = [
-        conform(spark.read.option("basePath", base_path).parquet(*uris)) for uris in groups.values()
-    ]
-    if not frames:
-        return None
-    return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
-
-
 # ---- report helpers ------------------------------------------------------------------------
-
-
-def share_error(label: str, counts: dict[str, Any], max_bad_share: float) -> str | None:
-    """The failure message when `counts` (raw, quarantined, reasons) exceed the share."""
-    raw, bad = counts["raw"], counts["quarantined"]
-    if not raw or bad / raw <= max_bad_share:
-        return None
-    reasons = dict(sorted(counts["reasons"].items()))
-    return (
-        f"{label}: {bad} of {raw} rows ({bad / raw:.1%}) were rejected, above "
-        f"ingest.max_bad_share={max_bad_share:.1%}; reasons: {reasons}"
-    )
 
 
 def _report_failure(lake: Lake, ds: str, report: dict[str, Any], message: str) -> None:
@@ -201,27 +92,108 @@ def _report_failure(lake: Lake, ds: str, report: dict[str, Any], message: str) -
     io.write_json(join(lake.reports(ds), "ingest.json"), report)
 
 
-def _remove_dir(uri: str) -> None:
-    import pyarrow.fs as pafs
-
-    fs, path = io._fs(uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
-
-
 # ---- events --------------------------------------------------------------------------------
+
+
+def _flag_events(spark: Any, groups: Any, lake: Lake, ds: str, cfg: Config, now: Any) -> Any:
+    """The pending raw events, conformed and flagged (`REJECT_REASON`), cached."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from features.events import EVENT_STRUCT, conform_events, flag_bad_rows
+
+    now = now or dt.datetime.now(dt.UTC)
+    limit = F.lit(now + dt.timedelta(seconds=cfg.ingest.max_future_seconds)).cast("timestamp")
+    raw = read_groups(
+        spark,
+        groups,
+        lambda df: conform_events(df.withColumn("ds", F.col("ds").cast("string"))),
+        lake.raw_events,
+    )
+    if raw is None:  # every pending partition is an empty directory
+        raw = spark.createDataFrame(
+            [], T.StructType([*EVENT_STRUCT.fields, T.StructField("ds", T.StringType())])
+        )
+    items = spark.read.parquet(join(lake.warehouse, "items", f"ds={ds}")).select("item_id")
+    flagged = flag_bad_rows(raw, now_limit=limit, item_ids=items)
+    # flagged is read twice (accepted + quarantined) and counted: cache avoids re-reading raw files
+    return flagged.cache()
+
+
+def _count_rows(flagged: Any, todo: list[str], report: dict[str, Any]) -> tuple[int, int]:
+    """Raw, accepted and quarantined rows (and reasons) per partition into `report`; returns
+    (raw rows, quarantined rows) of the run."""
+    from pyspark.sql import functions as F
+
+    from features.events import REJECT_REASON
+
+    counts = {
+        (r["ds"], r["reason"]): r["n"]
+        for r in flagged.groupBy("ds", F.col(REJECT_REASON).alias("reason"))
+        .agg(F.count("*").alias("n"))
+        .collect()
+    }
+    for p in todo:
+        raw_n = sum(n for (d, _), n in counts.items() if d == p)
+        bad = {reason: n for (d, reason), n in counts.items() if d == p and reason is not None}
+        bad_n = sum(bad.values())
+        report["ingested"][p] = {
+            "raw": raw_n,
+            "accepted": raw_n - bad_n,
+            "quarantined": bad_n,
+            "reasons": bad,
+        }
+    report["empty_partitions"] = [p for p in todo if report["ingested"][p]["raw"] == 0]
+    for p in report["empty_partitions"]:
+        log.warning("ingest: raw partition ds=%s has no rows: ingested as an empty day", p)
+    total_raw = sum(v["raw"] for v in report["ingested"].values())
+    total_bad = sum(v["quarantined"] for v in report["ingested"].values())
+    share = total_bad / total_raw if total_raw else 0.0
+    report.update(raw=total_raw, quarantined=total_bad, bad_share=share)
+    return total_raw, total_bad
+
+
+def _write_events(
+    lake: Lake, ds: str, cfg: Config, flagged: Any, todo: list[str], report: dict[str, Any]
+) -> None:
+    """Quarantine the bad rows; fail above the bad share, else validate and write the accepted
+    rows (and a zero-row file for each partition without any)."""
+    from pyspark.sql import functions as F
+
+    from features.events import REJECT_REASON
+    from validation import suites
+    from validation.gx import run_suite
+
+    bad_cols = [c for c in flagged.columns if c.startswith("_bad_")]
+    accepted = flagged.filter(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON, *bad_cols)
+    quarantined = flagged.filter(F.col(REJECT_REASON).isNotNull())
+    for p in todo:  # a re-ingested partition with fewer (or no) bad rows leaves none behind
+        io.delete_dir(join(lake.quarantine, f"ds={p}"))
+    quarantined.write.mode("overwrite").partitionBy("ds").parquet(lake.quarantine)
+    errors = [
+        e
+        for p in todo
+        if (e := share_error(f"ds={p}", report["ingested"][p], cfg.ingest.max_bad_share))
+    ]
+    if errors:
+        flagged.unpersist()
+        message = f"{' | '.join(errors)}; rows kept in {lake.quarantine}"
+        _report_failure(lake, ds, report, message)
+        raise IngestError(message)
+
+    checked = accepted.withColumn("_ts_in_partition", F.to_date("ts") == F.to_date("ds"))
+    report["validation"] = run_suite("accepted_events", checked, suites.accepted_events)
+    accepted.write.mode("overwrite").partitionBy("ds").parquet(lake.events)
+    _write_zero_row_partitions(
+        lake, accepted, [p for p in todo if report["ingested"][p]["accepted"] == 0]
+    )
+    flagged.unpersist()
 
 
 def run(lake: Lake, ds: str, cfg: Config, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """Ingest pending raw partitions before `ds`; returns the run's ingest report."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    from features.events import EVENT_STRUCT, REJECT_REASON, conform_events, flag_bad_rows
     from jobs.core.lake import EVENT_SCHEMA, REQUIRED_EVENT_COLUMNS
     from jobs.core.spark import get_spark
-    from validation import suites
-    from validation.gx import run_suite
 
     parse_ds(ds)
     todo, done = pending_partitions(lake, ds, cfg.features.lookback_days)
@@ -249,71 +221,9 @@ def run(lake: Lake, ds: str, cfg: Config, *, now: dt.datetime | None = None) -> 
         io.write_json(join(lake.reports(ds), "ingest.json"), report)
         return report
 
-    now = now or dt.datetime.now(dt.UTC)
-    limit = F.lit(now + dt.timedelta(seconds=cfg.ingest.max_future_seconds)).cast("timestamp")
-    raw = read_groups(
-        spark,
-        groups,
-        lambda df: conform_events(df.withColumn("ds", F.col("ds").cast("string"))),
-        lake.raw_events,
-    )
-    if raw is None:  # every pending partition is an empty directory
-        raw = spark.createDataFrame(
-            [], T.StructType([*EVENT_STRUCT.fields, T.StructField("ds", T.StringType())])
-        )
-    items = spark.read.parquet(join(lake.warehouse, "items", f"ds={ds}")).select("item_id")
-    flagged = flag_bad_rows(raw, now_limit=limit, item_ids=items)
-    bad_cols = [c for c in flagged.columns if c.startswith("_bad_")]
-    # flagged is read twice (accepted + quarantined) and counted: cache avoids re-reading raw files
-    flagged = flagged.cache()
-
-    counts = {
-        (r["ds"], r["reason"]): r["n"]
-        for r in flagged.groupBy("ds", F.col(REJECT_REASON).alias("reason"))
-        .agg(F.count("*").alias("n"))
-        .collect()
-    }
-    for p in todo:
-        raw_n = sum(n for (d, _), n in counts.items() if d == p)
-        bad = {reason: n for (d, reason), n in counts.items() if d == p and reason is not None}
-        bad_n = sum(bad.values())
-        report["ingested"][p] = {
-            "raw": raw_n,
-            "accepted": raw_n - bad_n,
-            "quarantined": bad_n,
-            "reasons": bad,
-        }
-    report["empty_partitions"] = [p for p in todo if report["ingested"][p]["raw"] == 0]
-    for p in report["empty_partitions"]:
-        log.warning("ingest: raw partition ds=%s has no rows: ingested as an empty day", p)
-    total_raw = sum(v["raw"] for v in report["ingested"].values())
-    total_bad = sum(v["quarantined"] for v in report["ingested"].values())
-    share = total_bad / total_raw if total_raw else 0.0
-    report.update(raw=total_raw, quarantined=total_bad, bad_share=share)
-
-    accepted = flagged.filter(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON, *bad_cols)
-    quarantined = flagged.filter(F.col(REJECT_REASON).isNotNull())
-    for p in todo:  # a re-ingested partition with fewer (or no) bad rows leaves none behind
-        _remove_dir(join(lake.quarantine, f"ds={p}"))
-    quarantined.write.mode("overwrite").partitionBy("ds").parquet(lake.quarantine)
-    errors = [
-        e
-        for p in todo
-        if (e := share_error(f"ds={p}", report["ingested"][p], cfg.ingest.max_bad_share))
-    ]
-    if errors:
-        flagged.unpersist()
-        message = f"{' | '.join(errors)}; rows kept in {lake.quarantine}"
-        _report_failure(lake, ds, report, message)
-        raise IngestError(message)
-
-    checked = accepted.withColumn("_ts_in_partition", F.to_date("ts") == F.to_date("ds"))
-    report["validation"] = run_suite("accepted_events", checked, suites.accepted_events)
-    accepted.write.mode("overwrite").partitionBy("ds").parquet(lake.events)
-    _write_zero_row_partitions(
-        lake, accepted, [p for p in todo if report["ingested"][p]["accepted"] == 0]
-    )
-    flagged.unpersist()
+    flagged = _flag_events(spark, groups, lake, ds, cfg, now)
+    total_raw, total_bad = _count_rows(flagged, todo, report)
+    _write_events(lake, ds, cfg, flagged, todo, report)
     for p in todo:
         io.write_json(
             join(lake.events, f"ds={p}", "_INGEST.json"),
@@ -347,99 +257,3 @@ def _write_zero_row_partitions(lake: Lake, accepted: Any, parts: list[str]) -> N
 
 
 # ---- items ---------------------------------------------------------------------------------
-
-
-def ingest_items(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    """Validate the item catalogue snapshot into `warehouse/items/ds=`; bad rows quarantined.
-
-    Files are checked like raw events (`SchemaError`). Row reasons: `null item_id`,
-    `empty item_id`, `null category_id`, `negative price`, `duplicate item_id` (the first copy
-    by title, category and price is kept). Returns raw/accepted/quarantined counts and reasons;
-    raises `IngestError` when the catalogue is missing, has no rows, or its share of bad rows is
-    above `ingest.max_bad_share` (the quarantine is written first, the snapshot is not).
-    """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    from jobs.core.lake import ITEM_SCHEMA, REQUIRED_ITEM_COLUMNS
-    from jobs.core.spark import get_spark
-    from validation import suites
-    from validation.gx import run_suite
-
-    spark = get_spark(cfg.spark)
-    files = io.list_files(lake.items)
-    if not files:
-        raise IngestError(f"the item catalogue {lake.items} is missing or empty")
-    groups = check_files(
-        [(f"items file {name}", join(lake.items, name)) for name, _ in files],
-        ITEM_SCHEMA,
-        REQUIRED_ITEM_COLUMNS,
-    )
-    defaults = {"in_stock": F.lit(True), "has_image": F.lit(True)}
-
-    def conform(raw: Any) -> Any:
-        out = raw
-        for field in ITEM_SCHEMA:
-            if field.name not in raw.columns:
-                out = out.withColumn(field.name, defaults.get(field.name, F.lit(None)))
-        return out.select(
-            F.col("item_id").cast("string"),
-            F.col("title").cast("string"),
-            F.col("category_id").cast("string"),
-            F.col("category_path").cast("string"),
-            F.col("brand").cast("string"),
-            F.col("price").cast("double"),
-            F.coalesce(F.col("in_stock").cast("boolean"), F.lit(True)).alias("in_stock"),
-            F.coalesce(F.col("has_image").cast("boolean"), F.lit(True)).alias("has_image"),
-            F.col("first_seen").cast("date"),
-        )
-
-    out = read_groups(spark, groups, conform, lake.items)
-    reason = F.coalesce(
-        F.when(F.col("item_id").isNull(), F.lit("null item_id")),
-        F.when(F.trim(F.col("item_id")) == "", F.lit("empty item_id")),
-        F.when(F.col("category_id").isNull(), F.lit("null category_id")),
-        F.when(F.col("price") < 0, F.lit("negative price")),
-    )
-    w = Window.partitionBy("item_id", reason.isNull()).orderBy(
-        *[F.col(c).asc_nulls_last() for c in ("title", "category_id", "price")]
-    )
-    flagged = out.withColumn("reject_reason", reason).withColumn("_r", F.row_number().over(w))
-    flagged = (
-        flagged.withColumn(
-            "reject_reason",
-            F.when(
-                F.col("reject_reason").isNull() & (F.col("_r") > 1), F.lit("duplicate item_id")
-            ).otherwise(F.col("reject_reason")),
-        )
-        .drop("_r")
-        # counted, split into good/bad and written twice: cache avoids re-reading the catalogue
-        .cache()
-    )
-    good = flagged.filter(F.col("reject_reason").isNull()).drop("reject_reason")
-    bad = flagged.filter(F.col("reject_reason").isNotNull())
-    reasons = {
-        r["reject_reason"]: r["n"]
-        for r in bad.groupBy("reject_reason").agg(F.count("*").alias("n")).collect()
-    }
-    n_bad = sum(reasons.values())
-    n_all = flagged.count()
-    if n_all == 0:
-        flagged.unpersist()
-        raise IngestError(f"the item catalogue {lake.items} has no rows")
-    summary: dict[str, Any] = {
-        "raw": n_all,
-        "accepted": n_all - n_bad,
-        "quarantined": n_bad,
-        "reasons": reasons,
-    }
-    quarantine = join(lake.warehouse, "quarantine_items", f"ds={ds}")
-    bad.coalesce(1).write.mode("overwrite").parquet(quarantine)
-    error = share_error("items", summary, cfg.ingest.max_bad_share)
-    if error:
-        flagged.unpersist()
-        raise IngestError(f"{error}; rows kept in {quarantine}")
-    summary["validation"] = run_suite("items", good, suites.items)
-    good.coalesce(1).write.mode("overwrite").parquet(join(lake.warehouse, "items", f"ds={ds}"))
-    flagged.unpersist()
-    return summary

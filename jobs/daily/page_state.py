@@ -208,8 +208,8 @@ class StateReader:
         recs, pools, pscores, counts = [], [], [], []
         for o, n in zip(self.offsets[pos].tolist(), self.lengths[pos].tolist(), strict=True):
             blob = self.blobs[o : o + n].tobytes()
-            magic, size, n_c, w, pw = _HEAD.unpack_from(blob)
-            if magic != _MAGIC or w != width or pw != p:
+            magic, size, n_c, rec_width, pw = _HEAD.unpack_from(blob)
+            if magic != _MAGIC or rec_width != width or pw != p:
                 raise StateError("a page state record has an unexpected layout (corrupt file?)")
             body = pa.decompress(blob[_HEAD.size :], size, codec="zstd", asbytes=True)
             cut = n_c * dtype.itemsize

@@ -8,7 +8,7 @@ Every decision is appended to the promotion log; a rejection fails the task with
 criterion, and the rank step keeps using the champion. Re-running a day (same data and config:
 the train step re-uses its registered version) logs nothing twice; re-running a day older than
 the newest decided one decides it against the champion of its time and changes neither the
-live champion nor the log (`jobs.daily.registry.past_day`). A rejection is final (the same models on
+live champion nor the log (`jobs.daily.promotion_log.past_day`). A rejection is final (the same models on
 the same rows decide the same way again), so inside an Airflow task it fails the task without
 its retries; an unreachable MLflow store (TrackingUnavailable) is transient and is retried.
 """
@@ -51,10 +51,25 @@ def final(exc: GateRejected) -> GateRejected:
     return _final_rejection()(exc.decision, exc.challenger_version, exc.champion_version)
 
 
+def _champion_to_beat(lake: Lake, cfg: Config, past: dict[str, Any] | None) -> Any:
+    """The champion bundle the challenger is compared with (None without one): of the day's
+    own time for a past day (`past`), else the live champion."""
+    from jobs.daily.bundle import NoChampion, load_bundle, load_version
+
+    if past is not None:
+        then = past["champion_before"]
+        return load_version(lake, cfg, then) if then is not None else None
+    try:
+        return load_bundle(lake, cfg, alias="champion")
+    except NoChampion:
+        return None
+
+
 def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     from jobs.core.tracking import experiment
-    from jobs.daily.bundle import NoChampion, load_bundle, load_version
-    from jobs.daily.registry import append_decision, past_day, same_decision, set_champion
+    from jobs.daily.bundle import load_bundle
+    from jobs.daily.promotion_log import append_decision, past_day, same_decision
+    from jobs.daily.registry import set_champion
     from models.evaluation.holdout import holdout_metrics
     from validation.gate import GateRejected, Tolerances, decide, enforce
 
@@ -71,14 +86,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     # A day older than the newest decided one (a re-run, a backfill reaching back) is decided
     # again against the champion of its time, and changes neither the live champion nor the log
     past = past_day(lake, ds)
-    if past is not None:
-        then = past["champion_before"]
-        champion = load_version(lake, cfg, then) if then is not None else None
-    else:
-        try:
-            champion = load_bundle(lake, cfg, alias="champion")
-        except NoChampion:
-            champion = None
+    champion = _champion_to_beat(lake, cfg, past)
     theirs = None
     if champion is not None:
         theirs = holdout_metrics(champion.engagement, holdout, objectives=objectives)
@@ -108,8 +116,8 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         "reason": decision.reason,
     }
     logged = past is None and (promoted or not decision.promote)
-    # the promotion log lives beside the SQLite store, on local disk (jobs/daily/registry.py): a remote
-    # lake keeps the decision in the registry's aliases and in this task's log only
+    # the promotion log lives beside the SQLite store, on local disk (jobs/daily/promotion_log.py):
+    # a remote lake keeps the decision in the registry's aliases and in this task's log only
     has_log = is_local(lake.root)
     if logged and has_log and same_decision(lake, record):
         logged = False  # this day's decision, already logged (a re-run of a rejected day)

@@ -25,12 +25,8 @@ def engagement_eval(
     """AUC, PR-AUC, log loss, ECE of heads trained before the split, on the test window; and
     the test window's candidate rows (user_id, item_id) with the combined calibrated score."""
     from jobs.daily import training_data as td
-    from jobs.daily.train import (
-        booster_trainer,
-        engagement_params,
-        trainable_objectives,
-        window_dataset,
-    )
+    from jobs.daily.engagement_fit import booster_trainer, engagement_params, trainable_objectives
+    from jobs.daily.train import window_dataset
     from models.evaluation.plots import reliability_diagram
     from models.ranking.engagement import fit_engagement, score_predictions
     from models.ranking.item_features import FEATURES, PLACEMENT_COLUMNS

@@ -97,7 +97,7 @@ def _read_raw(spark: Any, lake: Lake, files: list[tuple[str, str]]) -> Any:
 
     from features.events import conform_events
     from jobs.core.lake import EVENT_SCHEMA, REQUIRED_EVENT_COLUMNS
-    from jobs.daily.ingest import check_files, read_groups
+    from jobs.daily.raw_files import check_files, read_groups
 
     groups = check_files(files, EVENT_SCHEMA, REQUIRED_EVENT_COLUMNS) if files else {}
     raw = read_groups(
@@ -176,20 +176,22 @@ def _write_window(
     from pyspark.sql import functions as F
 
     from features.events import REJECT_REASON
-    from jobs.daily.ingest import IngestError, share_error
+    from jobs.core.errors import IngestError
+    from jobs.core.spark import write_spark_parquet
+    from jobs.daily.raw_files import share_error
 
     bad_cols = [c for c in flagged.columns if c.startswith("_bad_")]
     accepted = flagged.filter(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON, *bad_cols)
     quarantined = flagged.filter(F.col(REJECT_REASON).isNotNull())
     # ingest.json marks a complete window: it goes last, after the data it describes
     io.delete_file(join(out, "ingest.json"))
-    io.write_spark_parquet(quarantined.coalesce(1), join(out, "quarantine"))
+    write_spark_parquet(quarantined.coalesce(1), join(out, "quarantine"))
     error = share_error(f"refresh window {stamp(wm)}", counts, cfg.ingest.max_bad_share)
     if error:
         tagged.unpersist()
         flagged.unpersist()
         raise IngestError(f"{error}; rows kept in {join(out, 'quarantine')}")
-    io.write_spark_parquet(accepted.coalesce(1), join(out, "events"))
+    write_spark_parquet(accepted.coalesce(1), join(out, "events"))
     tagged.unpersist()
     flagged.unpersist()
 

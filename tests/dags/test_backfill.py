@@ -372,7 +372,7 @@ def test_the_same_export_written_twice_has_the_same_bytes(tmp_path):
 
 def test_past_day_reads_the_champions_of_its_time_from_the_promotion_log(tmp_path):
     from jobs.core.lake import Lake
-    from jobs.daily.registry import append_decision, past_day, same_decision
+    from jobs.daily.promotion_log import append_decision, past_day, same_decision
 
     lake = Lake(str(tmp_path / "lake"))
 

@@ -572,12 +572,12 @@ def test_gate_rejection_fails_the_dag_run_and_keeps_champion_and_export(fx, capf
     from airflow.utils import db
 
     from jobs.core.lake import parse_ds
-    from jobs.daily import registry
+    from jobs.daily import promotion_log
     from serving_export.publish import current_ds
 
     before = _aliases(fx)
     current = current_ds(fx.lake)
-    records = len(registry.read_log(fx.lake))
+    records = len(promotion_log.read_log(fx.lake))
     db.initdb()
     bag = DagBag(dag_folder=str(REPO / "dags" / "homepage_daily.py"))
     assert not bag.import_errors, bag.import_errors
@@ -613,8 +613,8 @@ def test_gate_rejection_fails_the_dag_run_and_keeps_champion_and_export(fx, capf
 
     after = _aliases(fx)
     assert after["champion"] == before["champion"] and after["challenger"] != before["challenger"]
-    record = registry.read_log(fx.lake)[-1]
-    assert len(registry.read_log(fx.lake)) == records + 1
+    record = promotion_log.read_log(fx.lake)[-1]
+    assert len(promotion_log.read_log(fx.lake)) == records + 1
     assert record["action"] == "reject" and record["challenger"] == after["challenger"]
     assert record["champion_after"] == before["champion"]
     failed = {c["name"] for c in record["criteria"] if not c["passed"]}

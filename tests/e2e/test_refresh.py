@@ -300,7 +300,12 @@ def full_recompute(scenario) -> pd.DataFrame:
     from features.priors import advance_state, carousel_trials, trial_counts, user_carousel_priors
     from jobs.core.spark import get_spark
     from jobs.daily.bundle import read_bundle
-    from jobs.daily.rank import carousel_calibration, load_inputs, page_params, slot_examination
+    from jobs.daily.page_inputs import (
+        carousel_calibration,
+        load_inputs,
+        page_params,
+        slot_examination,
+    )
     from models.ranking.batch_scoring import score_batch
     from models.ranking.pages import build_pages
 

@@ -124,7 +124,7 @@ def s3() -> Iterator[str]:
 
 
 def test_upload_dir_writes_the_marker_last_and_readers_check_it(s3: str, tmp_path) -> None:
-    from jobs.core import io
+    from jobs.core import io, remote
 
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
@@ -132,20 +132,20 @@ def test_upload_dir_writes_the_marker_last_and_readers_check_it(s3: str, tmp_pat
     (src / "sub" / "b.bin").write_bytes(b"bb")
     uri = f"s3a://{BUCKET}/t/dir"
     with pytest.raises(io.IncompleteOutput, match=f"bundle {uri} is incomplete: it has no _COMP"):
-        io.check_complete(uri, "bundle")
-    assert io.upload_dir(str(src), uri) == ["a.txt", "sub/b.bin"]
-    assert io.check_complete(uri, "bundle") == {"a.txt": 1, "sub/b.bin": 2}
+        remote.check_complete(uri, "bundle")
+    assert remote.upload_dir(str(src), uri) == ["a.txt", "sub/b.bin"]
+    assert remote.check_complete(uri, "bundle") == {"a.txt": 1, "sub/b.bin": 2}
     # a new version replaces the old one whole: a file it no longer has is gone
     (src / "a.txt").unlink()
     (src / "c.txt").write_bytes(b"ccc")
-    io.upload_dir(str(src), uri)
+    remote.upload_dir(str(src), uri)
     assert not io.exists(f"{uri}/a.txt")
-    assert io.check_complete(uri, "bundle") == {"c.txt": 3, "sub/b.bin": 2}
-    io.download(uri, str(tmp_path / "back"), ["sub"])
+    assert remote.check_complete(uri, "bundle") == {"c.txt": 3, "sub/b.bin": 2}
+    remote.download(uri, str(tmp_path / "back"), ["sub"])
     assert (tmp_path / "back" / "sub" / "b.bin").read_bytes() == b"bb"
     io.delete_file(f"{uri}/sub/b.bin")
     with pytest.raises(io.IncompleteOutput, match=r"sub/b\.bin missing"):
-        io.check_complete(uri, "bundle")
+        remote.check_complete(uri, "bundle")
 
 
 def test_read_parquet_of_a_remote_spark_output_needs_its_success_marker(s3: str) -> None:
@@ -173,12 +173,13 @@ def test_publish_and_hot_swap_of_a_remote_lake(s3: str, tmp_path) -> None:
 
     from jobs.core import io
     from jobs.core.lake import Lake
+    from jobs.core.remote import upload_dir
     from serving_export.export.format import MANIFEST_FILE
     from serving_export.publish import current_ds, publish
 
     local, remote = Lake(str(tmp_path / "lake")), Lake(f"s3a://{BUCKET}/swap/lake")
     values = {ds: write(local, ds) for ds in (DS1, DS2)}
-    io.upload_dir(local.export(DS1), remote.export(DS1), last=MANIFEST_FILE)
+    upload_dir(local.export(DS1), remote.export(DS1), last=MANIFEST_FILE)
     assert current_ds(remote) is None
     assert publish(remote, DS1) == remote.export(DS1)
     assert current_ds(remote) == DS1
@@ -186,7 +187,7 @@ def test_publish_and_hot_swap_of_a_remote_lake(s3: str, tmp_path) -> None:
     with server(remote, cache_dir=cache) as port:
         wait_for(lambda: served_ds(port) == DS1)
         assert get(port, "/v1/users/u1/homepage")[2] == values[DS1][b"u1"]
-        io.upload_dir(local.export(DS2), remote.export(DS2), last=MANIFEST_FILE)
+        upload_dir(local.export(DS2), remote.export(DS2), last=MANIFEST_FILE)
         publish(remote, DS2, keep_last=1)  # and prunes DS1 from the store
         wait_for(lambda: served_ds(port) == DS2)
         status, headers, body = get(port, "/v1/users/u2/homepage")
@@ -244,14 +245,14 @@ def runs(
 
 
 def test_remote_run_writes_complete_outputs_to_s3(runs: SimpleNamespace) -> None:
-    from jobs.core import io
+    from jobs.core import io, remote
     from jobs.core.lake import join
     from serving_export.publish import current_ds, verify_remote_export
 
     r, lake, ds = runs.remote_results, runs.remote, runs.ds
     bundle = r["train"]["path"]
     assert bundle.startswith(f"{REMOTE}/warehouse/models/ds={ds}/")
-    files = io.check_complete(bundle, "model bundle")
+    files = remote.check_complete(bundle, "model bundle")
     assert {"MODEL.json", "mf_item.npz", "mf_category.npz", "holdout.parquet"} <= set(files)
     assert any(n.startswith("engagement/") for n in files)
     assert (
@@ -263,8 +264,11 @@ def test_remote_run_writes_complete_outputs_to_s3(runs: SimpleNamespace) -> None
 
     pages = join(lake.warehouse, "pages", f"ds={ds}")
     state = {f"state/{n}" for n in ("blobs.bin", "index.parquet", "arrays.npz", "meta.json")}
-    assert set(io.check_complete(pages, "pages")) == {"pages.parquet", "page_stats.parquet"} | state
-    assert set(io.check_complete(lake.candidates(ds), "candidates")) == {"candidates.parquet"}
+    assert (
+        set(remote.check_complete(pages, "pages"))
+        == {"pages.parquet", "page_stats.parquet"} | state
+    )
+    assert set(remote.check_complete(lake.candidates(ds), "candidates")) == {"candidates.parquet"}
     assert io.read_json(join(lake.reports(ds), "rank.json"))["bundle"] == bundle
 
     assert r["export"]["path"] == lake.export(ds)
@@ -320,8 +324,9 @@ def test_server_on_the_s3_lake_serves_the_local_bytes(runs: SimpleNamespace, tmp
 
 def test_incomplete_remote_bundle_and_pages_are_refused(runs: SimpleNamespace) -> None:
     from jobs.core import io
-    from jobs.core.io import COMPLETE_MARKER, IncompleteOutput
+    from jobs.core.io import IncompleteOutput
     from jobs.core.lake import join
+    from jobs.core.remote import COMPLETE_MARKER
     from jobs.daily.pipeline import run_step
 
     bundle = runs.remote_results["train"]["path"]

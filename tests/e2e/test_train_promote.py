@@ -61,7 +61,7 @@ def _read_json(path: str) -> dict[str, Any]:
 
 def _state(lake: Any, cfg: Any) -> dict[str, Any]:
     """The registry aliases and the promotion log, as they are now."""
-    from jobs.daily import registry
+    from jobs.daily import promotion_log, registry
 
     def alias(name: str) -> str | None:
         mv = registry.version_for(lake, cfg, name)
@@ -70,7 +70,7 @@ def _state(lake: Any, cfg: Any) -> dict[str, Any]:
     return {
         "champion": alias("champion"),
         "challenger": alias("challenger"),
-        "log": registry.read_log(lake),
+        "log": promotion_log.read_log(lake),
     }
 
 

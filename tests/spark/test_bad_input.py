@@ -34,7 +34,8 @@ from conftest import (
 from jobs.core import io
 from jobs.core.config import load_config
 from jobs.core.lake import Lake, join
-from jobs.daily.ingest import IngestError, SchemaError, run
+from jobs.daily.ingest import IngestError, run
+from jobs.daily.raw_files import SchemaError
 
 COLS = (*RAW_COLUMNS, "slot", "quantity", "propensity")
 

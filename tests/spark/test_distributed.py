@@ -245,7 +245,8 @@ def test_train_job_picks_the_twins_from_config(spark, tmp_path):
     """`mf.backend=spark` and `engagement.backend=xgboost_spark` reach the distributed trainers."""
     from jobs.core.config import load_config
     from jobs.core.lake import Lake
-    from jobs.daily.train import booster_trainer, fit_factorisations
+    from jobs.daily.engagement_fit import booster_trainer
+    from jobs.daily.factorisations import fit_factorisations
 
     lake = Lake(str(tmp_path))
     ds = "2026-01-05"

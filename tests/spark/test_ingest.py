@@ -6,7 +6,8 @@ from conftest import DAY, NOW, write_lake
 from conftest import at as t
 
 from jobs.core.config import load_config
-from jobs.daily.ingest import IngestError, SchemaError, run
+from jobs.daily.ingest import IngestError, run
+from jobs.daily.raw_files import SchemaError
 
 GOOD = [
     ("e1", t(1), "u1", "click", "a", None),

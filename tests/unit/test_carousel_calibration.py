@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from jobs.daily.train import carousel_labels, fit_carousel_calibration
+from jobs.daily.carousel_weight import carousel_labels, fit_carousel_calibration
 from models.ranking.candidates import PAD
 
 ITEM_IDS = np.array([f"i{i}" for i in range(10)], dtype=object)

@@ -44,7 +44,7 @@ def test_parse_overrides_nests_keys():
 def test_item_mode_auto_picks_the_better_validation_mode():
     import pandas as pd
 
-    from jobs.daily.train import choose_item_mode
+    from jobs.daily.carousel_weight import choose_item_mode
 
     grid = pd.DataFrame(
         {
@@ -69,7 +69,7 @@ def test_item_mode_auto_needs_rerank_better_beyond_chance_on_the_validation_user
     import numpy as np
     import pandas as pd
 
-    from jobs.daily.train import choose_item_mode
+    from jobs.daily.carousel_weight import choose_item_mode
 
     grid = pd.DataFrame({"mode": ["fixed", "rerank"], "w": [1.0, 0.9], "page_ndcg": [0.50, 0.51]})
     users = [f"u{k}" for k in range(40)]
@@ -135,6 +135,6 @@ def test_cluster_yaml_overlays_default_yaml():
     ],
 )
 def test_the_catalogue_keeps_the_best_sellers_its_rows_and_pool_read(overrides, kept):
-    from jobs.daily.rank import _best_sellers_n
+    from jobs.daily.catalogue import best_sellers_n
 
-    assert _best_sellers_n(load_config(overrides=overrides).page) == kept
+    assert best_sellers_n(load_config(overrides=overrides).page) == kept

@@ -1,4 +1,4 @@
-"""The factorisation cache of the train step (jobs.daily.train.fit_factorisations)."""
+"""The factorisation cache of the train step (jobs.daily.factorisations.fit_factorisations)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 
 from jobs.core.config import load_config
 from jobs.core.lake import Lake, join
-from jobs.daily.train import MF_CACHE, fit_factorisations, mf_params
+from jobs.daily.factorisations import MF_CACHE, fit_factorisations, mf_params
 from models.ranking.mf import build_matrix, fit_mf
 
 CFG = load_config(overrides=["mf.iterations=3", "mf.factors=4", "training.label_days=3"])

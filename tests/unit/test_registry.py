@@ -8,11 +8,12 @@ import shutil
 from typing import Any
 
 import pytest
+from oracles.registry import apply_decision
 
 from jobs.core.config import load_config
 from jobs.core.lake import Lake
 from jobs.core.tracking import TrackingUnavailable, experiment
-from jobs.daily import registry
+from jobs.daily import promotion_log, registry
 from validation.gate import Tolerances, decide
 
 
@@ -84,13 +85,13 @@ def test_register_sets_challenger_and_gate_moves_champion(lake: Lake, cfg: Any) 
     assert mv.tags["ds"] == "2024-01-01" and mv.tags["bundle"] == "b-2024-01-01"
     assert champion(lake, cfg) is None  # registered model exists, alias does not
 
-    rec = registry.apply_decision(lake, cfg, PASS, ds="2024-01-01", challenger=v1)
+    rec = apply_decision(lake, cfg, PASS, ds="2024-01-01", challenger=v1)
     assert rec["action"] == "promote" and rec["champion_before"] is None
     assert champion(lake, cfg) == "1"
 
     v2 = train(lake, cfg, "2024-01-02")
     assert v2 == "2" and str(registry.version_for(lake, cfg, "challenger").version) == "2"
-    rec = registry.apply_decision(lake, cfg, FAIL, ds="2024-01-02", challenger=v2)
+    rec = apply_decision(lake, cfg, FAIL, ds="2024-01-02", challenger=v2)
     assert rec["action"] == "reject"
     assert rec["champion_before"] == rec["champion_after"] == "1"
     assert any(c["name"] == "click.auc" and not c["passed"] for c in rec["criteria"])
@@ -102,16 +103,16 @@ def test_register_sets_challenger_and_gate_moves_champion(lake: Lake, cfg: Any) 
     assert [h["ds"] for h in hist] == ["2024-01-02", "2024-01-01"]
     assert all(h["run_id"] and h["created"].endswith("+00:00") for h in hist)
 
-    log = registry.read_log(lake)
+    log = promotion_log.read_log(lake)
     assert [r["action"] for r in log] == ["promote", "reject"]
-    assert all(set(registry.RECORD_KEYS) <= set(r) for r in log)
+    assert all(set(promotion_log.RECORD_KEYS) <= set(r) for r in log)
 
 
 def test_rollback_walks_back_through_champions(lake: Lake, cfg: Any) -> None:
     versions = []
     for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
         v = train(lake, cfg, day)
-        registry.apply_decision(lake, cfg, PASS, ds=day, challenger=v)
+        apply_decision(lake, cfg, PASS, ds=day, challenger=v)
         versions.append(v)
     assert champion(lake, cfg) == "3"
 
@@ -123,14 +124,14 @@ def test_rollback_walks_back_through_champions(lake: Lake, cfg: Any) -> None:
         registry.rollback(lake, cfg)
     assert champion(lake, cfg) == "1"
 
-    log = registry.read_log(lake)
+    log = promotion_log.read_log(lake)
     assert [r["action"] for r in log] == ["promote"] * 3 + ["rollback"] * 2
     assert (log[-1]["champion_before"], log[-1]["champion_after"]) == ("2", "1")
-    assert registry.champion_stack(log) == ["1"]
+    assert promotion_log.champion_stack(log) == ["1"]
 
     # a promotion after a rollback stacks on the restored champion
     v4 = train(lake, cfg, "2024-01-04")
-    registry.apply_decision(lake, cfg, PASS, ds="2024-01-04", challenger=v4)
+    apply_decision(lake, cfg, PASS, ds="2024-01-04", challenger=v4)
     assert registry.rollback(lake, cfg) == ("4", "1")
 
 
@@ -138,16 +139,16 @@ def test_rollback_with_a_single_champion_errors(lake: Lake, cfg: Any) -> None:
     with pytest.raises(registry.RollbackError, match="no previous champion"):
         registry.rollback(lake, cfg)
     v1 = train(lake, cfg, "2024-01-01")
-    registry.apply_decision(lake, cfg, PASS, ds="2024-01-01", challenger=v1)
+    apply_decision(lake, cfg, PASS, ds="2024-01-01", challenger=v1)
     with pytest.raises(registry.RollbackError, match="only champion 1"):
         registry.rollback(lake, cfg)
-    assert [r["action"] for r in registry.read_log(lake)] == ["promote"]
+    assert [r["action"] for r in promotion_log.read_log(lake)] == ["promote"]
 
 
 def test_rollback_refuses_when_registry_and_log_disagree(lake: Lake, cfg: Any) -> None:
     for day in ("2024-01-01", "2024-01-02"):
         v = train(lake, cfg, day)
-        registry.apply_decision(lake, cfg, PASS, ds=day, challenger=v)
+        apply_decision(lake, cfg, PASS, ds=day, challenger=v)
     v3 = train(lake, cfg, "2024-01-03")
     registry.set_champion(lake, cfg, v3)  # moved by hand, not through the gate
     with pytest.raises(registry.RollbackError, match="champion of homepage-ranker is 3.*says 2"):
@@ -168,46 +169,48 @@ def record(action: str = "promote", **extra: Any) -> dict[str, Any]:
 
 
 def test_log_is_append_only(lake: Lake) -> None:
-    registry.append_decision(lake, record())
-    registry.append_decision(lake, record("reject", challenger="2", champion_before="1"))
-    path = registry.log_path(lake)
+    promotion_log.append_decision(lake, record())
+    promotion_log.append_decision(lake, record("reject", challenger="2", champion_before="1"))
+    path = promotion_log.log_path(lake)
     with open(path, "rb") as f:
         before = f.read()
-    registry.append_decision(lake, record(challenger="3", champion_before="1", champion_after="3"))
+    promotion_log.append_decision(
+        lake, record(challenger="3", champion_before="1", champion_after="3")
+    )
     with open(path, "rb") as f:
         after = f.read()
     assert after.startswith(before) and after.count(b"\n") == 3
-    log = registry.read_log(lake)
+    log = promotion_log.read_log(lake)
     assert [r["challenger"] for r in log] == ["1", "2", "3"]
     assert all(r["time"].endswith("+00:00") for r in log)  # filled in, UTC
 
 
 def test_append_rejects_incomplete_or_non_json_records(lake: Lake) -> None:
     with pytest.raises(ValueError, match="lacks reason"):
-        registry.append_decision(lake, {k: v for k, v in record().items() if k != "reason"})
+        promotion_log.append_decision(lake, {k: v for k, v in record().items() if k != "reason"})
     with pytest.raises(ValueError, match="action must be one of"):
-        registry.append_decision(lake, record("demote"))
+        promotion_log.append_decision(lake, record("demote"))
     with pytest.raises(ValueError, match="strict JSON"):
-        registry.append_decision(lake, record(criteria=[{"challenger": float("nan")}]))
-    assert not os.path.exists(registry.log_path(lake))
+        promotion_log.append_decision(lake, record(criteria=[{"challenger": float("nan")}]))
+    assert not os.path.exists(promotion_log.log_path(lake))
 
 
 def test_malformed_log_line_names_its_line_number(lake: Lake) -> None:
-    registry.append_decision(lake, record())
-    path = registry.log_path(lake)
+    promotion_log.append_decision(lake, record())
+    path = promotion_log.log_path(lake)
     with open(path, "a") as f:
         f.write('{"action": "promote", "ds": \n')
-    registry.append_decision(lake, record())
-    with pytest.raises(registry.PromotionLogCorrupt, match=r"promotions\.jsonl line 2"):
-        registry.read_log(lake)
+    promotion_log.append_decision(lake, record())
+    with pytest.raises(promotion_log.PromotionLogCorrupt, match=r"promotions\.jsonl line 2"):
+        promotion_log.read_log(lake)
 
 
 def test_log_line_missing_keys_names_its_line_number(lake: Lake) -> None:
-    path = registry.log_path(lake)
+    path = promotion_log.log_path(lake)
     with open(path, "w") as f:
         f.write(json.dumps(record() | {"time": "t"}) + "\n" + json.dumps({"action": "x"}) + "\n")
-    with pytest.raises(registry.PromotionLogCorrupt, match="line 2.*lacks"):
-        registry.read_log(lake)
+    with pytest.raises(promotion_log.PromotionLogCorrupt, match="line 2.*lacks"):
+        promotion_log.read_log(lake)
 
 
 def test_unreachable_tracking_store_is_tracking_unavailable(
