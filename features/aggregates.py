@@ -1,4 +1,4 @@
-"""User aggregates, user × category frequency and carousel-slot engagement (METHODS §3).
+"""User aggregates, user × category frequency and carousel-slot engagement (docs/methods.md §3).
 
 Every window is a whole number of UTC days ending at midnight of `as_of`: an event at exactly
 as_of − d days is inside the d-day window, one at as_of is outside.

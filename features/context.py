@@ -1,4 +1,4 @@
-"""Request-context features (METHODS §3): day of week, hour, device; per-user habits.
+"""Request-context features (docs/methods.md §3): day of week, hour, device; per-user habits.
 
 Time features are computed from the instant itself (microseconds since the epoch), so they are
 UTC whatever `spark.sql.session.timeZone` says. The helpers here are shared by the other

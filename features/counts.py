@@ -1,4 +1,4 @@
-"""User–item and user–category transaction counts η with time decay (METHODS §1)."""
+"""User–item and user–category transaction counts η with time decay (docs/methods.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""User–carousel Beta priors (METHODS §1), incremental from day to day.
+"""User–carousel Beta priors (docs/methods.md §1), incremental from day to day.
 
 A *trial* is one showing of a carousel to a user: the impressions of one carousel in one visit
 (a session, or the day without sessions) on one UTC day. It is a *success* when the user clicked

@@ -1,4 +1,4 @@
-"""Position bias: relative examination propensities from randomised traffic (METHODS §2).
+"""Position bias: relative examination propensities from randomised traffic (docs/methods.md §2).
 
 Click model (position-based): CTR(m, s) = P_exam(s) · P(click | m). On randomised pages the
 carousel in a slot and the item at a position are drawn uniformly, so who sees what does not

@@ -1,4 +1,4 @@
-"""Sessions and purchase-intent soft labels (METHODS §2, eBay page-level optimisation).
+"""Sessions and purchase-intent soft labels (docs/methods.md §2, eBay page-level optimisation).
 
 A session is the site's `session_id` when the event carries one. Events without one are
 sessionised per user by inactivity: a gap of more than `gap_minutes` between consecutive events
@@ -96,7 +96,7 @@ def purchase_intent(
     gap_minutes: float = 30.0,
     as_of: dt.date,
 ) -> DataFrame:
-    """Purchase-intent soft labels, one row per click strictly before `as_of` (METHODS §2).
+    """Purchase-intent soft labels, one row per click strictly before `as_of` (docs/methods.md §2).
 
     Events before `as_of` are sessionised (all event types, so views and impressions keep a
     session alive); a click gets decay ** ((t_p − t_c) / (epsilon · T)) with t_p the first

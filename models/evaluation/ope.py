@@ -1,4 +1,4 @@
-"""Off-policy evaluation: IPS, self-normalised IPS, Direct Method and Doubly Robust (METHODS §2).
+"""Off-policy evaluation: IPS, self-normalised IPS, Direct Method and Doubly Robust (docs/methods.md §2).
 
 Pure numpy, generic over *rounds*. A round r is one decision of the logging policy π_0 in a
 context x_r whose outcome was logged: one impression (a single action) or one page (a slate of

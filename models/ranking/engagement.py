@@ -1,4 +1,4 @@
-"""Engagement models: one calibrated XGBoost classifier per objective (METHODS §3–5).
+"""Engagement models: one calibrated XGBoost classifier per objective (docs/methods.md §3–5).
 
 Per objective (click, add-to-cart, purchase, ...) a pointwise head P(objective | features):
 
@@ -19,7 +19,7 @@ Optionally (eBay) engaged rows are weighted by 1 / examination propensity of the
 (`inverse_propensity`): under a position-based model E[y/θ] = P(engage | examined), so this
 removes the examination factor from the positives; see `fit_engagement`.
 
-Heads are combined at serving with configurable weights, Σ_o weight_o · p_o (`models.ranking.engagement_model`) (METHODS §4–5).
+Heads are combined at serving with configurable weights, Σ_o weight_o · p_o (`models.ranking.engagement_model`) (docs/methods.md §4–5).
 
 Objectives whose labels are equal on every row share one head (`EngagementModel.shared`): on
 purchase-only logs (the grocery datasets) a purchase is also the click and the add-to-cart, and

@@ -120,7 +120,7 @@ class IsotonicCalibrator:
 
 
 def combined_score(preds: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """Σ_o weight_o · p_o over the weighted objectives (METHODS §4: steerable at serving)."""
+    """Σ_o weight_o · p_o over the weighted objectives (docs/methods.md §4: steerable at serving)."""
     missing = sorted(set(weights) - set(preds))
     if missing:
         raise ValueError(f"weights name objectives without predictions: {missing}")

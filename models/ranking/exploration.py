@@ -1,4 +1,4 @@
-"""Epsilon-greedy exploration of new items on built pages (METHODS §4, Zalando) and the
+"""Epsilon-greedy exploration of new items on built pages (docs/methods.md §4, Zalando) and the
 per-user counter-based random streams it (and any rebuild of one user's page) draws from."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def explore_new_items(
     user_keys: np.ndarray,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Epsilon-greedy exploration of new items (METHODS §4, Zalando).
+    """Epsilon-greedy exploration of new items (docs/methods.md §4, Zalando).
 
     items: (B, Z, M) placed items; movable: (B, Z) carousels whose order may change; new_pool:
     (B, P) each user's candidate new items (PAD = -1); new_weight: (B, P) their relevance (> 0).

@@ -4,7 +4,7 @@ One `FeatureSource` is built from the feature tables *as of* a date (and the MF 
 on the same data). Training builds it as of the label window's start, serving as of `ds`: the
 same code gives both, so what the trees learn on is what they score on.
 
-Feature groups (METHODS §3): item historical engagement (popularity over 1/7/30 days, trend, age,
+Feature groups (docs/methods.md §3): item historical engagement (popularity over 1/7/30 days, trend, age,
 price band, image, buyers, their repeat rate, new buyers over 30 days), user aggregates over 7 and
 30 days with their rates, the user's orders (count, basket size, days since the last, mean gap),
 user × category cross features (decayed counts, share of active days), user × item history (decayed

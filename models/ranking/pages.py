@@ -1,4 +1,4 @@
-"""Scoring a batch of users and building their pages (METHODS §1–5), vectorised over the batch.
+"""Scoring a batch of users and building their pages (docs/methods.md §1–5), vectorised over the batch.
 
 `score_batch` (models.ranking.batch_scoring) does the work that does not depend on w:
   1. candidate carousels from every source (curated, buy it again, trending, category affinity,

@@ -1,6 +1,6 @@
 """Page policy: which carousel goes in which slot, vectorised over a batch of users.
 
-METHODS §2 (eBay): a page's value is the probability of at least one engagement,
+docs/methods.md §2 (eBay): a page's value is the probability of at least one engagement,
 
     J(π) = 1 − Π_s (1 − P(engage | π_s, s)),   P(engage | k, s) = e_s · q_k
 
@@ -10,7 +10,7 @@ never sit in consecutive slots. `beam_plan` searches slot assignments with a bea
 (W = 1 is greedy), optionally filling the slots above `start` greedily first ("starting the beam
 search at a later slot did better online").
 
-METHODS §5 (MMR) for carousels: a carousel similar to one already placed higher adds less,
+docs/methods.md §5 (MMR) for carousels: a carousel similar to one already placed higher adds less,
 q̃_k = q_k · (1 − (1 − λ) · max_{i placed} sim(k, i)); λ = 1 switches diversity off. This is MMR's
 trade-off applied multiplicatively, so the page objective stays a probability.
 
@@ -19,7 +19,7 @@ slots under the page rules: no item twice on a page (a carousel takes its first 
 higher up, deeper candidates fill the gaps), no carousel with fewer than `min_items` items left,
 no two adjacent slots of one family. For a share of users, Thompson sampling replaces the plan:
 each slot takes the feasible carousel with the highest φ under a fresh draw of λ ~ Beta(a, b)
-(METHODS §1 future work, §2 data collection), and the probability of that choice given the slots
+(docs/methods.md §1 future work, §2 data collection), and the probability of that choice given the slots
 above is estimated from `draws` Monte Carlo draws and logged as the placement's propensity.
 """
 

@@ -1,4 +1,4 @@
-"""The Walmart carousel score φ = w·α + (1 − w)·γ (METHODS §1), vectorised over candidates."""
+"""The Walmart carousel score φ = w·α + (1 − w)·γ (docs/methods.md §1), vectorised over candidates."""
 
 from __future__ import annotations
 

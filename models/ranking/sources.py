@@ -1,4 +1,4 @@
-"""Rule-based personalised carousel sources beyond `models.ranking.candidates.generate` (METHODS §5):
+"""Rule-based personalised carousel sources beyond `models.ranking.candidates.generate` (docs/methods.md §5):
 "your top brands" and "new in your categories"; and merging candidate tables.
 
 Both rank a per-user pool by r̂, given as a function of (batch rows, item matrix), so the pools
