@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jobs.core.errors import BenchError
 from jobs.core.lake import Lake, shift_ds
 
 STAGES = ("ingest", "build_features", "train", "promote", "rank", "export", "publish")
@@ -239,7 +240,7 @@ def _set_up(
         )
         res = run_measured(cmd, log_path)
         if res["exit"] != 0:
-            raise RuntimeError(f"set-up step {step} as of {at} failed; see {log_path}")
+            raise BenchError(f"set-up step {step} as of {at} failed; see {log_path}")
         setup[key] = res
         with open(setup_path, "w") as f:
             json.dump(setup, f)
@@ -266,7 +267,7 @@ def _run_stages(
             f"(anonymous {res['peak_anon_gb']} GiB)"
         )
         if res["exit"] != 0:
-            raise RuntimeError(f"{step} for {ds} failed (exit {res['exit']}); see {log_path}")
+            raise BenchError(f"{step} for {ds} failed (exit {res['exit']}); see {log_path}")
     return stages
 
 

@@ -24,6 +24,7 @@ from jobs.bench.refresh_measure import (
     warm_and_measured,
     window_report,
 )
+from jobs.core.errors import BenchError
 
 REFRESH_DAG = "homepage_refresh"
 
@@ -109,7 +110,7 @@ def _dag_run(
                     key=lambda t: t[1],
                 )
                 if r.state != DagRunState.SUCCESS:
-                    raise RuntimeError(f"DAG run {run.run_id} failed; see {log_path}")
+                    raise BenchError(f"DAG run {run.run_id} failed; see {log_path}")
                 return tis, r.end_date
         time.sleep(1.0)  # seldom: the metadata DB is SQLite, and the run's times come from it
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.bench.pipeline import run_measured, tree_memory
+from jobs.core.errors import BenchError
 from jobs.core.lake import Lake, parse_ds
 
 EVENTS_FILE = "bench-arrival.parquet"
@@ -177,7 +178,7 @@ def run_steps(args: list[str], wm: dt.datetime, log_path: str) -> dict[str, dict
         cmd += ["--watermark", wm.isoformat(), "--step", step]
         measured = run_measured(cmd, log_path)
         if measured["exit"] != 0:
-            raise RuntimeError(
+            raise BenchError(
                 f"refresh step {step} failed (exit {measured['exit']}); see {log_path}"
             )
         out[step] = measured
@@ -194,7 +195,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
             return
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"the Spark Connect server exited ({proc.returncode})") from None
+                raise BenchError(f"the Spark Connect server exited ({proc.returncode})") from None
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"no Spark Connect server on port {port} after {timeout} s"
@@ -209,10 +210,10 @@ def ask_worker(proc: subprocess.Popen[str], wm: dt.datetime) -> dict[str, Any]:
     proc.stdin.flush()
     line = proc.stdout.readline()
     if not line:
-        raise RuntimeError(f"the refresh worker exited (code {proc.wait()}) during {wm}")
+        raise BenchError(f"the refresh worker exited (code {proc.wait()}) during {wm}")
     out = json.loads(line)
     if not out.get("ok"):
-        raise RuntimeError(f"refresh window {wm} failed: {out.get('error')}")
+        raise BenchError(f"refresh window {wm} failed: {out.get('error')}")
     return out
 
 

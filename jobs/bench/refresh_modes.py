@@ -24,6 +24,7 @@ from jobs.bench.refresh_measure import (
     warm_and_measured,
     window_report,
 )
+from jobs.core.errors import BenchError
 from jobs.core.lake import parse_ds
 
 
@@ -38,7 +39,7 @@ def cold(b: RefreshSetting) -> dict[str, Any]:
     t_arrival = land_events(lake, base, table, EVENTS_FILE)
     measured = run_measured(cmd, log_path)
     if measured["exit"] != 0:
-        raise RuntimeError(f"the refresh failed (exit {measured['exit']}); see {log_path}")
+        raise BenchError(f"the refresh failed (exit {measured['exit']}); see {log_path}")
     served_s = served_after(port, table, wm, t_arrival)
     return window_report(lake, base, wm, table, measured["s"], served_s, measured, log_path)
 
@@ -73,7 +74,7 @@ def resident(b: RefreshSetting) -> dict[str, Any]:
                 proc.kill()
             done.set()
     if code != 0:
-        raise RuntimeError(f"the refresh worker exited with {code}; see {log_path}")
+        raise BenchError(f"the refresh worker exited with {code}; see {log_path}")
     mem = {
         "peak_gb": round(peak[0] / 1024**3, 2),
         "peak_anon_gb": round(peak[1] / 1024**3, 2),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from jobs.core.errors import BenchError
 from jobs.core.lake import Lake
 
 HOST = "127.0.0.1"
@@ -105,7 +106,7 @@ class ServerProcess:
         if self.proc.poll() is not None:
             with open(self.log_path, errors="replace") as f:
                 tail = f.read()[-2000:]
-            raise RuntimeError(f"server exited with {self.proc.returncode}:\n{tail}")
+            raise BenchError(f"server exited with {self.proc.returncode}:\n{tail}")
 
     def _wait_port(self, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jobs.cli.common import Subparsers, add_common_options, say
+from jobs.core.errors import OrchestrationError
 
 
 def _cmd_pipeline(a: argparse.Namespace) -> Any:
@@ -119,7 +120,7 @@ def _cmd_airflow(a: argparse.Namespace) -> Any:
     state = run_dag_test(a.lake, ds=a.ds, overrides=a.set)
     say(f"homepage_daily finished: {state}")
     if state != "success":
-        raise RuntimeError(f"DAG run ended in state {state}")
+        raise OrchestrationError(f"DAG run ended in state {state}")
     return state
 
 
@@ -146,7 +147,7 @@ def _cmd_backfill(a: argparse.Namespace) -> Any:
         )
     bad = [r["ds"] for r in runs if r["state"] != "success" and "skipped" not in r["state"]]
     if bad:
-        raise RuntimeError(
+        raise OrchestrationError(
             f"{len(bad)} of {len(runs)} backfill runs did not succeed: {', '.join(bad)}"
         )
     return runs

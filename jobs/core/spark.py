@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from jobs.core.config import SparkConfig
+from jobs.core.errors import OrchestrationError
 from jobs.core.io import atomic_dir
 from jobs.core.lake import is_local, local_path
 
@@ -77,12 +78,12 @@ def get_spark(cfg: SparkConfig, remote: str = "") -> SparkSession:
     # PySpark switches a whole process to Spark Connect on its first remote session (its
     # functions then build Connect plans), so a process is a client or owns a driver, not both
     if remote and SparkContext._active_spark_context is not None:
-        raise RuntimeError(
+        raise OrchestrationError(
             f"a Spark Connect session ({remote}) was asked for in a process that already runs "
             "a Spark driver; run the step in its own process (as the DAG's tasks do)"
         )
     if not remote and is_remote():
-        raise RuntimeError(
+        raise OrchestrationError(
             "a local Spark driver was asked for in a process that is a Spark Connect client; "
             "run the step in its own process (as the DAG's tasks do)"
         )

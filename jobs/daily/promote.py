@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.core import io
 from jobs.core.config import Config
+from jobs.core.errors import GateError
 from jobs.core.lake import Lake, is_local, join
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     experiment(lake, cfg)  # points MLflow at this lake's store (or fails with a clear error)
     challenger = load_bundle(lake, cfg, alias="challenger")
     if challenger.info["ds"] != ds:
-        raise RuntimeError(
+        raise GateError(
             f"the challenger was trained for ds={challenger.info['ds']}, not {ds}: "
             "run the train step for this ds first"
         )

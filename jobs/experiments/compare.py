@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jobs.core.config import Config
+from jobs.core.errors import EvaluationError
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
 from jobs.experiments.comparison_report import finite, log_mlflow, markdown
 from jobs.experiments.plan import side_config
@@ -111,9 +112,11 @@ def _check_records(
     res_c, res_e = rec_c["result"], rec_e["result"]
     for rec, side in ((rec_c, "champion"), (rec_e, "experiment")):
         if rec.get("config_hash") != p[f"{side}_hash"]:
-            raise RuntimeError(f"{side} record {rec.get('config_hash')} is not this plan's config")
+            raise EvaluationError(
+                f"{side} record {rec.get('config_hash')} is not this plan's config"
+            )
     if res_c["test_window"] != res_e["test_window"]:
-        raise RuntimeError(
+        raise EvaluationError(
             f"the sides were scored on different windows: {res_c['test_window']} vs "
             f"{res_e['test_window']}"
         )

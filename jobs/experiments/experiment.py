@@ -48,6 +48,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from jobs.core.errors import EvaluationError
 from jobs.core.lake import Lake
 from jobs.experiments.compare import compare
 from jobs.experiments.comparison_report import format_comparison
@@ -139,7 +140,7 @@ def compare_all(
     if len(champion.get("replicates") or []) != len(reps) or len(
         experiment.get("replicates") or []
     ) != len(reps):
-        raise RuntimeError("each replicate needs both sides evaluated: evaluate them first")
+        raise EvaluationError("each replicate needs both sides evaluated: evaluate them first")
     replicates = [
         compare(rp, c["record"], e["record"], say=say)
         for rp, c, e in zip(reps, champion["replicates"], experiment["replicates"], strict=True)

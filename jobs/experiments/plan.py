@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from jobs.core.config import Config, ConfigError, load_config
+from jobs.core.errors import EvaluationError
 from jobs.core.lake import Lake, is_local, join, local_path, parse_ds
 
 log = logging.getLogger(__name__)
@@ -311,7 +312,7 @@ def side_config(p: Mapping[str, Any], side: str) -> Config:
     overrides = [*p.get("base", []), *(p["overrides"] if side == "experiment" else [])]
     cfg = load_config(p["config_path"], overrides or None)
     if cfg.hash() != p[f"{side}_hash"]:
-        raise RuntimeError(
+        raise EvaluationError(
             f"the {side} config changed since the experiment was planned ({p[f'{side}_hash']} -> "
             f"{cfg.hash()}): was the config file or $HOMEPAGE_CONF edited? Start it again"
         )

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from jobs.core.errors import EvaluationError
 from jobs.core.lake import Lake, local_path
 from jobs.experiments.plan import side_config
 
@@ -84,7 +85,7 @@ def _empty_experiment_lake(work: str, lake_root: str) -> None:
     """Remove an experiment lake's outputs (keep the links to the source's input tables)."""
     base = os.path.join(local_path(lake_root), "_experiments") + os.sep
     if not os.path.abspath(work).startswith(base):  # never anything but an experiment lake
-        raise RuntimeError(f"refusing to empty {work}: not under {base}")
+        raise EvaluationError(f"refusing to empty {work}: not under {base}")
     for entry in os.listdir(work):
         path = os.path.join(work, entry)
         if os.path.islink(path):

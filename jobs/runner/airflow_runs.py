@@ -60,7 +60,7 @@ def run_dag_test(
     ds = ds or default_ds(Lake(lake_path))
     bag = DagBag(dag_folder=str(REPO / "dags" / "homepage_daily.py"))
     if bag.import_errors:
-        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+        raise OrchestrationError(f"DAG import errors: {bag.import_errors}")
     dag = bag.get_dag("homepage_daily")
     flat: dict[str, Any] = {}
     if isinstance(overrides, list):
@@ -78,7 +78,7 @@ def run_dag_test(
     states = {ti.task_id: str(ti.state) for ti in tis}
     if set(states) != set(dag.task_ids):
         # never report an empty run as green
-        raise RuntimeError(
+        raise OrchestrationError(
             f"DAG run created task instances {sorted(states)}, expected {sorted(dag.task_ids)}"
         )
     return str(run.state)
@@ -105,7 +105,7 @@ def run_refresh_dag_test(
 
     bag = DagBag(dag_folder=str(REPO / "dags" / "homepage_refresh.py"))
     if bag.import_errors:
-        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+        raise OrchestrationError(f"DAG import errors: {bag.import_errors}")
     dag = bag.get_dag("homepage_refresh")
     wm = parse_watermark(watermark)
     run = dag.test(
@@ -118,7 +118,7 @@ def run_refresh_dag_test(
     )
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     if set(states) != set(dag.task_ids):
-        raise RuntimeError(
+        raise OrchestrationError(
             f"DAG run created task instances {sorted(states)}, expected {sorted(dag.task_ids)}"
         )
     return {"run": str(run.state), **states}

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from jobs.core.errors import TrainingError
 from models.ranking.engagement import BoosterTrainer
 from models.ranking.engagement_model import EngagementParams
 from models.ranking.mf import MFFitError, MFModel, MFParams, build_matrix
@@ -221,7 +222,7 @@ def _fit_spark_xgb(
         model = clf.fit(frame)
     except Exception as exc:
         if "ModuleNotFoundError" in str(exc):
-            raise RuntimeError(
+            raise TrainingError(
                 "Spark's Python workers cannot import the training stack (xgboost, pandas, "
                 "pyarrow); point PYSPARK_PYTHON or spark.pyspark.python at an interpreter that "
                 "has them (e.g. this process's sys.executable)"

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jobs.core.errors import ServingError
 from jobs.core.lake import Lake
 from serving_export.http.app import App
 from serving_export.http.protocol import MAX_CONNECTIONS, HttpProtocol
@@ -240,7 +241,7 @@ def start_in_thread(
     thread = threading.Thread(target=run, name="homepage-server", daemon=True)
     thread.start()
     if not started.wait(10.0) or "error" in box:
-        raise RuntimeError(f"server did not start: {box.get('error')!r}")
+        raise ServingError(f"server did not start: {box.get('error')!r}")
 
     def stop_fn() -> None:
         if thread.is_alive():
