@@ -13,6 +13,7 @@ import pandas as pd
 
 from jobs.core import io
 from jobs.core.config import Config
+from jobs.core.event_reader import read_event_days
 from jobs.core.lake import Lake, join, local_path, shift_ds
 
 if TYPE_CHECKING:
@@ -27,23 +28,11 @@ LIFT_METRICS = ("ndcg_2d", "page_recall", "repeat_recall", "explore_recall", "ca
 
 def read_events(lake: Lake, start: str | None, end: str, columns: list[str]) -> pd.DataFrame:
     """Accepted events with start <= ds < end (start None: all before end)."""
-    import pyarrow.dataset as pads
-
     days = [d for d in io.partitions(lake.events) if (start is None or d >= start) and d < end]
     if not days:
         return pd.DataFrame(columns=columns)
-    import pyarrow as pa
-
     cols = [c for c in columns if c != "ds"]
-    parts = []
-    for d in days:
-        t = pads.dataset(local_path(join(lake.events, f"ds={d}")), format="parquet").to_table(
-            columns=cols
-        )
-        if "ds" in columns:
-            t = t.append_column("ds", pa.array([d] * t.num_rows, pa.string()))
-        parts.append(t)
-    return pa.concat_tables(parts, promote_options="permissive").to_pandas()
+    return read_event_days(lake.events, days, cols, with_ds="ds" in columns).to_pandas()
 
 
 def _sample_users(users: pd.Index, max_users: int, seed: int) -> pd.Index:

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from jobs.core import io
-from jobs.core.lake import Lake, join, local_path
+from jobs.core.event_reader import read_event_days
+from jobs.core.lake import Lake
 from models.evaluation import ope
 
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -58,20 +59,13 @@ def read_events(
 ) -> tuple[pd.DataFrame, str]:
     """Homepage impressions and clicks with `start <= ds < end` (None: unbounded), and the
     table they came from (see `event_days`)."""
-    import pyarrow as pa
-    import pyarrow.dataset as pads
-
     source, days = event_days(lake, start, end)
     root = lake.events if source == "warehouse/events" else lake.raw_events
-    parts = []
-    for d in days:
-        ds = pads.dataset(local_path(join(root, f"ds={d}")), format="parquet")
-        cols = [c for c in EVENT_COLUMNS if c in ds.schema.names]
-        flt = pads.field("event_type").isin(["impression", "click"])
-        parts.append(ds.to_table(columns=cols, filter=flt))
-    if not parts:
+    table = read_event_days(
+        root, days, EVENT_COLUMNS, event_types=("impression", "click"), present_only=True
+    )
+    if table is None:
         return pd.DataFrame(columns=list(EVENT_COLUMNS)), source
-    table = pa.concat_tables(parts, promote_options="permissive")
     return table.to_pandas(), source
 
 
