@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 
 from jobs.core.errors import ConfigError
 
+# models.ranking.policy.MAX_PLAN_CANDIDATES (core imports nothing above it; a test keeps them equal)
+PLAN_CANDIDATES_LIMIT = 63
+
 
 @dataclass(frozen=True)
 class SparkConfig:
@@ -202,6 +205,7 @@ class PageConfig:
     category_pool: int = 100  # most popular in-stock items per category a carousel draws from
     brand_carousels: int = 1  # "your top brands" carousels per user
     new_categories: int = 3  # top categories "new in your categories" draws from
+    candidate_carousels: int = 48  # each user's best candidates by carousel score the plan takes
     beam_width: int = 3  # slot assignment beam (1 = greedy)
     beam_start: int = 1  # slots above this one are filled greedily
     carousel_lambda: float = 0.8  # MMR lambda for carousels on the page (1 = no diversity)
@@ -239,6 +243,12 @@ class PageConfig:
             )
         if self.slots < 1 or self.items_per_carousel < 1:
             raise ConfigError("page.slots and page.items_per_carousel must be >= 1")
+        if not self.slots <= self.candidate_carousels <= PLAN_CANDIDATES_LIMIT:
+            raise ConfigError(
+                f"page.candidate_carousels must be in [page.slots, {PLAN_CANDIDATES_LIMIT}] "
+                f"(the beam plan's limit), got {self.candidate_carousels} with page.slots = "
+                f"{self.slots}: set it between the two"
+            )
         if self.candidate_items < self.items_per_carousel:
             raise ConfigError("page.candidate_items must be >= page.items_per_carousel")
         if not 1 <= self.min_items <= self.items_per_carousel:

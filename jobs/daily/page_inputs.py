@@ -37,6 +37,7 @@ def page_params(cfg: Config) -> Any:
         category_pool=pc.category_pool,
         brand_carousels=pc.brand_carousels,
         new_categories=pc.new_categories,
+        candidate_carousels=pc.candidate_carousels,
         beam_width=pc.beam_width,
         beam_start=pc.beam_start,
         carousel_lambda=pc.carousel_lambda,

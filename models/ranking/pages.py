@@ -11,10 +11,11 @@
   3. λ (and the Beta a, b), α and γ per candidate, and what carousel similarity needs.
 
 `build_pages` (here) then orders carousels for any w: φ = w·α + (1 − w)·γ, calibrated to the carousel's
-engagement probability q, slot assignment by beam search (or Thompson sampling for a share of
-users), page assembly with de-duplication, and epsilon-greedy exploration of new items (never in
-the rows that promise the user's own history, "Buy it again": `HISTORY_FAMILIES`); every
-placement carries its propensity. With `slot_order="value"` and calibrated item scores ("rerank"
+engagement probability q; each user's best `candidate_carousels` candidates by φ go on (however
+many curated carousels come in) to slot assignment by beam search (or Thompson sampling for a
+share of users), page assembly with de-duplication, and epsilon-greedy exploration of new items
+(never in the rows that promise the user's own history, "Buy it again": `HISTORY_FAMILIES`);
+every placement carries its propensity. With `slot_order="value"` and calibrated item scores ("rerank"
 mode) the deterministic users' slots are instead filled greedily, each with the feasible carousel
 whose items not yet on the page have the largest total score (the most expected engagements), so
 de-duplication is part of the choice; the beam plan only breaks ties. In "fixed" mode the item
@@ -116,7 +117,7 @@ def build_pages(
         return _no_pages(scored.users)
     exam = DEFAULT_EXAM if exam is None else exam
     phi = carousel_score(scored.alpha, scored.gamma, w)
-    tab, fam, q_t = _candidate_table(scored, phi, calibration)
+    tab, fam, q_t = _candidate_table(scored, phi, calibration, params.candidate_carousels)
     has = tab >= 0
     t = np.maximum(tab, 0)
     plan, _ = beam_plan(
@@ -187,9 +188,11 @@ def _candidate_table(
     scored: ScoredBatch,
     phi: np.ndarray,
     calibration: Callable[[np.ndarray], np.ndarray] | None,
+    keep: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(B, C) each user's candidate rows by φ, best first (-1 padded), their family codes (-1:
-    none) and their engagement probability q = calibration(φ) (NaN: none)."""
+    """(B, C) each user's best `keep` candidate rows by φ, best first (-1 padded), their family
+    codes (-1: none) and their engagement probability q = calibration(φ) (NaN: none). Only these
+    reach the plan and the assembly, however many carousels (curated ones) each user has."""
     cands = scored.cands
     q = calibration(phi) if calibration is not None else _squash(phi)
     q = np.clip(np.nan_to_num(q, nan=0.0), 0.0, 1.0)
@@ -197,7 +200,7 @@ def _candidate_table(
     # each user's candidates by φ, best first (ties in q then favour the higher φ)
     tab = np.take_along_axis(
         tab, np.argsort(np.where(tab >= 0, -phi[np.maximum(tab, 0)], np.inf), axis=1), axis=1
-    )
+    )[:, :keep]
     has = tab >= 0
     t = np.maximum(tab, 0)
     _, fam_code = np.unique(cands.family.astype(str), return_inverse=True)

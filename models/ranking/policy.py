@@ -32,6 +32,9 @@ import numpy as np
 from models.ranking.catalog import PAD
 
 NO_FAMILY = -2  # the "family" above slot 1: differs from every real family code (>= 0)
+# the beam keeps each state's set of used candidates as one uint64 bitmask: the most candidate
+# carousels per user the plan takes (build_pages keeps each user's best PageParams.candidate_carousels)
+MAX_PLAN_CANDIDATES = 63
 _EPS = 1e-12
 
 
@@ -107,8 +110,11 @@ def beam_plan(
     _check_beam(width, start, lam)
     q = np.asarray(q, dtype=np.float64)
     n, c = q.shape
-    if c > 63:
-        raise ValueError(f"at most 63 candidate carousels per user, got {c}")
+    if c > MAX_PLAN_CANDIDATES:
+        raise ValueError(
+            f"the beam plan takes at most {MAX_PLAN_CANDIDATES} candidate carousels per user, "
+            f"got {c}: keep each user's best ones first (PageParams.candidate_carousels)"
+        )
     fam = np.asarray(family, dtype=np.int64)
     valid = np.isfinite(q) & (fam >= 0)
     q = np.where(valid, np.clip(q, 0.0, 1.0), 0.0)

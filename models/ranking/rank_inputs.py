@@ -12,6 +12,7 @@ import pandas as pd
 
 from models.ranking.catalog import PAD, Catalog, CuratedCarousel
 from models.ranking.item_features import FeatureSource
+from models.ranking.policy import MAX_PLAN_CANDIDATES
 from models.ranking.sources import group_pools
 
 
@@ -36,6 +37,7 @@ class PageParams:
     new_categories: int = 3  # categories of "new in your categories"
     new_pool: int = 30
     # slot assignment
+    candidate_carousels: int = 48  # each user's best candidates by φ the plan and assembly take
     beam_width: int = 3
     beam_start: int = 1
     carousel_lambda: float = 0.8  # MMR λ for carousels on the page (1 = no diversity term)
@@ -54,6 +56,13 @@ class PageParams:
     thompson_share: float = 0.05
     thompson_draws: int = 256
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.candidate_carousels <= MAX_PLAN_CANDIDATES:
+            raise ValueError(
+                f"candidate_carousels must be in [1, {MAX_PLAN_CANDIDATES}] (the beam plan's "
+                f"limit), got {self.candidate_carousels}"
+            )
 
 
 @dataclass

@@ -72,6 +72,9 @@ def test_bench_serve_smoke(tmp_path):
     assert closed["concurrency"] == 4 and closed["requests"] <= 2000
     (mem,) = res["memory"]
     assert mem["rss_mib"] > 0 and mem["pss_mib"] > 0
-    assert mem["export_rss_mib"] >= 0
+    # the worker has read the export's pages through its mapping: resident, at most the whole
+    # file (both in MiB rounded to one decimal)
+    assert 0 < mem["export_rss_mib"] <= round(res["export"]["lmdb_bytes"] / 2**20, 1)
+    assert 0 < mem["export_pss_mib"] <= mem["export_rss_mib"] <= mem["rss_mib"]
     report = format_report(res)
     assert "| rate 200/s" in report and "| closed, 4 conns" in report and "PSS" in report

@@ -26,6 +26,8 @@ def test_overrides_are_typed_and_change_the_hash():
         (["mf.algorithm=svd"], "mf.algorithm must be 'als' or 'bpr', got 'svd'"),
         (["page.min_items=50"], "page.min_items must be in [1, page.items_per_carousel]"),
         (["page.for_you_popular=-1"], "must be >= 0, got for_you_popular=-1"),
+        (["page.candidate_carousels=64"], "page.candidate_carousels must be in [page.slots, 63]"),
+        (["page.candidate_carousels=9"], "(the beam plan's limit), got 9 with page.slots = 10"),
         (["mf.factors"], "override 'mf.factors' must look like key=value"),
         (["refresh.spark_remote=localhost:15002"], "refresh.spark_remote must be empty or a"),
         (["refresh.worker_url=localhost:15003"], "refresh.worker_url must be empty or a"),
@@ -35,6 +37,18 @@ def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=override)
     assert message in str(err.value)
+
+
+def test_the_candidate_carousel_limit_is_the_beam_plans():
+    from jobs.core.config_sections import PLAN_CANDIDATES_LIMIT
+    from models.ranking.policy import MAX_PLAN_CANDIDATES
+
+    assert PLAN_CANDIDATES_LIMIT == MAX_PLAN_CANDIDATES
+    from jobs.daily.page_inputs import page_params
+
+    cfg = load_config(overrides=["page.candidate_carousels=20"])
+    assert page_params(cfg).candidate_carousels == 20
+    assert load_config().page.candidate_carousels == 48
 
 
 def test_parse_overrides_nests_keys():

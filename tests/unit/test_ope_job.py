@@ -100,9 +100,16 @@ def test_clicks_are_matched_to_their_impression():
     imp, counts = ope_rounds.homepage_impressions(log)
     assert counts["impressions"] == 600
     assert counts["clicks"] == int((log["event_type"] == "click").sum()) == imp["clicked"].sum()
-    orphan = log[log["event_type"] == "click"].head(1).assign(item_id="x:4", position=3)
-    _, counts = ope_rounds.homepage_impressions(pd.concat([log, orphan]))
-    assert counts["clicks_unmatched"] >= 0
+    assert counts["clicks_unmatched"] == 0
+    # a click on the page of a logged click, at an (item, position) that page never showed
+    source = log[log["event_type"] == "click"].head(1)
+    orphan = source.assign(item_id="x:4", position=3)
+    page = log[(log["event_type"] == "impression") & (log["ts"] == source["ts"].iloc[0])]
+    assert len(page) == 1 and not ((page["item_id"] == "x:4") & (page["position"] == 3)).any()
+    _, more = ope_rounds.homepage_impressions(pd.concat([log, orphan]))
+    assert more["clicks_unmatched"] == counts["clicks_unmatched"] + 1
+    assert more["clicks"] == counts["clicks"] + 1
+    assert more["impressions"] == counts["impressions"]
 
 
 # ---- (b) the real Open Bandit Dataset sample ------------------------------------------------

@@ -12,6 +12,7 @@ from oracles.policy import brute_force_plan
 from models.ranking.candidates import PAD
 from models.ranking.exploration import explore_new_items, user_uniforms
 from models.ranking.policy import (
+    MAX_PLAN_CANDIDATES,
     ThompsonInputs,
     assemble,
     beam_plan,
@@ -86,6 +87,19 @@ def test_bad_policy_parameters_are_refused():
         beam_plan(q, fam, EXAM, slots=2, lam=1.5)
     with pytest.raises(ValueError, match="examination"):
         beam_plan(q, fam, np.array([1.0, 2.0]), slots=2)
+
+
+def test_the_beam_takes_up_to_its_limit_of_candidates_and_names_the_way_out():
+    # candidate k has q = k / 100 and a family of its own: the plan is the highest q first
+    c = MAX_PLAN_CANDIDATES
+    q = np.arange(1, c + 2)[None, :] / 100.0
+    fam = np.arange(c + 1)[None, :]
+    plan, _ = beam_plan(q[:, :c], fam[:, :c], EXAM, slots=3)
+    assert plan.tolist() == [[c - 1, c - 2, c - 3]]
+    with pytest.raises(
+        ValueError, match=f"at most {c} candidate.*got {c + 1}.*candidate_carousels"
+    ):
+        beam_plan(q, fam, EXAM, slots=3)
 
 
 def test_user_table_pads_per_user():

@@ -841,6 +841,68 @@ def test_page_stats_count_slots_and_flag_exhausted_pages():
     }
 
 
+def _many_curated(n: int) -> RankInputs:
+    """n curated carousels c000.. of distinct families over all 12 items, with carousel prior
+    λ_k = 0.5 + k / 1000, and every other candidate at λ = p_global = 0.001: carousel k's φ
+    grows with k and beats every other source, so c(n-1), c(n-2), ... are each user's best."""
+    every = np.arange(12)
+    curated = [
+        CuratedCarousel(f"c{k:03d}", f"Promo {k}", f"promo{k}", every, False) for k in range(n)
+    ]
+    lam = {f"c{k:03d}": 0.5 + k / 1000 for k in range(n)}
+    priors = pd.Series([0.5], index=pd.MultiIndex.from_tuples([("u1", "none")]))
+    return _inputs(curated=curated, carousel_lam=lam, priors=priors, p_global=0.001)
+
+
+def test_500_curated_carousels_build_pages_from_each_users_best_candidates(monkeypatch):
+    import models.ranking.pages as ranking
+
+    plans = []
+    real = ranking.beam_plan
+
+    def spy(q, *args, **kwargs):
+        plans.append(np.asarray(q).copy())
+        return real(q, *args, **kwargs)
+
+    monkeypatch.setattr(ranking, "beam_plan", spy)
+    keep = 12
+    # pools of all 12 items: a carousel shows 3 items not shown higher up, 4 slots of them
+    params = replace(PARAMS, candidate_items=12, candidate_carousels=keep)
+    scored = _score("fixed", _many_curated(500), params)
+    assert np.bincount(scored.cands.user).min() > 500  # every curated carousel for every user
+
+    def calibration(phi):
+        return 1.0 - np.exp(-phi)
+
+    built = build_pages(scored, 1.0, params, ITEM_IDS, calibration=calibration)
+    # exactly `keep` candidates per user reach the plan: the ones of highest q (and φ)
+    (q,) = plans
+    assert q.shape == (2, keep) and np.isfinite(q).all()
+    phi = scored.alpha  # w = 1
+    cu = np.asarray(scored.cands.user)
+    for b in range(2):
+        best = np.sort(calibration(phi[cu == b]))[::-1][:keep]
+        np.testing.assert_allclose(np.sort(q[b])[::-1], best)
+    # the best are the curated carousels of highest λ: c499, c498, ... in slot order, as many
+    # as the 12 items fill (3 each), then the page runs out of items
+    for u in USERS:
+        assert _slot_order(built.frame, u) == ["c499", "c498", "c497", "c496"]
+    _assert_page_rules(built.frame, scored, 1.0, params)
+    assert built.stats["slots"].tolist() == [4, 4]
+    # the default keeps 48, with Thompson sampling and exploration on: pages all the same
+    diverse = replace(DIVERSE, candidate_items=12)
+    scored = _score("fixed", _many_curated(500), diverse)
+    df = pages(scored, 0.5, diverse, ITEM_IDS, randomise=True, seed=1, calibration=calibration)
+    assert plans[-1].shape == (2, 48)
+    assert df.groupby("user_id")["slot"].max().tolist() == [4, 4]
+
+
+def test_candidate_carousels_must_fit_the_beam_plan():
+    for bad in (0, 64):
+        with pytest.raises(ValueError, match=f"candidate_carousels must be in \\[1, 63\\].*{bad}"):
+            PageParams(candidate_carousels=bad)
+
+
 EXPLORE = replace(
     PARAMS,
     slots=2,
