@@ -10,8 +10,8 @@ import orjson
 import pandas as pd
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
-from serving_export.export.verify import open_lmdb_readonly
 from serving_export.export.writer import write_export
+from support.exports import read_all
 
 DS1, DS2, DS3 = "2024-05-01", "2024-05-02", "2024-05-03"
 USERS = ["u1", "u2", "a.b@c:d-e_f"]
@@ -58,12 +58,7 @@ def write(lake: Lake, ds: str) -> dict[bytes, bytes]:
         config_hash="h",
         map_size_gb=0.01,
     )
-    env = open_lmdb_readonly(d)
-    try:
-        with env.begin(db=env.open_db(b"pages", create=False)) as txn:
-            return {bytes(k): bytes(v) for k, v in txn.cursor()}
-    finally:
-        env.close()
+    return read_all(d)
 
 
 def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
