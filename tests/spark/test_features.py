@@ -1,7 +1,7 @@
 import datetime as dt
 
 import pytest
-from support.spark_events import event_schema
+from support.spark_events import ROW_PREFIX, event_schema
 
 from features.counts import user_category_counts, user_item_counts
 from features.items import item_stats, user_activity
@@ -14,9 +14,7 @@ from features.priors import (
 )
 
 AS_OF = dt.date(2026, 1, 11)
-SCHEMA = event_schema(
-    "event_id", "ts", "user_id", "session_id", "event_type", "item_id", "carousel_id", "quantity"
-)
+SCHEMA = event_schema(*ROW_PREFIX, "quantity")
 
 
 def ts(day: int, hour: int = 12) -> dt.datetime:

@@ -20,6 +20,9 @@ EVENT_COLUMN_TYPES: dict[str, T.DataType] = {
     "logging_policy": T.StringType(),
 }
 
+# the columns every hand-written event row of the Spark feature tests starts with
+ROW_PREFIX = ("event_id", "ts", "user_id", "session_id", "event_type", "item_id", "carousel_id")
+
 
 def event_schema(*columns: str) -> T.StructType:
     """A nullable StructType of the named event columns, in the given order."""
