@@ -15,17 +15,8 @@ from models.ranking.item_lists import best_first, top_k_fast, top_k_rows
 # to the column form (a dense (B, n_items) matrix, -inf for an item without a column), and one
 # rule made explicit: a list ranked by score leaves out the items scored -inf, and the
 # conditions on a list's length (category eligibility, trending non-empty) count what is left.
-
-
-def _ref_top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, scores.shape[1])
-    if k == 0:
-        return np.empty((scores.shape[0], 0), dtype=np.int64)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1)
-    return np.where(np.isfinite(np.take_along_axis(scores, idx, axis=1)), idx, PAD)
+# Its top-k of each row is item_lists.top_k_rows (argpartition + stable sort, -inf as PAD), the
+# plain version the fast top_k_fast is checked against below.
 
 
 def reference_generate(
@@ -63,9 +54,9 @@ def reference_generate(
     ).reshape(b, n_cats)
     eligible = n_cat_items >= min_items
     aff = np.where(eligible, cat_affinity, -np.inf)
-    top_cats = _ref_top_k_rows(aff, n_category)
+    top_cats = top_k_rows(aff, n_category)
     undiscovered = np.where(eligible & (cat_eta <= 0), cat_affinity, -np.inf)
-    disc_cats = _ref_top_k_rows(undiscovered, n_discover_cats)
+    disc_cats = top_k_rows(undiscovered, n_discover_cats)
     for u in range(b):
         scores = dense[u]
         for cc in curated:
@@ -436,6 +427,25 @@ def test_item_brand_codes():
         _catalog(brands=brands[:-1])
 
 
+def _unscored_two_users(catalog: Catalog, *, buy_again: list[np.ndarray]) -> dict:
+    """`generate` arguments for two users with no item scores, no category or discovery rows and
+    no curated carousels: pools of 3 items (at least 2), 2 shown per carousel."""
+    return dict(
+        catalog=catalog,
+        item_scores=np.full((2, 1), -np.inf),
+        col_of=np.full(len(catalog.item_ids), -1, dtype=np.int64),
+        cat_affinity=np.zeros((2, 1)),
+        cat_eta=np.ones((2, 1)),
+        buy_again=buy_again,
+        curated=[],
+        n_items=3,
+        min_items=2,
+        n_category=0,
+        n_discover_cats=0,
+        per_carousel=2,
+    )
+
+
 def test_several_buy_again_rows_take_successive_blocks():
     catalog = Catalog.build(
         item_ids=np.array([f"i{i}" for i in range(12)], dtype=object),
@@ -450,20 +460,7 @@ def test_several_buy_again_rows_take_successive_blocks():
         trending_n=0,
     )
     bought = np.array([5, 3, 9, 1, 0, 7, 2])  # most bought first
-    kwargs = dict(
-        catalog=catalog,
-        item_scores=np.full((2, 1), -np.inf),
-        col_of=np.full(12, -1, dtype=np.int64),
-        cat_affinity=np.zeros((2, 1)),
-        cat_eta=np.ones((2, 1)),
-        buy_again=[bought, bought[:4]],
-        curated=[],
-        n_items=3,
-        min_items=2,
-        n_category=0,
-        n_discover_cats=0,
-        per_carousel=2,
-    )
+    kwargs = _unscored_two_users(catalog, buy_again=[bought, bought[:4]])
     rows = [(r[0], r[1], r[6]) for r in _rows(generate(**kwargs, buy_again_carousels=3), 3)]
     # row k starts at item k*M (M = 2) and holds the next n_items (3) as its pool;
     # user 1 has 4 purchases: a third row would start at item 5 and have none (< min_items)
@@ -500,20 +497,7 @@ def test_best_seller_rows_take_successive_blocks_of_recent_engagement():
     )
     # by 30-day engagement, ties (1 and 3) by all-time popularity; zero-engagement items out
     assert catalog.best_sellers.tolist() == [4, 3, 1, 7]
-    kwargs = dict(
-        catalog=catalog,
-        item_scores=np.full((2, 1), -np.inf),
-        col_of=np.full(8, -1, dtype=np.int64),
-        cat_affinity=np.zeros((2, 1)),
-        cat_eta=np.ones((2, 1)),
-        buy_again=[np.empty(0, dtype=np.int64)] * 2,
-        curated=[],
-        n_items=3,
-        min_items=2,
-        n_category=0,
-        n_discover_cats=0,
-        per_carousel=2,
-    )
+    kwargs = _unscored_two_users(catalog, buy_again=[np.empty(0, dtype=np.int64)] * 2)
     rows = [(r[0], r[1], r[6]) for r in _rows(generate(**kwargs, best_seller_carousels=3), 3)]
     # the same rows for every user; a third row (from item 5 on) would be empty
     assert rows == [
