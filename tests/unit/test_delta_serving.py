@@ -6,10 +6,20 @@ from __future__ import annotations
 import os
 
 import orjson
-import pandas as pd
 import pytest
 from support.exports import read_all
-from support.servers import DS1, DS2, USERS, get, pages_for, wait_for, write
+from support.servers import (
+    DS1,
+    DS2,
+    ITEMS,
+    USERS,
+    default_pages,
+    get,
+    pages_for,
+    wait_for,
+    write,
+    write_small_export,
+)
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
 from serving_export.export.format import LMDB_FILE
@@ -18,10 +28,6 @@ from serving_export.export.writer import write_export
 from serving_export.http.server import start_in_thread
 from serving_export.publish import current_delta, point_delta, prune_deltas, publish
 
-ITEMS = pd.DataFrame(
-    {"item_id": ["i11"], "title": ["t"], "category_id": ["c"], "brand": ["b"], "price": [1.0]}
-)
-
 
 def delta_path(lake: Lake, ds: str, stamp: str) -> str:
     return os.path.join(lake.exports, "deltas", f"ds={ds}", f"wm={stamp}")
@@ -29,19 +35,15 @@ def delta_path(lake: Lake, ds: str, stamp: str) -> str:
 
 def write_delta(lake: Lake, ds: str, stamp: str, users: list[str], *, default: bool = False):
     pages = pages_for(users, f"d{stamp}") if users else pages_for(["x"], "x").iloc[0:0]
-    dflt = pages_for(["x"], f"d{stamp}") if default else pages.iloc[0:0]
-    if default:
-        dflt["user_id"] = DEFAULT_PAGE_KEY
+    dflt = default_pages(f"d{stamp}") if default else pages.iloc[0:0]
     when = f"{ds}T{stamp[9:11]}:{stamp[11:13]}:00Z"
-    return write_export(
+    return write_small_export(
         delta_path(lake, ds, stamp),
         pages,
         dflt,
         ITEMS,
         ds=ds,
         model_versions={"model": "m"},
-        config_hash="h",
-        map_size_gb=0.01,
         delta={"watermark": when, "refreshed_at": when},
     )
 
