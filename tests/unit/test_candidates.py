@@ -10,6 +10,20 @@ from models.ranking.candidates import Candidates, generate
 from models.ranking.catalog import PAD, Catalog, CuratedCarousel
 from models.ranking.item_lists import best_first, top_k_fast, top_k_rows
 
+
+def hand_catalog(categories, **fields) -> Catalog:
+    """`Catalog.build` over items i0, i1, ... of the given categories, every one with an image
+    and none new; `fields` are the other arguments."""
+    n = len(categories)
+    return Catalog.build(
+        item_ids=np.array([f"i{i}" for i in range(n)], dtype=object),
+        categories=np.array(categories, dtype=object),
+        has_image=np.ones(n, dtype=bool),
+        is_new=np.zeros(n, dtype=bool),
+        **fields,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # reference: the loop-based generate this module had before it was vectorised. Inputs adapted
 # to the column form (a dense (B, n_items) matrix, -inf for an item without a column), and one
@@ -151,13 +165,10 @@ def _world(rng: np.random.Generator):
     cats = np.array([f"c{int(c)}" for c in rng.integers(0, n_cat_labels, n)], dtype=object)
     in_stock = rng.random(n) < rng.choice([0.6, 0.9, 1.0])
     pop_recent = rng.integers(0, 4, n).astype(float)  # few values: ties
-    catalog = Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(n)], dtype=object),
-        categories=cats,
+    catalog = hand_catalog(
+        cats,
         cat_names={f"c{c}": f"Cat {c}" for c in range(0, n_cat_labels, 2)},
         in_stock=in_stock,
-        has_image=np.ones(n, dtype=bool),
-        is_new=np.zeros(n, dtype=bool),
         pop_total=rng.integers(0, 5, n).astype(float),
         pop_recent=pop_recent,
         trend=rng.choice([0.0, 1.0, 2.0], n),
@@ -267,13 +278,10 @@ def test_top_k_fast_is_top_k_rows(seed):
 def test_generate_on_hand_built_inputs():
     # items 0-3 in cA, 4-7 in cB, 8 in cC (too small); 3 is out of stock
     pop = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1], dtype=float)
-    catalog = Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(9)], dtype=object),
-        categories=np.array(["cA"] * 4 + ["cB"] * 4 + ["cC"], dtype=object),
+    catalog = hand_catalog(
+        ["cA"] * 4 + ["cB"] * 4 + ["cC"],
         cat_names={"cA": "Apples"},
         in_stock=np.arange(9) != 3,
-        has_image=np.ones(9, dtype=bool),
-        is_new=np.zeros(9, dtype=bool),
         pop_total=pop,
         pop_recent=np.array([0, 0, 0, 0, 0, 0, 1, 2, 0], dtype=float),
         trend=np.ones(9),
@@ -366,13 +374,10 @@ def test_generate_edge_cases():
 def _catalog(**extra) -> Catalog:
     # cA: 0..5 (2 out of stock), cB: 6..8; popularity falls with the index, ties at 4 = 5
     pop = np.array([10, 9, 8, 7, 6, 6, 5, 4, 3], dtype=float)
-    return Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(9)], dtype=object),
-        categories=np.array(["cA"] * 6 + ["cB"] * 3, dtype=object),
+    return hand_catalog(
+        ["cA"] * 6 + ["cB"] * 3,
         cat_names={},
         in_stock=np.array([1, 0, 1, 1, 1, 1, 1, 1, 1], dtype=bool),
-        has_image=np.ones(9, dtype=bool),
-        is_new=np.zeros(9, dtype=bool),
         pop_total=pop,
         pop_recent=np.array([0, 0, 0, 0, 0, 1, 0, 0, 2], dtype=float),
         trend=np.ones(9),
@@ -447,13 +452,10 @@ def _unscored_two_users(catalog: Catalog, *, buy_again: list[np.ndarray]) -> dic
 
 
 def test_several_buy_again_rows_take_successive_blocks():
-    catalog = Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(12)], dtype=object),
-        categories=np.array(["cA"] * 12, dtype=object),
+    catalog = hand_catalog(
+        ["cA"] * 12,
         cat_names={},
         in_stock=np.ones(12, dtype=bool),
-        has_image=np.ones(12, dtype=bool),
-        is_new=np.zeros(12, dtype=bool),
         pop_total=np.arange(12, 0, -1, dtype=float),
         pop_recent=np.zeros(12),
         trend=np.zeros(12),
@@ -481,13 +483,10 @@ def test_best_seller_rows_take_successive_blocks_of_recent_engagement():
     in_stock = np.ones(8, dtype=bool)
     in_stock[2] = False  # never a best seller, however popular
     recent = np.array([0.0, 5.0, 9.0, 5.0, 7.0, 1.0, 0.0, 3.0])
-    catalog = Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(8)], dtype=object),
-        categories=np.array(["cA"] * 8, dtype=object),
+    catalog = hand_catalog(
+        ["cA"] * 8,
         cat_names={},
         in_stock=in_stock,
-        has_image=np.ones(8, dtype=bool),
-        is_new=np.zeros(8, dtype=bool),
         pop_total=np.array([9.0, 1.0, 9.0, 2.0, 0.0, 0.0, 0.0, 0.0]),
         pop_recent=np.zeros(8),
         trend=np.zeros(8),
