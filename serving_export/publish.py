@@ -32,6 +32,17 @@ SERVE_CACHE_ENV = "HOMEPAGE_SERVE_CACHE"
 CACHED_EXPORTS = 3  # exports of a remote lake kept in the server's local cache
 
 
+def read_manifest_uri(uri: str) -> tuple[bytes, dict[str, Any]]:
+    """The export at `uri`'s manifest: (its bytes, parsed). Raises ExportInvalid naming the
+    manifest when it is missing (an unfinished export) or does not parse."""
+    mf_uri = join(uri, MANIFEST_FILE)
+    try:
+        raw = io.read_bytes(mf_uri)
+    except FileNotFoundError:
+        raise ExportInvalid(f"{mf_uri} is missing (export incomplete?)") from None
+    return raw, parse_manifest(raw, mf_uri)
+
+
 def verify_remote_export(uri: str, *, checksums: bool = True) -> dict[str, Any]:
     """Check an export on an object store against its manifest, without copying it: the
     manifest parses and lists each file, which exists with the listed size and (when
@@ -40,12 +51,7 @@ def verify_remote_export(uri: str, *, checksums: bool = True) -> dict[str, Any]:
     The LMDB-level checks of `verify_export` ran on these very bytes before the upload (the
     export step verifies its local build), and the lookup server runs them again on its copy.
     """
-    mf_uri = join(uri, MANIFEST_FILE)
-    try:
-        raw = io.read_bytes(mf_uri)
-    except FileNotFoundError:
-        raise ExportInvalid(f"{mf_uri} is missing (export incomplete?)") from None
-    manifest = parse_manifest(raw, mf_uri)
+    manifest = read_manifest_uri(uri)[1]
     sizes = io.file_sizes(uri)
     for name, meta in manifest["files"].items():
         if name not in sizes or sizes[name] is None:
@@ -90,12 +96,7 @@ def fetch_export(
     no manifest (an unfinished upload), lacks a file or fails verification.
     """
     uri = lake.export(ds)
-    mf_uri = join(uri, MANIFEST_FILE)
-    try:
-        raw = io.read_bytes(mf_uri)
-    except FileNotFoundError:
-        raise ExportInvalid(f"{mf_uri} is missing (export incomplete?)") from None
-    manifest = parse_manifest(raw, mf_uri)
+    raw, manifest = read_manifest_uri(uri)
     root = os.path.join(
         cache_dir or default_cache_dir(), hashlib.sha256(lake.root.encode()).hexdigest()[:16]
     )
@@ -121,7 +122,7 @@ def fetch_export(
                 try:
                     remote.download(uri, staging, sorted(manifest["files"]))
                 except FileNotFoundError as exc:
-                    raise ExportInvalid(f"{exc} (listed in {mf_uri})") from None
+                    raise ExportInvalid(f"{exc} (listed in {join(uri, MANIFEST_FILE)})") from None
                 with open(os.path.join(staging, MANIFEST_FILE), "wb") as f:
                     f.write(raw)
                 try:

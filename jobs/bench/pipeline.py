@@ -186,7 +186,7 @@ def bench_pipeline(
         return {"users": users, "items": items, "ds": ds, "setup": setup}
     _reset_measured_outputs(work, ds)
     stages = _run_stages(work, ds, overrides, config, log_path, label, say)
-    report = _read_json(os.path.join(work.reports(ds), "rank.json"))
+    report = read_json_or_empty(os.path.join(work.reports(ds), "rank.json"))
     return {
         "users": users,
         "items": items,
@@ -271,7 +271,8 @@ def _run_stages(
     return stages
 
 
-def _read_json(path: str) -> dict[str, Any]:
+def read_json_or_empty(path: str) -> dict[str, Any]:
+    """A local JSON report, or {} when it is missing or unreadable (a step that did not write it)."""
     try:
         with open(path) as f:
             return json.load(f)

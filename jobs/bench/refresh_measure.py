@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.bench.pipeline import run_measured, tree_memory
+from jobs.bench.pipeline import read_json_or_empty, run_measured, tree_memory
 from jobs.core.errors import BenchError
 from jobs.core.lake import Lake, parse_ds
 
@@ -231,7 +231,8 @@ def window_report(
 
     win = refresh.window_dir(lake, base, wm)
     steps = {
-        name: read_json(os.path.join(win, f"{name}.json")) for name in ("ingest", "priors", "pages")
+        name: read_json_or_empty(os.path.join(win, f"{name}.json"))
+        for name in ("ingest", "priors", "pages")
     }
     pages = steps["pages"]
     return {
@@ -256,16 +257,6 @@ def window_report(
         "carried_users": pages.get("carried_users"),
         "log": log_path,
     }
-
-
-def read_json(path: str) -> dict[str, Any]:
-    import json
-
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:

@@ -5,10 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Iterable
 from typing import Any
 
 from jobs.cli.common import Subparsers, say
+
+
+def _lake_dir(a: argparse.Namespace, users: int, items: int) -> str:
+    """The generated lake of one size under --root (shared by the pipeline, stage and refresh
+    benchmarks, so one generation serves them all)."""
+    return os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}")
+
+
+def _lake_size(a: argparse.Namespace, users: int, items: int) -> dict[str, Any]:
+    """The size, seed and directory of the generated lake a benchmark runs on."""
+    return {
+        "users": users,
+        "items": items,
+        "days": a.days,
+        "seed": a.seed,
+        "root": _lake_dir(a, users, items),
+    }
 
 
 def _bench_pipeline(a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -18,11 +34,7 @@ def _bench_pipeline(a: argparse.Namespace) -> list[dict[str, Any]]:
     for users in a.users:
         items = a.items or 100_000
         res = bench_pipeline(
-            users=users,
-            items=items,
-            days=a.days,
-            seed=a.seed,
-            root=os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}"),
+            **_lake_size(a, users, items),
             overrides=a.set,
             config=a.config,
             setup_only=a.setup_only,
@@ -47,7 +59,7 @@ def _bench_refresh(a: argparse.Namespace) -> Any:
     for users in a.users:
         items = a.items or 100_000
         res = bench_refresh(
-            source_root=os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}"),
+            source_root=_lake_dir(a, users, items),
             users=users,
             new_users=a.new_users,
             events=a.events,
@@ -129,11 +141,7 @@ def _bench_stages(a: argparse.Namespace) -> list[dict[str, Any]]:
     for users in a.users:
         items = a.items or max(1000, users // 10)
         res = bench(
-            users=users,
-            items=items,
-            days=a.days,
-            seed=a.seed,
-            root=os.path.join(a.root, f"u{users}-i{items}-d{a.days}-s{a.seed}"),
+            **_lake_size(a, users, items),
             overrides=a.set,
             say=say,
             **extra,
@@ -259,9 +267,3 @@ def _add_bench(sub: Subparsers) -> None:
 PARSERS = {
     "bench": _add_bench,
 }
-
-
-def add_parsers(sub: Subparsers, names: Iterable[str] | None = None) -> None:
-    """Add this area's commands (`names`, in that order; default all) to `sub`."""
-    for name in PARSERS if names is None else names:
-        PARSERS[name](sub)

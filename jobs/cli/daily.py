@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from jobs.cli.common import Subparsers, add_common_options, say
@@ -255,9 +254,3 @@ PARSERS = {
     "airflow-test": _add_airflow_test,
     "backfill": _add_backfill,
 }
-
-
-def add_parsers(sub: Subparsers, names: Iterable[str] | None = None) -> None:
-    """Add this area's commands (`names`, in that order; default all) to `sub`."""
-    for name in PARSERS if names is None else names:
-        PARSERS[name](sub)

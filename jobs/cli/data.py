@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
 from typing import Any
 
 from jobs.cli.common import Subparsers, say
@@ -62,9 +61,3 @@ PARSERS = {
     "generate": _add_generate,
     "import": _add_import,
 }
-
-
-def add_parsers(sub: Subparsers, names: Iterable[str] | None = None) -> None:
-    """Add this area's commands (`names`, in that order; default all) to `sub`."""
-    for name in PARSERS if names is None else names:
-        PARSERS[name](sub)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
 from typing import Any
 
 from jobs.cli.common import Subparsers, add_common_options, say
@@ -182,9 +181,3 @@ PARSERS = {
     "experiment": _add_experiment,
     "simulate": _add_simulate,
 }
-
-
-def add_parsers(sub: Subparsers, names: Iterable[str] | None = None) -> None:
-    """Add this area's commands (`names`, in that order; default all) to `sub`."""
-    for name in PARSERS if names is None else names:
-        PARSERS[name](sub)

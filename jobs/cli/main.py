@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     for area, names in COMMANDS:
-        area.add_parsers(sub, names)
+        for name in names:
+            area.PARSERS[name](sub)
     return p
 
 

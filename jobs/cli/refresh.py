@@ -8,7 +8,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from jobs.cli.common import Subparsers, add_common_options, say
@@ -239,9 +238,3 @@ PARSERS = {
     "refresh-server": _add_refresh_server,
     "simulate-refresh": _add_simulate_refresh,
 }
-
-
-def add_parsers(sub: Subparsers, names: Iterable[str] | None = None) -> None:
-    """Add this area's commands (`names`, in that order; default all) to `sub`."""
-    for name in PARSERS if names is None else names:
-        PARSERS[name](sub)

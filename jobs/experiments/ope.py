@@ -256,13 +256,7 @@ class _BtsRewards:
             cell_key(dist["carousel_id"], dist["position"]),
         )
         items = Codes(rand["item_id"], dist["item_id"])
-        log = RandomLogCTR(
-            cell=cells(cell_key(rand["carousel_id"], rand["position"])),
-            item=items(rand["item_id"]),
-            clicked=rand["clicked"].to_numpy(np.float64),
-            n_cells=len(cells),
-            n_items=len(items),
-        )
+        log = RandomLogCTR.from_rounds(rand, cells, items)
         return cls(
             log=log,
             fold=cross_fit_folds(len(rand), folds, seed),

@@ -152,13 +152,7 @@ def obd_learned(
     cells = Codes(cell_key(imp["carousel_id"], imp["position"]))
     items = Codes(imp["item_id"], targets["item_id"])
     rand = rand.assign(_row=np.arange(len(rand)))
-    log = RandomLogCTR(
-        cell=cells(cell_key(rand["carousel_id"], rand["position"])),
-        item=items(rand["item_id"]),
-        clicked=rand["clicked"].to_numpy(np.float64),
-        n_cells=len(cells),
-        n_items=len(items),
-    )
+    log = RandomLogCTR.from_rounds(rand, cells, items)
     ctx = _ObdRounds(
         pages, targets, cells, items, log, cross_fit_folds(len(rand), folds, seed), folds,
         resamples, seed, confidence, dm_resamples,

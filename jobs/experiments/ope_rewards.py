@@ -32,7 +32,7 @@ import pandas as pd
 
 from jobs.core import io
 from jobs.core.lake import Lake, join, local_path
-from jobs.experiments.ope_rounds import Codes, cross_fit_folds
+from jobs.experiments.ope_rounds import Codes, cell_key, cross_fit_folds
 from models.evaluation import ope
 
 # DM's refitting bootstrap: at most this many replicates (each refits every fold's model)
@@ -68,6 +68,18 @@ class RandomLogCTR:
     clicked: np.ndarray
     n_cells: int
     n_items: int
+
+    @classmethod
+    def from_rounds(cls, rand: pd.DataFrame, cells: Codes, items: Codes) -> RandomLogCTR:
+        """The random rounds `rand` (carousel_id, position, item_id, clicked) coded with the
+        (campaign, position) cell codes `cells` and the item codes `items`."""
+        return cls(
+            cell=cells(cell_key(rand["carousel_id"], rand["position"])),
+            item=items(rand["item_id"]),
+            clicked=rand["clicked"].to_numpy(np.float64),
+            n_cells=len(cells),
+            n_items=len(items),
+        )
 
     def fit(self, train: np.ndarray, weights: np.ndarray | None) -> ope.PositionBasedCTR:
         """The model fitted on the rounds `train` (bootstrap `weights` per round, or None)."""

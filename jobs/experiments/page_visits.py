@@ -12,22 +12,18 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from jobs.core.lake import DEFAULT_PAGE_KEY, EVENT_TYPES, parse_ds
+from jobs.core.lake import DEFAULT_PAGE_KEY, parse_ds
 from jobs.experiments.served_pages import ServedPages
 from jobs.inputs.eventlog import (
-    GENERATED_EVENT_SCHEMA,
     MICROS,
-    PAGES,
     EventColumns,
+    events_table,
     fixed_width_strings,
     id_array,
-    nullable,
     schedule_visits,
-    string_array,
-    take,
 )
 from jobs.inputs.site_model import SimParams
-from jobs.inputs.truth import DEVICES, GroundTruth
+from jobs.inputs.truth import GroundTruth
 
 MAX_VISITS_PER_DAY = 10  # visits of one user in one day (Poisson draws are clipped)
 _SESSION_MIN = 55.0  # minutes a visit block needs after its last visit starts (visits < 50 min)
@@ -252,25 +248,16 @@ def to_table(
     n = order.size
     compact = day.strftime("%Y%m%d")
     n_sessions = int(c["session"].max()) + 1 if n else 0
-    arrays = [
-        id_array(f"e{compact}", np.arange(n), max(9, len(str(n)))),
-        pa.array(c["ts"], pa.timestamp("us", tz="UTC")),
-        fixed_width_strings(truth.user_ids).take(pa.array(c["user"])),
-        id_array(f"s{compact}", np.arange(n_sessions), 8).take(pa.array(c["session"])),
-        string_array(EVENT_TYPES).take(pa.array(c["etype"])),
-        take(pages.item_vocab, c["item"]),
-        take(pages.carousel_vocab, c["carousel"]),
-        nullable(c["slot"].astype(np.int32), c["slot"] == 0, pa.int32()),
-        nullable(c["position"].astype(np.int32), c["position"] == 0, pa.int32()),
-        nullable(c["propensity"], np.isnan(c["propensity"]), pa.float64()),
-        string_array(PAGES).take(pa.array(c["page"])),
-        string_array(DEVICES).take(pa.array(c["device"])),
-        pa.nulls(n, pa.string()),  # query: no searches are simulated
-        nullable(c["quantity"].astype(np.int32), c["quantity"] == 0, pa.int32()),
-        nullable(c["price"], np.isnan(c["price"]), pa.float64()),
-        take(string_array(list(policy_names)), c["policy"]),
-    ]
-    return pa.Table.from_arrays(arrays, schema=GENERATED_EVENT_SCHEMA)
+    return events_table(
+        c,
+        event_ids=id_array(f"e{compact}", np.arange(n), max(9, len(str(n)))),
+        users=fixed_width_strings(truth.user_ids).take(pa.array(c["user"])),
+        sessions=id_array(f"s{compact}", np.arange(n_sessions), 8).take(pa.array(c["session"])),
+        item_vocab=pages.item_vocab,
+        carousel_vocab=pages.carousel_vocab,
+        queries=pa.nulls(n, pa.string()),  # no searches are simulated
+        policies=list(policy_names),
+    )
 
 
 def sim_params(truth: GroundTruth) -> SimParams:

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.core.lake import EVENT_SCHEMA, EVENT_TYPES
+from jobs.inputs.truth import DEVICES
 
 GENERATED_EVENT_SCHEMA = pa.schema([*EVENT_SCHEMA, pa.field("logging_policy", pa.string())])
 PAGES = ("home", "item", "search", "checkout")
@@ -70,6 +71,42 @@ def take(vocab: pa.Array, idx: np.ndarray) -> pa.Array:
 
 def nullable(values: np.ndarray, null: np.ndarray, typ: pa.DataType) -> pa.Array:
     return pa.array(values, mask=null, type=typ)
+
+
+def events_table(
+    c: dict[str, np.ndarray],
+    *,
+    event_ids: pa.Array,
+    users: pa.Array,
+    sessions: pa.Array,
+    item_vocab: pa.Array,
+    carousel_vocab: pa.Array,
+    queries: pa.Array,
+    policies: list[str] | tuple[str, ...],
+) -> pa.Table:
+    """One day's events in `GENERATED_EVENT_SCHEMA` from their integer codes `c` (in ts order):
+    the id, user, session and query columns as given, the rest decoded here (item/carousel codes
+    into the vocabularies, -1 = null; slot/position/quantity 0 = null; propensity/price nan =
+    null; policy codes into `policies`)."""
+    arrays = [
+        event_ids,
+        pa.array(c["ts"], pa.timestamp("us", tz="UTC")),
+        users,
+        sessions,
+        string_array(EVENT_TYPES).take(pa.array(c["etype"])),
+        take(item_vocab, c["item"]),
+        take(carousel_vocab, c["carousel"]),
+        nullable(c["slot"].astype(np.int32), c["slot"] == 0, pa.int32()),
+        nullable(c["position"].astype(np.int32), c["position"] == 0, pa.int32()),
+        nullable(c["propensity"], np.isnan(c["propensity"]), pa.float64()),
+        string_array(PAGES).take(pa.array(c["page"])),
+        string_array(DEVICES).take(pa.array(c["device"])),
+        queries,
+        nullable(c["quantity"].astype(np.int32), c["quantity"] == 0, pa.int32()),
+        nullable(c["price"], np.isnan(c["price"]), pa.float64()),
+        take(string_array(policies), c["policy"]),
+    ]
+    return pa.Table.from_arrays(arrays, schema=GENERATED_EVENT_SCHEMA)
 
 
 class EventColumns:

@@ -12,21 +12,17 @@ import pyarrow as pa
 
 from jobs.core.lake import EVENT_TYPES
 from jobs.inputs.eventlog import (
-    GENERATED_EVENT_SCHEMA,
     MICROS,
-    PAGES,
     POLICIES,
     EventColumns,
+    events_table,
     id_array,
-    nullable,
     schedule_visits,
-    string_array,
     take,
 )
 from jobs.inputs.homepage import PLACEMENT_FIELDS, Placements, home_pages
 from jobs.inputs.sampling import GroupSampler, categorical_rows
 from jobs.inputs.sessions import Sessions, draw_sessions
-from jobs.inputs.truth import DEVICES
 from jobs.inputs.world import World
 
 _HOME, _SEARCH, _STAPLE = 0, 1, 2  # journey kinds
@@ -200,22 +196,13 @@ def _to_arrow(world: World, c: dict[str, np.ndarray], compact_day: str) -> pa.Ta
     order = np.argsort(c["ts"], kind="stable")
     c = {k: v[order] for k, v in c.items()}
     n = order.size
-    arrays = [
-        id_array(f"e{compact_day}", np.arange(n), 9),
-        pa.array(c["ts"], pa.timestamp("us", tz="UTC")),
-        world.user_vocab.take(pa.array(c["user"])),
-        id_array(f"s{compact_day}", c["session"], 8),
-        string_array(EVENT_TYPES).take(pa.array(c["etype"])),
-        take(world.item_vocab, c["item"]),
-        take(world.carousel_vocab, c["carousel"]),
-        nullable(c["slot"].astype(np.int32), c["slot"] == 0, pa.int32()),
-        nullable(c["position"].astype(np.int32), c["position"] == 0, pa.int32()),
-        nullable(c["propensity"], np.isnan(c["propensity"]), pa.float64()),
-        string_array(PAGES).take(pa.array(c["page"])),
-        string_array(DEVICES).take(pa.array(c["device"])),
-        take(world.query_vocab, c["query"]),
-        nullable(c["quantity"].astype(np.int32), c["quantity"] == 0, pa.int32()),
-        nullable(c["price"], np.isnan(c["price"]), pa.float64()),
-        take(string_array(POLICIES), c["policy"]),
-    ]
-    return pa.Table.from_arrays(arrays, schema=GENERATED_EVENT_SCHEMA)
+    return events_table(
+        c,
+        event_ids=id_array(f"e{compact_day}", np.arange(n), 9),
+        users=world.user_vocab.take(pa.array(c["user"])),
+        sessions=id_array(f"s{compact_day}", c["session"], 8),
+        item_vocab=world.item_vocab,
+        carousel_vocab=world.carousel_vocab,
+        queries=take(world.query_vocab, c["query"]),
+        policies=POLICIES,
+    )

@@ -20,28 +20,31 @@ def test_no_import_errors(dagbag):
     assert "homepage_daily" in dagbag.dag_ids
 
 
-def test_task_chain_retries_and_tags(dagbag):
-    dag = dagbag.dags["homepage_daily"]
-    order = ["ingest", "build_features", "train", "promote", "rank", "export", "publish"]
+@pytest.mark.parametrize(
+    ("dag_id", "order", "tag", "as_of_param"),
+    [
+        (
+            "homepage_daily",
+            ["ingest", "build_features", "train", "promote", "rank", "export", "publish"],
+            "daily",
+            "ds",
+        ),
+        ("homepage_refresh", ["ingest", "priors", "pages", "publish"], "refresh", "watermark"),
+    ],
+)
+def test_task_chain_retries_and_tags(dagbag, dag_id, order, tag, as_of_param):
+    dag = dagbag.dags[dag_id]
     assert sorted(dag.task_ids) == sorted(order)
     for up, down in zip(order, order[1:], strict=False):
         assert dag.get_task(down).upstream_task_ids == {up}
     assert all(t.retries >= 1 for t in dag.tasks)
-    assert {"homepage", "daily"} <= set(dag.tags)
+    assert {"homepage", tag} <= set(dag.tags)
     assert dag.max_active_runs == 1 and dag.catchup is False
-    assert set(dag.params.keys()) >= {"lake", "ds", "overrides", "config"}
+    assert set(dag.params.keys()) >= {"lake", as_of_param, "overrides", "config"}
 
 
 def test_refresh_dag_follows_the_daily_export_on_a_short_schedule(dagbag):
     dag = dagbag.dags["homepage_refresh"]
-    order = ["ingest", "priors", "pages", "publish"]
-    assert sorted(dag.task_ids) == sorted(order)
-    for up, down in zip(order, order[1:], strict=False):
-        assert dag.get_task(down).upstream_task_ids == {up}
-    assert all(t.retries >= 1 for t in dag.tasks)
-    assert {"homepage", "refresh"} <= set(dag.tags)
-    assert dag.max_active_runs == 1 and dag.catchup is False
-    assert set(dag.params.keys()) >= {"lake", "watermark", "overrides", "config"}
     # every 15 minutes, and whenever homepage_daily's publish updates the export asset
     tt = dag.timetable
     assert type(tt).__name__ == "AssetOrTimeSchedule"

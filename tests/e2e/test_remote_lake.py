@@ -16,7 +16,6 @@ steps themselves read and write goes through S3.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ import orjson
 import pandas as pd
 import pytest
 from conftest import SMALL_LAKE_OVERRIDES, copy_lake
+from support.servers import get, served_ds, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,30 +36,6 @@ os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 BUCKET = "homepage"
 REMOTE = f"s3a://{BUCKET}/lake"
 STEPS = ("train", "promote", "rank", "export", "publish")
-
-
-def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
-def wait_for(cond: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def served_ds(port: int) -> str | None:
-    status, _, body = get(port, "/readyz")
-    return orjson.loads(body).get("ds") if status == 200 else None
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from support.interactions import checkerboard_ids
 
 from models.evaluation import metrics as m
 from models.ranking.distributed import _aligned, _check_lineage, fit_mf_spark, spark_booster_trainer
@@ -28,14 +29,7 @@ ALS = MFParams(factors=2, iterations=10, regularization=1.0, seed=3)
 
 
 def _checkerboard() -> tuple[np.ndarray, np.ndarray]:
-    """Even users like even items, odd users like odd items (as in test_models), some held out."""
-    users, items = [], []
-    for u in range(N_USERS):
-        for i in range(N_ITEMS):
-            if (u + i) % 2 == 0 and (u * 7 + i) % 5 != 0:
-                users.append(f"u{u:02d}")
-                items.append(f"i{i:02d}")
-    return np.array(users, dtype=object), np.array(items, dtype=object)
+    return checkerboard_ids(N_USERS, N_ITEMS)
 
 
 def _blocks(model: MFModel, u: int) -> tuple[np.ndarray, np.ndarray]:

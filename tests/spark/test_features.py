@@ -1,7 +1,7 @@
 import datetime as dt
 
 import pytest
-from pyspark.sql import types as T
+from support.spark_events import ROW_PREFIX, event_schema
 
 from features.counts import user_category_counts, user_item_counts
 from features.items import item_stats, user_activity
@@ -14,18 +14,7 @@ from features.priors import (
 )
 
 AS_OF = dt.date(2026, 1, 11)
-SCHEMA = T.StructType(
-    [
-        T.StructField("event_id", T.StringType()),
-        T.StructField("ts", T.TimestampType()),
-        T.StructField("user_id", T.StringType()),
-        T.StructField("session_id", T.StringType()),
-        T.StructField("event_type", T.StringType()),
-        T.StructField("item_id", T.StringType()),
-        T.StructField("carousel_id", T.StringType()),
-        T.StructField("quantity", T.IntegerType()),
-    ]
-)
+SCHEMA = event_schema(*ROW_PREFIX, "quantity")
 
 
 def ts(day: int, hour: int = 12) -> dt.datetime:

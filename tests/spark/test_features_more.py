@@ -4,7 +4,7 @@ and the item_stats extension, on tiny hand-written frames."""
 import datetime as dt
 
 import pytest
-from pyspark.sql import types as T
+from support.spark_events import ROW_PREFIX, event_schema
 
 from features.aggregates import carousel_slot_engagement, user_aggregates, user_category_frequency
 from features.context import event_context, user_context
@@ -12,20 +12,7 @@ from features.items import item_stats, user_activity
 from features.sessions import INTENT_COLUMNS, purchase_intent, sessionize
 
 AS_OF = dt.date(2026, 1, 11)  # a Sunday
-SCHEMA = T.StructType(
-    [
-        T.StructField("event_id", T.StringType()),
-        T.StructField("ts", T.TimestampType()),
-        T.StructField("user_id", T.StringType()),
-        T.StructField("session_id", T.StringType()),
-        T.StructField("event_type", T.StringType()),
-        T.StructField("item_id", T.StringType()),
-        T.StructField("carousel_id", T.StringType()),
-        T.StructField("slot", T.IntegerType()),
-        T.StructField("position", T.IntegerType()),
-        T.StructField("device", T.StringType()),
-    ]
-)
+SCHEMA = event_schema(*ROW_PREFIX, "slot", "position", "device")
 
 
 def ts(day: int, hour: int = 12, minute: int = 0, month: int = 1) -> dt.datetime:

@@ -3,7 +3,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
-from pyspark.sql import types as T
+from support.spark_events import event_schema
 
 from features.propensity import (
     RESULT_COLUMNS,
@@ -119,16 +119,7 @@ def test_bad_inputs(counts, kwargs, message):
         estimate_examination(counts, **{"kind": "slot", **kwargs})
 
 
-EVENT_SCHEMA = T.StructType(
-    [
-        T.StructField("ts", T.TimestampType()),
-        T.StructField("event_type", T.StringType()),
-        T.StructField("carousel_id", T.StringType()),
-        T.StructField("slot", T.IntegerType()),
-        T.StructField("position", T.IntegerType()),
-        T.StructField("logging_policy", T.StringType()),
-    ]
-)
+EVENT_SCHEMA = event_schema("ts", "event_type", "carousel_id", "slot", "position", "logging_policy")
 
 
 def ts(day: int) -> dt.datetime:

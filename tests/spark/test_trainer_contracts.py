@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from support.interactions import checkerboard_ids
 
 from models.ranking.distributed import fit_mf_spark, spark_booster_trainer
 from models.ranking.engagement import EngagementFitError, fit_engagement
@@ -54,14 +55,7 @@ def fit(request: pytest.FixtureRequest) -> MFTrainer:
 
 
 def _checkerboard() -> tuple[np.ndarray, np.ndarray]:
-    """Even users like even items, odd users like odd items, some liked cells held out."""
-    users, items = [], []
-    for u in range(N_USERS):
-        for i in range(N_ITEMS):
-            if (u + i) % 2 == 0 and (u * 7 + i) % 5 != 0:
-                users.append(f"u{u:02d}")
-                items.append(f"i{i:02d}")
-    return np.array(users, dtype=object), np.array(items, dtype=object)
+    return checkerboard_ids(N_USERS, N_ITEMS)
 
 
 def test_mf_model_has_sorted_ids_float32_factors_and_unknowns(fit):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import http.client
 import time
+from typing import Any
 
 import orjson
 import pandas as pd
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
-from serving_export.export.verify import open_lmdb_readonly
 from serving_export.export.writer import write_export
+from support.exports import read_all
 
 DS1, DS2, DS3 = "2024-05-01", "2024-05-02", "2024-05-03"
 USERS = ["u1", "u2", "a.b@c:d-e_f"]
@@ -40,30 +41,49 @@ def pages_for(users: list[str], tag: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write(lake: Lake, ds: str) -> dict[bytes, bytes]:
-    """Write an export and return its stored values (read before the server opens the file)."""
-    default = pages_for(["x"], ds)
+ITEMS = pd.DataFrame(
+    {"item_id": ["i11"], "title": ["t"], "category_id": ["c"], "brand": ["b"], "price": [1.0]}
+)
+
+
+def default_pages(tag: str) -> pd.DataFrame:
+    """The fallback page: `pages_for` one user, keyed DEFAULT_PAGE_KEY."""
+    default = pages_for(["x"], tag)
     default["user_id"] = DEFAULT_PAGE_KEY
-    items = pd.DataFrame(
-        {"item_id": ["i11"], "title": ["t"], "category_id": ["c"], "brand": ["b"], "price": [1.0]}
-    )
-    d = lake.export(ds)
-    write_export(
-        d,
-        pages_for(USERS, ds),
+    return default
+
+
+def write_small_export(
+    path: str,
+    pages: pd.DataFrame,
+    default: pd.DataFrame,
+    items: pd.DataFrame,
+    *,
+    ds: str,
+    model_versions: dict[str, str],
+    **kw: Any,
+) -> dict:
+    """`write_export` of a few-KB test export: config hash "h", a 10 MB LMDB map."""
+    return write_export(
+        path,
+        pages,
         default,
         items,
         ds=ds,
-        model_versions={"mf": ds},
+        model_versions=model_versions,
         config_hash="h",
         map_size_gb=0.01,
+        **kw,
     )
-    env = open_lmdb_readonly(d)
-    try:
-        with env.begin(db=env.open_db(b"pages", create=False)) as txn:
-            return {bytes(k): bytes(v) for k, v in txn.cursor()}
-    finally:
-        env.close()
+
+
+def write(lake: Lake, ds: str) -> dict[bytes, bytes]:
+    """Write an export and return its stored values (read before the server opens the file)."""
+    d = lake.export(ds)
+    write_small_export(
+        d, pages_for(USERS, ds), default_pages(ds), ITEMS, ds=ds, model_versions={"mf": ds}
+    )
+    return read_all(d)
 
 
 def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:

@@ -10,22 +10,27 @@ from models.ranking.candidates import Candidates, generate
 from models.ranking.catalog import PAD, Catalog, CuratedCarousel
 from models.ranking.item_lists import best_first, top_k_fast, top_k_rows
 
+
+def hand_catalog(categories, **fields) -> Catalog:
+    """`Catalog.build` over items i0, i1, ... of the given categories, every one with an image
+    and none new; `fields` are the other arguments."""
+    n = len(categories)
+    return Catalog.build(
+        item_ids=np.array([f"i{i}" for i in range(n)], dtype=object),
+        categories=np.array(categories, dtype=object),
+        has_image=np.ones(n, dtype=bool),
+        is_new=np.zeros(n, dtype=bool),
+        **fields,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # reference: the loop-based generate this module had before it was vectorised. Inputs adapted
 # to the column form (a dense (B, n_items) matrix, -inf for an item without a column), and one
 # rule made explicit: a list ranked by score leaves out the items scored -inf, and the
 # conditions on a list's length (category eligibility, trending non-empty) count what is left.
-
-
-def _ref_top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, scores.shape[1])
-    if k == 0:
-        return np.empty((scores.shape[0], 0), dtype=np.int64)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1)
-    return np.where(np.isfinite(np.take_along_axis(scores, idx, axis=1)), idx, PAD)
+# Its top-k of each row is item_lists.top_k_rows (argpartition + stable sort, -inf as PAD), the
+# plain version the fast top_k_fast is checked against below.
 
 
 def reference_generate(
@@ -63,9 +68,9 @@ def reference_generate(
     ).reshape(b, n_cats)
     eligible = n_cat_items >= min_items
     aff = np.where(eligible, cat_affinity, -np.inf)
-    top_cats = _ref_top_k_rows(aff, n_category)
+    top_cats = top_k_rows(aff, n_category)
     undiscovered = np.where(eligible & (cat_eta <= 0), cat_affinity, -np.inf)
-    disc_cats = _ref_top_k_rows(undiscovered, n_discover_cats)
+    disc_cats = top_k_rows(undiscovered, n_discover_cats)
     for u in range(b):
         scores = dense[u]
         for cc in curated:
@@ -160,13 +165,10 @@ def _world(rng: np.random.Generator):
     cats = np.array([f"c{int(c)}" for c in rng.integers(0, n_cat_labels, n)], dtype=object)
     in_stock = rng.random(n) < rng.choice([0.6, 0.9, 1.0])
     pop_recent = rng.integers(0, 4, n).astype(float)  # few values: ties
-    catalog = Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(n)], dtype=object),
-        categories=cats,
+    catalog = hand_catalog(
+        cats,
         cat_names={f"c{c}": f"Cat {c}" for c in range(0, n_cat_labels, 2)},
         in_stock=in_stock,
-        has_image=np.ones(n, dtype=bool),
-        is_new=np.zeros(n, dtype=bool),
         pop_total=rng.integers(0, 5, n).astype(float),
         pop_recent=pop_recent,
         trend=rng.choice([0.0, 1.0, 2.0], n),
@@ -276,13 +278,10 @@ def test_top_k_fast_is_top_k_rows(seed):
 def test_generate_on_hand_built_inputs():
     # items 0-3 in cA, 4-7 in cB, 8 in cC (too small); 3 is out of stock
     pop = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1], dtype=float)
-    catalog = Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(9)], dtype=object),
-        categories=np.array(["cA"] * 4 + ["cB"] * 4 + ["cC"], dtype=object),
+    catalog = hand_catalog(
+        ["cA"] * 4 + ["cB"] * 4 + ["cC"],
         cat_names={"cA": "Apples"},
         in_stock=np.arange(9) != 3,
-        has_image=np.ones(9, dtype=bool),
-        is_new=np.zeros(9, dtype=bool),
         pop_total=pop,
         pop_recent=np.array([0, 0, 0, 0, 0, 0, 1, 2, 0], dtype=float),
         trend=np.ones(9),
@@ -375,13 +374,10 @@ def test_generate_edge_cases():
 def _catalog(**extra) -> Catalog:
     # cA: 0..5 (2 out of stock), cB: 6..8; popularity falls with the index, ties at 4 = 5
     pop = np.array([10, 9, 8, 7, 6, 6, 5, 4, 3], dtype=float)
-    return Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(9)], dtype=object),
-        categories=np.array(["cA"] * 6 + ["cB"] * 3, dtype=object),
+    return hand_catalog(
+        ["cA"] * 6 + ["cB"] * 3,
         cat_names={},
         in_stock=np.array([1, 0, 1, 1, 1, 1, 1, 1, 1], dtype=bool),
-        has_image=np.ones(9, dtype=bool),
-        is_new=np.zeros(9, dtype=bool),
         pop_total=pop,
         pop_recent=np.array([0, 0, 0, 0, 0, 1, 0, 0, 2], dtype=float),
         trend=np.ones(9),
@@ -436,27 +432,16 @@ def test_item_brand_codes():
         _catalog(brands=brands[:-1])
 
 
-def test_several_buy_again_rows_take_successive_blocks():
-    catalog = Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(12)], dtype=object),
-        categories=np.array(["cA"] * 12, dtype=object),
-        cat_names={},
-        in_stock=np.ones(12, dtype=bool),
-        has_image=np.ones(12, dtype=bool),
-        is_new=np.zeros(12, dtype=bool),
-        pop_total=np.arange(12, 0, -1, dtype=float),
-        pop_recent=np.zeros(12),
-        trend=np.zeros(12),
-        trending_n=0,
-    )
-    bought = np.array([5, 3, 9, 1, 0, 7, 2])  # most bought first
-    kwargs = dict(
+def _unscored_two_users(catalog: Catalog, *, buy_again: list[np.ndarray]) -> dict:
+    """`generate` arguments for two users with no item scores, no category or discovery rows and
+    no curated carousels: pools of 3 items (at least 2), 2 shown per carousel."""
+    return dict(
         catalog=catalog,
         item_scores=np.full((2, 1), -np.inf),
-        col_of=np.full(12, -1, dtype=np.int64),
+        col_of=np.full(len(catalog.item_ids), -1, dtype=np.int64),
         cat_affinity=np.zeros((2, 1)),
         cat_eta=np.ones((2, 1)),
-        buy_again=[bought, bought[:4]],
+        buy_again=buy_again,
         curated=[],
         n_items=3,
         min_items=2,
@@ -464,6 +449,20 @@ def test_several_buy_again_rows_take_successive_blocks():
         n_discover_cats=0,
         per_carousel=2,
     )
+
+
+def test_several_buy_again_rows_take_successive_blocks():
+    catalog = hand_catalog(
+        ["cA"] * 12,
+        cat_names={},
+        in_stock=np.ones(12, dtype=bool),
+        pop_total=np.arange(12, 0, -1, dtype=float),
+        pop_recent=np.zeros(12),
+        trend=np.zeros(12),
+        trending_n=0,
+    )
+    bought = np.array([5, 3, 9, 1, 0, 7, 2])  # most bought first
+    kwargs = _unscored_two_users(catalog, buy_again=[bought, bought[:4]])
     rows = [(r[0], r[1], r[6]) for r in _rows(generate(**kwargs, buy_again_carousels=3), 3)]
     # row k starts at item k*M (M = 2) and holds the next n_items (3) as its pool;
     # user 1 has 4 purchases: a third row would start at item 5 and have none (< min_items)
@@ -484,13 +483,10 @@ def test_best_seller_rows_take_successive_blocks_of_recent_engagement():
     in_stock = np.ones(8, dtype=bool)
     in_stock[2] = False  # never a best seller, however popular
     recent = np.array([0.0, 5.0, 9.0, 5.0, 7.0, 1.0, 0.0, 3.0])
-    catalog = Catalog.build(
-        item_ids=np.array([f"i{i}" for i in range(8)], dtype=object),
-        categories=np.array(["cA"] * 8, dtype=object),
+    catalog = hand_catalog(
+        ["cA"] * 8,
         cat_names={},
         in_stock=in_stock,
-        has_image=np.ones(8, dtype=bool),
-        is_new=np.zeros(8, dtype=bool),
         pop_total=np.array([9.0, 1.0, 9.0, 2.0, 0.0, 0.0, 0.0, 0.0]),
         pop_recent=np.zeros(8),
         trend=np.zeros(8),
@@ -500,20 +496,7 @@ def test_best_seller_rows_take_successive_blocks_of_recent_engagement():
     )
     # by 30-day engagement, ties (1 and 3) by all-time popularity; zero-engagement items out
     assert catalog.best_sellers.tolist() == [4, 3, 1, 7]
-    kwargs = dict(
-        catalog=catalog,
-        item_scores=np.full((2, 1), -np.inf),
-        col_of=np.full(8, -1, dtype=np.int64),
-        cat_affinity=np.zeros((2, 1)),
-        cat_eta=np.ones((2, 1)),
-        buy_again=[np.empty(0, dtype=np.int64)] * 2,
-        curated=[],
-        n_items=3,
-        min_items=2,
-        n_category=0,
-        n_discover_cats=0,
-        per_carousel=2,
-    )
+    kwargs = _unscored_two_users(catalog, buy_again=[np.empty(0, dtype=np.int64)] * 2)
     rows = [(r[0], r[1], r[6]) for r in _rows(generate(**kwargs, best_seller_carousels=3), 3)]
     # the same rows for every user; a third row (from item 5 on) would be empty
     assert rows == [

@@ -6,20 +6,27 @@ from __future__ import annotations
 import os
 
 import orjson
-import pandas as pd
 import pytest
-from support.servers import DS1, DS2, USERS, get, pages_for, wait_for, write
+from support.exports import read_all
+from support.servers import (
+    DS1,
+    DS2,
+    ITEMS,
+    USERS,
+    default_pages,
+    get,
+    pages_for,
+    wait_for,
+    write,
+    write_small_export,
+)
 
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
 from serving_export.export.format import LMDB_FILE
-from serving_export.export.verify import ExportInvalid, open_lmdb_readonly, verify_export
+from serving_export.export.verify import ExportInvalid, verify_export
 from serving_export.export.writer import write_export
 from serving_export.http.server import start_in_thread
 from serving_export.publish import current_delta, point_delta, prune_deltas, publish
-
-ITEMS = pd.DataFrame(
-    {"item_id": ["i11"], "title": ["t"], "category_id": ["c"], "brand": ["b"], "price": [1.0]}
-)
 
 
 def delta_path(lake: Lake, ds: str, stamp: str) -> str:
@@ -28,30 +35,17 @@ def delta_path(lake: Lake, ds: str, stamp: str) -> str:
 
 def write_delta(lake: Lake, ds: str, stamp: str, users: list[str], *, default: bool = False):
     pages = pages_for(users, f"d{stamp}") if users else pages_for(["x"], "x").iloc[0:0]
-    dflt = pages_for(["x"], f"d{stamp}") if default else pages.iloc[0:0]
-    if default:
-        dflt["user_id"] = DEFAULT_PAGE_KEY
+    dflt = default_pages(f"d{stamp}") if default else pages.iloc[0:0]
     when = f"{ds}T{stamp[9:11]}:{stamp[11:13]}:00Z"
-    return write_export(
+    return write_small_export(
         delta_path(lake, ds, stamp),
         pages,
         dflt,
         ITEMS,
         ds=ds,
         model_versions={"model": "m"},
-        config_hash="h",
-        map_size_gb=0.01,
         delta={"watermark": when, "refreshed_at": when},
     )
-
-
-def stored(path: str) -> dict[bytes, bytes]:
-    env = open_lmdb_readonly(path)
-    try:
-        with env.begin(db=env.open_db(b"pages", create=False)) as txn:
-            return {bytes(k): bytes(v) for k, v in txn.cursor()}
-    finally:
-        env.close()
 
 
 @pytest.fixture
@@ -64,7 +58,7 @@ def test_a_delta_holds_only_its_pages_each_with_refreshed_at(lake):
     assert manifest["kind"] == "delta" and manifest["users"] == 1
     assert manifest["has_default"] is False and manifest["refreshed_at"] == "2024-05-01T10:15:00Z"
     assert verify_export(delta_path(lake, DS1, "20240501T101500Z"))["users"] == 1
-    values = stored(delta_path(lake, DS1, "20240501T101500Z"))
+    values = read_all(delta_path(lake, DS1, "20240501T101500Z"))
     assert list(values) == [b"u2"]
     page = orjson.loads(values[b"u2"])
     assert list(page)[:5] == ["user_id", "ds", "model_version", "refreshed_at", "fallback"]
@@ -143,7 +137,7 @@ def test_the_server_overlays_the_newest_delta_and_hot_swaps_it(lake, served):
     assert ready["refreshed_at"] == "2024-05-01T10:15:00Z" and ready["ds"] == DS1
     # the next delta replaces it; a delta with a new default page serves it to unknown users
     write_delta(lake, DS1, "20240501T103000Z", ["u1", "u2"], default=True)
-    new = stored(delta_path(lake, DS1, "20240501T103000Z"))  # before the server opens it
+    new = read_all(delta_path(lake, DS1, "20240501T103000Z"))  # before the server opens it
     point_delta(lake, DS1, "20240501T103000Z")
     wait_for(lambda: delta_of(port) == "20240501T103000Z")
     assert get(port, "/v1/users/u1/homepage")[2] == new[b"u1"]

@@ -96,28 +96,20 @@ def test_lmdb_values_equal_pages_in_order(lake):
 def test_chunking_order_and_map_growth_do_not_change_values(lake):
     users = [f"user{i:03d}" for i in range(60)] + ["Z", "a.b@c"]
     pages = make_pages(users, slots=4, items=5).sample(frac=1.0, random_state=3)  # shuffled
+    common = {"ds": DS, "model_versions": {}, "config_hash": "x"}
     m = write_export(
         lake.export(DS),
         pages,
         make_default(),
         ITEMS,
-        ds=DS,
-        model_versions={},
-        config_hash="x",
         map_size_gb=1e-9,  # far too small: the writer must grow the map
         chunk_rows=7,
+        **common,
     )
     assert m["files"][LMDB_FILE]["bytes"] > 1 << 16
     pages = make_pages(users, slots=4, items=5)
     write_export(
-        lake.export("2024-03-02"),
-        pages,
-        make_default(),
-        ITEMS,
-        ds=DS,
-        model_versions={},
-        config_hash="x",
-        chunk_rows=10_000_000,
+        lake.export("2024-03-02"), pages, make_default(), ITEMS, chunk_rows=10_000_000, **common
     )
     a, b = read_all(lake.export(DS)), read_all(lake.export("2024-03-02"))
     assert list(a) == sorted(a) and len(a) == len(users) + 1

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from support.event_checks import assert_sessions_split_at_30_minutes
 
 from jobs.core.lake import (
     CAROUSEL_SCHEMA,
@@ -181,13 +182,7 @@ def test_timestamps_lie_inside_their_partition_day(events: pd.DataFrame) -> None
 
 
 def test_sessions_are_recoverable_with_a_30_minute_gap(events: pd.DataFrame) -> None:
-    e = events.sort_values(["user_id", "ts", "event_id"])
-    same_user = e["user_id"].eq(e["user_id"].shift())
-    same_session = same_user & e["session_id"].eq(e["session_id"].shift())
-    gap = e["ts"].diff().dt.total_seconds() / 60
-    assert gap[same_session].max() <= 30
-    assert gap[same_user & ~same_session].min() > 30
-    assert e.groupby("session_id")["user_id"].nunique().max() == 1
+    assert_sessions_split_at_30_minutes(events)
 
 
 # ---- funnel --------------------------------------------------------------------------------

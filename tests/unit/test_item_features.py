@@ -22,41 +22,26 @@ CAT_IDS = np.array(["cA", "cB"], dtype=object)  # sorted, as Catalog.build gives
 I3, I1, I4, I2 = range(4)  # catalogue positions
 
 # item_stats source values per item id ("i4" has no row at all)
+STAT_COLUMNS = (
+    "pop_1d",
+    "pop_7d",
+    "pop_30d",
+    "trend",
+    "is_new",
+    "age_days",
+    "n_buyers",
+    "repeat_rate",
+    "new_buyers_30d",
+)
 STATS = {
-    "i1": dict(
-        pop_1d=1.0,
-        pop_7d=10.0,
-        pop_30d=100.0,
-        trend=1.5,
-        is_new=True,
-        age_days=3.0,
-        n_buyers=4.0,
-        repeat_rate=0.25,
-        new_buyers_30d=1.0,
-    ),
-    "i2": dict(
-        pop_1d=2.0,
-        pop_7d=20.0,
-        pop_30d=200.0,
-        trend=0.5,
-        is_new=False,
-        age_days=30.0,
-        n_buyers=0.0,
-        repeat_rate=np.nan,
-        new_buyers_30d=0.0,
-    ),
-    "i3": dict(
-        pop_1d=3.0,
-        pop_7d=30.0,
-        pop_30d=300.0,
-        trend=2.0,
-        is_new=False,
-        age_days=90.0,
-        n_buyers=2.0,
-        repeat_rate=1.0,
-        new_buyers_30d=0.0,
-    ),
+    item: dict(zip(STAT_COLUMNS, values, strict=True))
+    for item, values in {
+        "i1": (1.0, 10.0, 100.0, 1.5, True, 3.0, 4.0, 0.25, 1.0),
+        "i2": (2.0, 20.0, 200.0, 0.5, False, 30.0, 0.0, np.nan, 0.0),
+        "i3": (3.0, 30.0, 300.0, 2.0, False, 90.0, 2.0, 1.0, 0.0),
+    }.items()
 }
+UI_COUNTS = ["ui_n_click", "ui_n_add_to_cart", "ui_n_purchase", "ui_eta"]  # user × item counts
 EXTRA = {"i1": (1, True, 0.5), "i2": (2, False, 4.0), "i3": (3, True, 1.0)}  # band, image, days
 # user_activity rows: events, orders, basket size, days since the last order, mean order gap
 ACTIVITY = [("u2", 7, 3, 4.5, 2.0, 6.0), ("u1", 40, 0, np.nan, np.nan, np.nan)]
@@ -207,20 +192,10 @@ def test_user_aggregates_are_looked_up_per_user():
 def test_user_item_counts_and_days_since():
     f = _cross(_source(), ["u1", "u2"])
     u1_i1 = _pair(f, 0, I1)
-    assert u1_i1[["ui_n_click", "ui_n_add_to_cart", "ui_n_purchase", "ui_eta"]].tolist() == [
-        3.0,
-        1.0,
-        0.0,
-        2.5,
-    ]
+    assert u1_i1[UI_COUNTS].tolist() == [3.0, 1.0, 0.0, 2.5]
     assert u1_i1["ui_days_since"] == pytest.approx(2.0)
     u1_i4 = _pair(f, 0, I4)
-    assert u1_i4[["ui_n_click", "ui_n_add_to_cart", "ui_n_purchase", "ui_eta"]].tolist() == [
-        1.0,
-        1.0,
-        1.0,
-        4.0,
-    ]
+    assert u1_i4[UI_COUNTS].tolist() == [1.0, 1.0, 1.0, 4.0]
     assert u1_i4["ui_days_since"] == pytest.approx(0.5)
     u2_i3 = _pair(f, 1, I3)
     assert u2_i3["ui_n_click"] == 5.0 and u2_i3["ui_eta"] == 1.25
@@ -228,9 +203,7 @@ def test_user_item_counts_and_days_since():
     # pairs without history: zero counts, unknown recency
     for pos, item in ((0, I3), (0, I2), (1, I1), (1, I4), (1, I2)):
         row = _pair(f, pos, item)
-        assert (
-            row[["ui_n_click", "ui_n_add_to_cart", "ui_n_purchase", "ui_eta"]].tolist() == [0.0] * 4
-        )
+        assert row[UI_COUNTS].tolist() == [0.0] * 4
         assert np.isnan(row["ui_days_since"]), (pos, item)
 
 
@@ -239,7 +212,7 @@ def test_unknown_user_gets_nan_user_features_and_zero_counts():
     assert src.user_rows(np.array(["nobody", "u1"], dtype=object)).tolist() == [-1, 0]
     f = _cross(src, ["nobody"], cat_affinity=np.full(4, 0.5))
     assert f[[f"user_{c}" for c in USER_COLUMNS]].isna().all().all()
-    assert (f[["ui_n_click", "ui_n_add_to_cart", "ui_n_purchase", "ui_eta"]] == 0).all().all()
+    assert (f[UI_COUNTS] == 0).all().all()
     assert f["ui_days_since"].isna().all()
     assert (f[["uc_eta", "uc_n_purchase", "uc_day_share", "uc_active_days"]] == 0).all().all()
     np.testing.assert_allclose(f["discovery"], 0.5)  # exp(-0) = 1

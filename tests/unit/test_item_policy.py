@@ -141,6 +141,51 @@ def assert_permutations(order: np.ndarray, items: np.ndarray, movable: np.ndarra
     assert ((out != PAD) == (np.arange(width)[None, :] < n_valid[:, None])).all()
 
 
+DEFAULT_WEIGHTS = (0.25, 0.25, 0.5)  # mmr_order's similarity weights (category, brand, cluster)
+
+
+def check_mmr_against_reference(
+    items: np.ndarray,
+    rel: np.ndarray,
+    movable: np.ndarray,
+    attributes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    lam: float,
+    m: int,
+    weights: tuple[float, float, float] | None = None,
+    context: tuple = (),
+) -> None:
+    """mmr_order (with its default weights when `weights` is None) gives permutations, and each
+    movable row is the reference's order."""
+    cat, brand, cluster = attributes
+    chosen = {} if weights is None else {"weights": weights}
+    order = mmr_order(
+        items,
+        rel,
+        lam=lam,
+        m=m,
+        movable=movable,
+        item_cat=cat,
+        item_brand=brand,
+        item_cluster=cluster,
+        **chosen,
+    )
+    assert_permutations(order, items, movable)
+    got = np.take_along_axis(items, order, axis=1)
+    for row in np.flatnonzero(movable):
+        ref = ref_mmr_row(
+            items[row].tolist(),
+            rel[row].tolist(),
+            lam,
+            m,
+            cat.tolist(),
+            brand.tolist(),
+            cluster.tolist(),
+            DEFAULT_WEIGHTS if weights is None else weights,
+        )
+        assert got[row].tolist() == items[row][ref].tolist(), (*context, row)
+
+
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 0.7, 1.0])
 def test_mmr_matches_reference_on_random_batches(lam: float) -> None:
     rng = np.random.default_rng(int(lam * 10))
@@ -150,35 +195,16 @@ def test_mmr_matches_reference_on_random_batches(lam: float) -> None:
         m = int(rng.choice([0, 1, 2, 3, width, width + 2]))
         weights = weight_sets[trial % len(weight_sets)]
         items, rel, movable = random_batch(rng, 12, width)
-        cat, brand, cluster = random_attributes(rng)
-        order = mmr_order(
+        check_mmr_against_reference(
             items,
             rel,
+            movable,
+            random_attributes(rng),
             lam=lam,
             m=m,
-            movable=movable,
-            item_cat=cat,
-            item_brand=brand,
-            item_cluster=cluster,
             weights=weights,
+            context=(trial, width, m, weights),
         )
-        assert_permutations(order, items, movable)
-        got = np.take_along_axis(items, order, axis=1)
-        for row in range(len(items)):
-            if not movable[row]:
-                continue
-            ref = ref_mmr_row(
-                items[row].tolist(),
-                rel[row].tolist(),
-                lam,
-                m,
-                cat.tolist(),
-                brand.tolist(),
-                cluster.tolist(),
-                weights,
-            )
-            expected = items[row][ref]
-            assert got[row].tolist() == expected.tolist(), (trial, width, m, weights, row)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -205,30 +231,7 @@ def test_wide_rows_match_references() -> None:
     items, rel, movable = random_batch(rng, 6, width)
     cat, brand, cluster = random_attributes(rng)
     for lam, m in [(0.5, 4), (0.0, 3)]:
-        order = mmr_order(
-            items,
-            rel,
-            lam=lam,
-            m=m,
-            movable=movable,
-            item_cat=cat,
-            item_brand=brand,
-            item_cluster=cluster,
-        )
-        assert_permutations(order, items, movable)
-        got = np.take_along_axis(items, order, axis=1)
-        for row in np.flatnonzero(movable):
-            ref = ref_mmr_row(
-                items[row].tolist(),
-                rel[row].tolist(),
-                lam,
-                m,
-                cat.tolist(),
-                brand.tolist(),
-                cluster.tolist(),
-                (0.25, 0.25, 0.5),
-            )
-            assert got[row].tolist() == items[row][ref].tolist()
+        check_mmr_against_reference(items, rel, movable, (cat, brand, cluster), lam=lam, m=m)
     order = brand_run_rule(items, item_brand=brand, k=1, movable=movable)
     got = np.take_along_axis(items, order, axis=1)
     for row in np.flatnonzero(movable):

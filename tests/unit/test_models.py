@@ -58,15 +58,10 @@ def test_carousel_score_matches_the_formula_by_hand():
     item_cat = np.array([0, 1, 0])
     items = np.array([[0, 1], [2, PAD]])
     lam = np.array([0.3, 0.6])
-    phi, alpha, gamma = carousel_scores(
-        items=items,
-        users=np.array([0, 0]),
-        item_scores=r,
-        discovery=g,
-        item_cat=item_cat,
-        lam=lam,
-        w=0.7,
+    page = dict(
+        items=items, users=np.array([0, 0]), item_scores=r, discovery=g, item_cat=item_cat, lam=lam
     )
+    phi, alpha, gamma = carousel_scores(**page, w=0.7)
     d1, d2 = 1 / np.log(2), 1 / np.log(3)
     assert alpha[0] == pytest.approx(0.3 * (0.8 * d1 + 0.4 * d2))
     assert gamma[0] == pytest.approx(0.5 * d1 + 0.1 * d2)
@@ -75,15 +70,7 @@ def test_carousel_score_matches_the_formula_by_hand():
     assert phi[0] == pytest.approx(0.7 * alpha[0] + 0.3 * gamma[0])
     np.testing.assert_allclose(position_discount(2), [d1, d2])
     with pytest.raises(ValueError, match="w must be in"):
-        carousel_scores(
-            items=items,
-            users=np.array([0, 0]),
-            item_scores=r,
-            discovery=g,
-            item_cat=item_cat,
-            lam=lam,
-            w=2,
-        )
+        carousel_scores(**page, w=2)
 
 
 def test_top_k_rows_orders_and_skips_forbidden():

@@ -7,10 +7,9 @@ import subprocess
 
 import pandas as pd
 import pytest
-from support.servers import get, pages_for, wait_for
+from support.servers import default_pages, get, pages_for, wait_for, write_small_export
 
-from jobs.core.lake import DEFAULT_PAGE_KEY, Lake
-from serving_export.export.writer import write_export
+from jobs.core.lake import Lake
 from serving_export.http.preview import render_preview
 from serving_export.http.server import start_in_thread
 
@@ -19,8 +18,6 @@ EVIL = "<img src=x onerror=\"document.title='pwned'\">Oat & <b>Honey</b>"
 
 
 def _export(lake: Lake) -> None:
-    default = pages_for(["x"], "default")
-    default["user_id"] = DEFAULT_PAGE_KEY
     pages = pages_for(["u1"], "mine")
     pages.loc[pages["item_rank"] == 2, "reason"] = "explore"
     items = pd.DataFrame(
@@ -32,15 +29,13 @@ def _export(lake: Lake) -> None:
             "price": [3.5, 1.25, 2.0, 4.0],
         }
     )
-    write_export(
+    write_small_export(
         lake.export(DS),
         pages,
-        default,
+        default_pages("default"),
         items,
         ds=DS,
         model_versions={"model": "mv-7"},
-        config_hash="h",
-        map_size_gb=0.01,
     )
     with open(lake.current, "w") as f:
         f.write(DS + "\n")

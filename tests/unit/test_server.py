@@ -149,13 +149,21 @@ def test_hot_swap_under_load_and_refusal(lake, server):
     data = bytearray(Path(path).read_bytes())
     data[len(data) // 3] ^= 0x01
     Path(path).write_bytes(bytes(data))
+    assert_current_refused(lake, port, DS3, kept=DS2, kept_values=v2)
+
+
+def assert_current_refused(
+    lake: Lake, port: int, bad_ds: str, *, kept: str, kept_values: dict[bytes, bytes]
+) -> None:
+    """CURRENT names `bad_ds` behind publish's back: the server counts one refused reload and
+    keeps serving `kept` (whose stored values are `kept_values`)."""
     with open(lake.current, "w") as f:
-        f.write(DS3 + "\n")
+        f.write(bad_ds + "\n")
     wait_for(
         lambda: 'homepage_reloads_total{result="refused"} 1' in get(port, "/metrics")[2].decode()
     )
-    assert served_ds(port) == DS2
-    assert get(port, "/v1/users/u1/homepage")[2] == v2[b"u1"]
+    assert served_ds(port) == kept
+    assert get(port, "/v1/users/u1/homepage")[2] == kept_values[b"u1"]
 
 
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
@@ -169,13 +177,7 @@ def test_server_refuses_each_corruption_and_keeps_serving(lake, server, kind):
     write(lake, DS2)
     corrupt, _ = CORRUPTIONS[kind]
     corrupt(lake.export(DS2))
-    with open(lake.current, "w") as f:
-        f.write(DS2 + "\n")
-    wait_for(
-        lambda: 'homepage_reloads_total{result="refused"} 1' in get(port, "/metrics")[2].decode()
-    )
-    assert served_ds(port) == DS1
-    assert get(port, "/v1/users/u1/homepage")[2] == v1[b"u1"]
+    assert_current_refused(lake, port, DS2, kept=DS1, kept_values=v1)
     assert get(port, "/v1/users/nobody/homepage")[2] == v1[DEFAULT_PAGE_KEY.encode()]
 
 
