@@ -16,7 +16,6 @@ steps themselves read and write goes through S3.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import orjson
 import pandas as pd
 import pytest
 from conftest import SMALL_LAKE_OVERRIDES, copy_lake
+from support.moto_s3 import moto_bucket
 from support.servers import get, served_ds, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -69,31 +69,8 @@ def restored(*uris: str) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
     """A moto S3 server with an empty bucket; the AWS_* environment points at it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL_S3": endpoint,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        mp.delenv("AWS_PROFILE", raising=False)
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-        try:
-            yield endpoint
-        finally:
-            moto.stop()
+    with moto_bucket(BUCKET) as endpoint:
+        yield endpoint
 
 
 # ---- the remote helpers on their own (no Spark) ---------------------------------------------
