@@ -27,6 +27,7 @@ def test_overrides_are_typed_and_change_the_hash():
         (["page.min_items=50"], "page.min_items must be in [1, page.items_per_carousel]"),
         (["page.for_you_popular=-1"], "must be >= 0, got for_you_popular=-1"),
         (["mf.factors"], "override 'mf.factors' must look like key=value"),
+        (["engagement.intent_labels=maybe"], "engagement.intent_labels must be true or false"),
         (["refresh.spark_remote=localhost:15002"], "refresh.spark_remote must be empty or a"),
         (["refresh.worker_url=localhost:15003"], "refresh.worker_url must be empty or a"),
     ],
@@ -35,6 +36,15 @@ def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=override)
     assert message in str(err.value)
+
+
+def test_intent_labels_is_a_validated_switch():
+    from jobs.core.config_sections import EngagementConfig
+
+    assert load_config().engagement.intent_labels is False
+    assert load_config(overrides=["engagement.intent_labels=true"]).engagement.intent_labels
+    with pytest.raises(ConfigError, match="engagement.intent_labels must be true or false"):
+        EngagementConfig(intent_labels="yes")  # type: ignore[arg-type]
 
 
 def test_parse_overrides_nests_keys():
