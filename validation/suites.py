@@ -178,13 +178,10 @@ def carousel_slot_engagement(e: Any) -> list[Any]:
 
 
 def purchase_intent(e: Any) -> list[Any]:
+    """The engagement examples' purchase-intent soft label (`engagement.intent_labels`)."""
     return [
-        *[
-            e.ExpectColumnValuesToNotBeNull(column=c)
-            for c in ("event_id", "user_id", "session_key")
-        ],
-        e.ExpectColumnValuesToBeUnique(column="event_id"),
-        e.ExpectColumnValuesToBeBetween(column="intent_weight", min_value=0, max_value=1),
+        e.ExpectColumnValuesToNotBeNull(column="purchase_intent"),
+        e.ExpectColumnValuesToBeBetween(column="purchase_intent", min_value=0, max_value=1),
     ]
 
 

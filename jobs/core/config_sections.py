@@ -150,6 +150,10 @@ class EngagementConfig:
     calibration_share: float = 0.2
     evaluation_share: float = 0.15
     inverse_propensity: bool = False  # weight engaged impressions by 1 / examination propensity
+    # where clicks are logged, the purchase head learns eBay's purchase-intent soft label: a
+    # clicked item gets decay ** ((t_p - t_c) / (epsilon * T)) from the session's first purchase
+    # after the click (features.intent_*, features.session_gap_minutes), a purchased item 1
+    intent_labels: bool = False
     n_jobs: int = 2
     seed: int = 42
 
@@ -157,6 +161,10 @@ class EngagementConfig:
         if self.backend not in ("xgboost", "xgboost_spark"):
             raise ConfigError(
                 f"engagement.backend must be 'xgboost' or 'xgboost_spark', got {self.backend!r}"
+            )
+        if not isinstance(self.intent_labels, bool):
+            raise ConfigError(
+                f"engagement.intent_labels must be true or false, got {self.intent_labels!r}"
             )
         ws = (self.weight_click, self.weight_add_to_cart, self.weight_purchase)
         if min(ws) < 0 or sum(ws) <= 0:

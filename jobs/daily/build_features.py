@@ -119,7 +119,6 @@ def compute(lake: Lake, ds: str, cfg: Config) -> tuple[dict[str, Any], dict[str,
     from features.counts import user_category_counts, user_item_counts
     from features.items import item_stats, user_activity
     from features.priors import carousel_prior, user_carousel_priors
-    from features.sessions import purchase_intent
 
     as_of = parse_ds(ds)
     fc = cfg.features
@@ -155,13 +154,6 @@ def compute(lake: Lake, ds: str, cfg: Config) -> tuple[dict[str, Any], dict[str,
         "user_category_frequency": user_category_frequency(events, items, as_of=as_of),
         "user_context": user_context(events, as_of=as_of),
         "carousel_slot_engagement": carousel_slot_engagement(events, as_of=as_of),
-        "purchase_intent": purchase_intent(
-            events,
-            decay=fc.intent_decay,
-            epsilon=fc.intent_epsilon,
-            gap_minutes=fc.session_gap_minutes,
-            as_of=as_of,
-        ),
     }
     return tables, {"priors_mode": mode}
 

@@ -60,6 +60,23 @@ def trainable_objectives(examples: pd.DataFrame, cfg: Config) -> tuple[str, ...]
     return kept
 
 
+def training_labels(
+    examples: pd.DataFrame, objectives: tuple[str, ...], cfg: Config
+) -> dict[str, str]:
+    """The label column each head learns from: its objective's 0/1 column, except the purchase
+    head's with `engagement.intent_labels` where the examples carry the purchase-intent soft
+    label (logged clicks); without logged clicks the option changes nothing, with a log line."""
+    from jobs.daily.training_data import INTENT_LABEL
+
+    labels = {o: o for o in objectives}
+    if cfg.engagement.intent_labels and "purchase" in labels:
+        if INTENT_LABEL in examples:
+            labels["purchase"] = INTENT_LABEL
+        else:
+            log.info("engagement.intent_labels: no logged clicks to credit, purchase labels kept")
+    return labels
+
+
 def fit_engagement_model(
     lake: Lake,
     cutoff: str,
@@ -73,11 +90,16 @@ def fit_engagement_model(
     from jobs.daily import training_data as td
     from models.ranking.engagement import fit_engagement
     from models.ranking.item_features import FEATURES, PLACEMENT_COLUMNS
+    from validation import suites
     from validation.gx import run_suite
     from validation.suites import training_examples
 
     objectives = trainable_objectives(examples, cfg)
     checks = run_suite("training_examples", examples, training_examples, engine="pandas")
+    labels = training_labels(examples, objectives, cfg)
+    if td.INTENT_LABEL in labels.values():
+        intent = run_suite("purchase_intent", examples, suites.purchase_intent, engine="pandas")
+        checks = {**checks, "expectations": checks["expectations"] + intent["expectations"]}
     positions = source == "logged_impressions"
     params = engagement_params(cfg, objectives, positions)
     propensity = None
@@ -94,7 +116,7 @@ def fit_engagement_model(
     model = fit_engagement(
         examples,
         features=features,
-        labels={o: o for o in objectives},
+        labels=labels,
         group="user_id",
         params=params,
         propensity=propensity,

@@ -55,6 +55,10 @@ def build_examples(
     if source == "impressions" or (
         source == "auto" and len(impressions) >= cfg.training.min_impressions
     ):
+        if cfg.engagement.intent_labels:  # clicks are logged: their purchase-intent credit
+            impressions = td.with_intent_labels(
+                impressions, td.intent_labels(events, users, ds, cfg)
+            )
         return td.impression_examples(inputs, impressions), engaged, "logged_impressions"
     return (
         td.candidate_examples(inputs, users, engaged, page_params(cfg)),

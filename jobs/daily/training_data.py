@@ -16,6 +16,9 @@ Two sources of examples, chosen by what the lake holds:
 
 Objectives nest: a purchase is also an add-to-cart and a click (grocery logs hold purchases
 only, and a purchase is the deepest engagement).
+
+With `engagement.intent_labels`, logged impressions also carry `INTENT_LABEL`, eBay's
+purchase-intent soft label (`intent_labels`), which the purchase head then learns from.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ ENGAGED = {
     "add_to_cart": ("add_to_cart", "purchase"),
     "purchase": ("purchase",),
 }
+INTENT_LABEL = "purchase_intent"
 CUTOFF_TABLES: tuple[str, ...] = (
     "user_item_counts",
     "user_category_counts",
@@ -164,6 +168,44 @@ def window_labels(events: Any, users: np.ndarray) -> tuple[pd.DataFrame, pd.Data
     return engaged, impressions
 
 
+def intent_labels(events: Any, users: np.ndarray, end: str, cfg: Config) -> pd.DataFrame:
+    """eBay's purchase-intent soft labels of the sampled users' clicks in the label window
+    (`features.sessions.purchase_intent` on the window's events only, strictly before `end`),
+    per (user_id, item_id, day): the largest credit of that day's clicks on the item, with
+    `INTENT_LABEL` in [0, 1]. Sessions are cut from every event of the user, not just clicks."""
+    from pyspark.sql import functions as F
+
+    from features.sessions import purchase_intent
+    from jobs.core.lake import parse_ds
+
+    fc = cfg.features
+    sample = events.sparkSession.createDataFrame(pd.DataFrame({"user_id": users.astype(str)}))
+    credit = purchase_intent(
+        events.join(F.broadcast(sample), "user_id"),
+        decay=fc.intent_decay,
+        epsilon=fc.intent_epsilon,
+        gap_minutes=fc.session_gap_minutes,
+        as_of=parse_ds(end),
+    )
+    return (
+        credit.filter(F.col("item_id").isNotNull())
+        .withColumn("day", F.to_date("ts"))
+        .groupBy("user_id", "item_id", "day")
+        .agg(F.max("intent_weight").alias(INTENT_LABEL))
+        .toPandas()
+    )
+
+
+def with_intent_labels(impressions: pd.DataFrame, intent: pd.DataFrame) -> pd.DataFrame:
+    """`impressions` plus `INTENT_LABEL`: 1 for an item bought that day (a purchase is the
+    deepest engagement), else the intent credit of that day's clicks on it, 0 without any."""
+    keys = ["user_id", "item_id", "day"]
+    out = impressions.merge(intent[[*keys, INTENT_LABEL]], on=keys, how="left")
+    credit = out[INTENT_LABEL].fillna(0.0).to_numpy(np.float64)
+    out[INTENT_LABEL] = np.where(out["purchase"].to_numpy() == 1, 1.0, np.clip(credit, 0.0, 1.0))
+    return out
+
+
 def _pair_features(
     inputs: Any,
     user_ids: np.ndarray,
@@ -209,7 +251,8 @@ def impression_examples(inputs: Any, impressions: pd.DataFrame) -> pd.DataFrame:
         slot=imp["slot"].to_numpy(np.float32),
         position=imp["position"].to_numpy(np.float32),
     )
-    return pd.concat([imp[["user_id", "item_id", *OBJECTIVES]], feats], axis=1)
+    labels = [*OBJECTIVES, *([INTENT_LABEL] if INTENT_LABEL in imp else [])]
+    return pd.concat([imp[["user_id", "item_id", *labels]], feats], axis=1)
 
 
 def candidate_examples(

@@ -25,7 +25,12 @@ def engagement_eval(
     """AUC, PR-AUC, log loss, ECE of heads trained before the split, on the test window; and
     the test window's candidate rows (user_id, item_id) with the combined calibrated score."""
     from jobs.daily import training_data as td
-    from jobs.daily.engagement_fit import booster_trainer, engagement_params, trainable_objectives
+    from jobs.daily.engagement_fit import (
+        booster_trainer,
+        engagement_params,
+        trainable_objectives,
+        training_labels,
+    )
     from jobs.daily.train import window_dataset
     from models.evaluation.plots import reliability_diagram
     from models.ranking.engagement import fit_engagement, score_predictions
@@ -46,7 +51,7 @@ def engagement_eval(
     model = fit_engagement(
         train.examples,
         features=[f for f in FEATURES if positions or f not in PLACEMENT_COLUMNS],
-        labels={o: o for o in objectives},
+        labels=training_labels(train.examples, objectives, cfg),
         group="user_id",
         params=engagement_params(cfg, objectives, positions),
         booster_trainer=booster_trainer(cfg),

@@ -90,7 +90,8 @@ def fit_engagement(
     (`models.ranking.distributed.spark_booster_trainer`) trains the same model with `xgboost.spark`.
     Downsampling, calibration and metrics stay here, so both give the same kind of model.
 
-    `labels` maps each objective to its 0/1 label column; `group` (e.g. user id) decides the
+    `labels` maps each objective to its label column, 0/1 or soft in [0, 1] (eBay's
+    purchase-intent credit; see `expand_soft_labels`); `group` (e.g. user id) decides the
     split. With `params.inverse_propensity`, `propensity` names a column with each row's
     examination propensity θ in (0, 1] relative to the first slot/position, and each engaged
     row weighs 1/θ in training, calibration and metrics. Only positives are reweighted: under a
@@ -116,21 +117,23 @@ def fit_engagement(
     ys: dict[str, np.ndarray] = {}
     shared: dict[str, str] = {}
     for k, obj in enumerate(params.objectives):
-        y = frame[labels[obj]].to_numpy().astype(np.int8)
-        twin = next((o for o, yo in ys.items() if np.array_equal(yo, y)), None)
+        label = frame[labels[obj]].to_numpy(np.float64)
+        twin = next((o for o, yo in ys.items() if np.array_equal(yo, label)), None)
         if twin is not None:  # the same label on every row: the same head
             boosters[obj], calibrators[obj], shared[obj] = boosters[twin], calibrators[twin], twin
             records += [{**r, "objective": obj} for r in records if r["objective"] == twin]
             continue
-        ys[obj] = y
-        ips = np.where(y == 1, 1.0 / theta, 1.0) if theta is not None else np.ones(len(y))
-        records += _split_records(obj, labels[obj], y, split, used)
-        train, sample_weight = _downsampled_train(obj, k, y, split, ips, params)
+        ys[obj] = label
+        rows, y, credit = expand_soft_labels(label)
+        xo, so = (x, split) if rows is None else (x[rows], split[rows])
+        ips = credit if theta is None else credit * np.where(y == 1, 1.0 / _at(theta, rows), 1.0)
+        records += _split_records(obj, labels[obj], y, so, used)
+        train, sample_weight = _downsampled_train(obj, k, y, so, ips, params)
         records.append(_rec(obj, "train", "data", "rows_after_downsampling", len(train)))
-        booster = trainer(x[train], y[train], sample_weight, params, params.seed)
+        booster = trainer(xo[train], y[train], sample_weight, params, params.seed)
         booster.feature_names = features
-        calibrator, raw_cal = _calibrate(booster, x, y, split, ips)
-        records += _heldout_records(obj, booster, calibrator, raw_cal, x, y, split, ips, used)
+        calibrator, raw_cal = _calibrate(booster, xo, y, so, ips)
+        records += _heldout_records(obj, booster, calibrator, raw_cal, xo, y, so, ips, used)
         boosters[obj] = booster
         calibrators[obj] = calibrator
     return EngagementModel(
@@ -142,6 +145,25 @@ def fit_engagement(
         metrics=pd.DataFrame.from_records(records, columns=METRIC_COLUMNS),
         shared=shared,
     )
+
+
+def expand_soft_labels(label: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(rows, y, weight): a label column in [0, 1] as 0/1 rows with weights. A soft label s
+    strictly between 0 and 1 becomes two copies of its row, y = 1 weighing s and y = 0 weighing
+    1 − s, whose weighted log loss is the row's cross-entropy against s; so every trainer,
+    the isotonic calibration and the metrics stay on binary labels. `rows` indexes the frame
+    (None when every label is 0 or 1: the frame's own rows, weight 1)."""
+    soft = np.flatnonzero((label > 0) & (label < 1))
+    if not len(soft):
+        return None, label.astype(np.int8), np.ones(len(label))
+    rows = np.concatenate([np.arange(len(label)), soft])
+    y = np.concatenate([(label > 0).astype(np.int8), np.zeros(len(soft), np.int8)])
+    weight = np.concatenate([np.where(label > 0, label, 1.0), 1.0 - label[soft]])
+    return rows, y, weight
+
+
+def _at(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return values if rows is None else values[rows]
 
 
 def _split_records(
@@ -306,8 +328,12 @@ def _check_inputs(
     if bad:
         raise ValueError(f"features must be numeric (or bool), got non-numeric columns {bad}")
     for obj, col in labels.items():
-        if not frame[col].isin([0, 1]).all():
-            raise ValueError(f"label {col!r} of objective {obj!r} must be 0/1 without NaN")
+        value = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
+        if not ((value >= 0) & (value <= 1)).all():
+            raise ValueError(
+                f"label {col!r} of objective {obj!r} must lie in [0, 1] without NaN (0/1, or a "
+                "soft label such as the purchase-intent credit)"
+            )
     if frame[group].isna().any():
         raise ValueError(f"group column {group!r} has missing values")
     if propensity is not None:

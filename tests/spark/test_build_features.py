@@ -72,12 +72,24 @@ def test_every_table_is_written_for_the_day(lake):
         "user_category_frequency",
         "user_context",
         "carousel_slot_engagement",
-        "purchase_intent",
         "examination",
     }
     assert set(report["tables"]) == expected
     assert all(report["tables"][t]["rows"] > 0 for t in expected)
     assert report["tables"]["user_item_counts"]["previous_rows"] > 0  # bounded by yesterday
+
+
+def test_the_daily_run_writes_no_purchase_intent_table(lake):
+    """Nothing read it: the purchase head computes its intent labels from its label window
+    (engagement.intent_labels), so the daily run, with the option off as by default, has no
+    such table."""
+    from jobs.core import io
+
+    assert load_config().engagement.intent_labels is False
+    report = io.read_json(lake.reports("2026-01-05") + "/features.json")
+    assert "purchase_intent" not in report["tables"]
+    for ds in ("2026-01-04", "2026-01-05"):
+        assert not io.exists(lake.feature("purchase_intent", ds))
 
 
 def test_a_failed_suite_names_the_failed_expectations(spark):

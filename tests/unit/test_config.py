@@ -29,6 +29,7 @@ def test_overrides_are_typed_and_change_the_hash():
         (["page.candidate_carousels=64"], "page.candidate_carousels must be in [page.slots, 63]"),
         (["page.candidate_carousels=9"], "(the beam plan's limit), got 9 with page.slots = 10"),
         (["mf.factors"], "override 'mf.factors' must look like key=value"),
+        (["engagement.intent_labels=maybe"], "engagement.intent_labels must be true or false"),
         (["refresh.spark_remote=localhost:15002"], "refresh.spark_remote must be empty or a"),
         (["refresh.worker_url=localhost:15003"], "refresh.worker_url must be empty or a"),
     ],
@@ -49,6 +50,15 @@ def test_the_candidate_carousel_limit_is_the_beam_plans():
     cfg = load_config(overrides=["page.candidate_carousels=20"])
     assert page_params(cfg).candidate_carousels == 20
     assert load_config().page.candidate_carousels == 48
+
+
+def test_intent_labels_is_a_validated_switch():
+    from jobs.core.config_sections import EngagementConfig
+
+    assert load_config().engagement.intent_labels is False
+    assert load_config(overrides=["engagement.intent_labels=true"]).engagement.intent_labels
+    with pytest.raises(ConfigError, match="engagement.intent_labels must be true or false"):
+        EngagementConfig(intent_labels="yes")  # type: ignore[arg-type]
 
 
 def test_parse_overrides_nests_keys():

@@ -5,7 +5,12 @@ import pandas as pd
 import pytest
 
 from models.evaluation import metrics as m
-from models.ranking.engagement import EngagementFitError, assign_splits, fit_engagement
+from models.ranking.engagement import (
+    EngagementFitError,
+    assign_splits,
+    expand_soft_labels,
+    fit_engagement,
+)
 from models.ranking.engagement_model import EngagementModel, EngagementParams, combined_score
 
 FEATURES = ["x0", "x1", "x2", "x3", "slot", "position"]
@@ -397,3 +402,45 @@ def test_only_the_objectives_with_equal_labels_share(train, held_out):
     preds = model.predict(held_out, position_override=None)
     np.testing.assert_array_equal(preds["add_to_cart"], preds["click"])
     assert not np.array_equal(preds["purchase"], preds["click"])
+
+
+def test_soft_labels_expand_to_weighted_binary_rows():
+    rows, y, weight = expand_soft_labels(np.array([0.0, 1.0, 0.25, 0.0]))
+    np.testing.assert_array_equal(rows, [0, 1, 2, 3, 2])
+    np.testing.assert_array_equal(y, [0, 1, 1, 0, 0])
+    np.testing.assert_allclose(weight, [1.0, 1.0, 0.25, 1.0, 0.75])
+    rows, y, weight = expand_soft_labels(np.array([0.0, 1.0, 1.0]))
+    assert rows is None and y.tolist() == [0, 1, 1] and weight.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_head_on_soft_labels_learns_the_probability_they_hold(train, held_out):
+    """Soft labels equal to the true click probability: the head ranks and calibrates clicks
+    at least as well as one trained on the sampled 0/1 clicks."""
+    soft = fit_engagement(
+        train,
+        features=FEATURES,
+        labels={"click": "p_click"},
+        group="user",
+        params=EngagementParams(objectives=("click",), weights={"click": 1.0}, **SMALL),
+    )
+    hard = fit_engagement(
+        train,
+        features=FEATURES,
+        labels={"click": "click"},
+        group="user",
+        params=EngagementParams(objectives=("click",), weights={"click": 1.0}, **SMALL),
+    )
+    p_soft = soft.predict(held_out, position_override=None)["click"]
+    p_hard = hard.predict(held_out, position_override=None)["click"]
+    y = held_out["click"].to_numpy()
+    assert m.auc(y, p_soft) >= m.auc(y, p_hard) - 0.005
+    assert m.log_loss(y, p_soft) <= m.log_loss(y, p_hard) + 0.002
+    assert abs(p_soft.mean() - held_out["p_click"].mean()) < 0.01
+    # the soft head's fit metrics are weighted: positives count soft rows
+    rows = soft.metrics.query("split == 'train' and metric == 'rows'")["value"].iloc[0]
+    assert (
+        rows
+        > (
+            assign_splits(train["user"], calibration_share=0.2, evaluation_share=0.15, seed=42) == 0
+        ).sum()
+    )
