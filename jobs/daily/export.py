@@ -86,10 +86,10 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
             )
         )
 
-    remote = io.is_remote(lake.export(ds))
+    to_object_store = io.is_remote(lake.export(ds))
     # on a remote lake: built and verified the same way in a local scratch directory, then
     # uploaded with MANIFEST.json last (jobs/core/remote.py upload_dir): readers refuse it until then
-    scratch = remote.scratch_dir("export") if remote else None
+    scratch = remote.scratch_dir("export") if to_object_store else None
     final = os.path.join(scratch, f"ds={ds}") if scratch else local_path(lake.export(ds))
     fs, pages_path = io.filesystem(join(pages_uri, "pages.parquet"))
     # Built aside (`.staging-ds=<ds>-<pid>/`), verified, then swapped in whole: a run killed
