@@ -23,6 +23,7 @@ def test_no_import_errors(dagbag):
 def test_task_chain_retries_and_tags(dagbag):
     dag = dagbag.dags["homepage_daily"]
     order = ["ingest", "build_features", "train", "promote", "rank", "export", "publish"]
+    order.append("gate_alert")  # after publish: a rejected challenger never stops the pages
     assert sorted(dag.task_ids) == sorted(order)
     for up, down in zip(order, order[1:], strict=False):
         assert dag.get_task(down).upstream_task_ids == {up}

@@ -75,14 +75,19 @@ def _state(lake: Any, cfg: Any) -> dict[str, Any]:
 
 
 def _promote(root: str, ds: str, overrides: dict[str, Any]) -> tuple[Any, Any]:
-    """(result, None) when the step returns, (None, GateRejected) when the gate rejects."""
+    """(result, None) when the gate promotes, (result, GateRejected) when it rejects: the
+    promote step records a rejection and returns; the gate_alert step raises it."""
     from jobs.daily.pipeline import run_step
     from validation.gate import GateRejected
 
+    result = run_step("promote", root, ds, overrides)
     try:
-        return run_step("promote", root, ds, overrides), None
+        run_step("gate_alert", root, ds, overrides)
     except GateRejected as exc:
-        return None, exc
+        assert result["rejected"], result
+        return result, exc
+    assert not result["rejected"], result
+    return result, None
 
 
 def _rollback(lake: Any, cfg: Any, reason: str = "") -> tuple[str, str] | Exception:
@@ -267,7 +272,8 @@ def test_degraded_challenger_is_rejected_and_champion_keeps_serving(
     assert s.train2["model_version"] != s.train1["model_version"]
     assert s.model2["gate_metrics"]["click.auc"] < s.model1["gate_metrics"]["click.auc"] - 0.05
 
-    assert s.promote2 is None, f"the gate promoted the degraded challenger: {s.promote2}"
+    assert s.promote2["rejected"], f"the gate promoted the degraded challenger: {s.promote2}"
+    assert s.promote2["action"] == "reject" and s.promote2["champion"] == v1
     exc = s.promote2_exc
     assert isinstance(exc, GateRejected)
     assert exc.challenger_version == v2 and exc.champion_version == v1
@@ -280,6 +286,10 @@ def test_degraded_challenger_is_rejected_and_champion_keeps_serving(
     tol = s.cfg.gate
     assert failed["click.auc"].challenger < failed["click.auc"].champion - tol.auc_drop
     assert failed["ndcg"].challenger < failed["ndcg"].champion - tol.ndcg_drop
+    # beyond the noise too: the paired-bootstrap interval of challenger - champion on the same
+    # held-out users lies entirely below -tolerance
+    assert failed["click.auc"].interval[1] < -tol.auc_drop
+    assert failed["ndcg"].interval[1] < -tol.ndcg_drop
     # both models scored the challenger's held-out users, which the engagement split makes the
     # same users as v1's: the champion's side of the gate is v1's own held-out metrics
     assert failed["click.auc"].challenger == pytest.approx(s.model2["gate_metrics"]["click.auc"])
