@@ -278,23 +278,37 @@ def test_degraded_challenger_is_rejected_and_champion_keeps_serving(
     assert isinstance(exc, GateRejected)
     assert exc.challenger_version == v2 and exc.champion_version == v1
     failed = {c.name: c for c in exc.decision.failed}
-    assert {"click.auc", "ndcg"} <= set(failed), sorted(failed)
+    assert "click.auc" in failed, sorted(failed)
     message = str(exc)
     for name, c in failed.items():
         assert f"  - {name}: challenger=" in message, name
         assert c.challenger is not None and c.champion is not None
     tol = s.cfg.gate
-    assert failed["click.auc"].challenger < failed["click.auc"].champion - tol.auc_drop
-    assert failed["ndcg"].challenger < failed["ndcg"].champion - tol.ndcg_drop
-    # beyond the noise too: the paired-bootstrap interval of challenger - champion on the same
-    # held-out users lies entirely below -tolerance
+    # a criterion fails only beyond both its tolerance and the noise: the paired-bootstrap
+    # interval of challenger - champion on the same held-out users (on these ~16 users the
+    # degraded model's NDCG drop is within the noise; its click AUC drop is not)
+    limits = {"auc": tol.auc_drop, "ndcg": tol.ndcg_drop, "ece": tol.ece_rise}
+    for c in exc.decision.criteria:
+        kind = c.name.rsplit(".", 1)[-1]
+        kind = "ndcg" if kind.startswith("ndcg") else kind
+        if kind not in limits or c.champion is None:
+            continue
+        lo, hi = c.interval
+        assert lo <= hi, c
+        t = limits[kind]
+        if kind == "ece":
+            beyond = c.challenger > c.champion + t and lo > t
+        else:
+            beyond = c.challenger < c.champion - t and hi < -t
+        assert c.passed is not beyond, c
     assert failed["click.auc"].interval[1] < -tol.auc_drop
-    assert failed["ndcg"].interval[1] < -tol.ndcg_drop
     # both models scored the challenger's held-out users, which the engagement split makes the
     # same users as v1's: the champion's side of the gate is v1's own held-out metrics
     assert failed["click.auc"].challenger == pytest.approx(s.model2["gate_metrics"]["click.auc"])
     assert failed["click.auc"].champion == pytest.approx(s.model1["gate_metrics"]["click.auc"])
-    assert failed["ndcg"].champion == pytest.approx(s.model1["gate_metrics"]["ndcg"])
+    ndcg = next(c for c in exc.decision.criteria if c.name == "ndcg")
+    assert ndcg.champion == pytest.approx(s.model1["gate_metrics"]["ndcg"])
+    assert ndcg.challenger == pytest.approx(s.model2["gate_metrics"]["ndcg"])
 
     assert s.state2["champion"] == v1 and s.state2["challenger"] == v2
     assert len(s.state2["log"]) == 2
