@@ -8,10 +8,13 @@ Each run covers one day of events: its data interval `[X, X+1)`. The pipeline ru
 `exports/ds=X+1`. Re-running a `ds` overwrites the same outputs, so retries and backfills are safe.
 
 Tasks: ingest → build_features → train (MLflow run, model version with alias `challenger`) →
-promote (the gate: `champion` only if not worse than the current one on the same held-out data;
-a rejection fails the run with every failed criterion, and the published export stays) → rank
-(with the champion) → export → publish (updates the `homepage-export` asset, which starts a
-`homepage_refresh` run).
+promote (the gate: `champion` only if not worse than the current one on the same held-out data,
+beyond both the tolerance and the paired-bootstrap interval; a rejection is recorded and the run
+goes on) → rank (with the champion, on today's features and stock) → export → publish (updates
+the `homepage-export` asset, which starts a `homepage_refresh` run) → gate_alert (fails, without
+retries, listing every failed criterion when the gate rejected, and runs `gate.alert_command`:
+the run is marked failed while today's pages are published; Airflow's own failure notifications,
+e.g. an `on_failure_callback` in `default_args`, fire on it too).
 
 Params: `lake` (lake path or URI), `ds` (as-of override, `YYYY-MM-DD`; empty = interval end),
 `overrides` (config overrides, e.g. `{"mf.factors": 64, "scoring.w": 0.5}`),
@@ -25,7 +28,7 @@ import os
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
-STEPS = ("ingest", "build_features", "train", "promote", "rank", "export", "publish")
+STEPS = ("ingest", "build_features", "train", "promote", "rank", "export", "publish", "gate_alert")
 EXPORT_ASSET = Asset("homepage-export")  # publish updates it; homepage_refresh follows it
 
 

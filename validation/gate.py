@@ -7,6 +7,13 @@ and the outcome of the training-data checks, and `decide` compares them metric b
     <head>.ndcg*   (last dotted part starts `ndcg`)    higher is better, may drop by `ndcg_drop`
     <head>.ece     (last dotted part exactly `ece`)    lower is better, may rise by `ece_rise`
 
+A criterion fails only when the drop is beyond its tolerance *and* beyond the noise: given the
+paired-bootstrap interval of challenger − champion on the same held-out rows (`intervals`, from
+`models.evaluation.holdout.paired_holdout_metrics`), a higher-is-better metric fails when the
+point drop exceeds the tolerance and the whole interval lies below −tolerance (an ECE, when the
+rise exceeds it and the whole interval lies above +tolerance). A metric without an interval
+(none given, or NaN) is judged on the point estimates alone.
+
 Every other key (`click.pr_auc`, `item.nnz`, ...) is ignored. A gated metric the champion has
 but the challenger lacks (missing or NaN) fails; one only the challenger has passes, reported
 with `champion=None`. Without a champion the challenger is promoted once the data checks pass.
@@ -53,18 +60,25 @@ class Criterion:
     limit: str  # human-readable rule, e.g. "challenger >= champion - 0.01"
     passed: bool
     detail: str = ""
+    # paired-bootstrap interval of challenger − champion (None: judged on point estimates)
+    interval: tuple[float, float] | None = None
 
     def describe(self) -> str:
         text = (
             f"{self.name}: challenger={_fmt(self.challenger)} champion={_fmt(self.champion)}"
             f" (rule: {self.limit})"
         )
+        if self.interval is not None:
+            lo, hi = self.interval
+            text += f"; challenger - champion interval [{_fmt(lo)}, {_fmt(hi)}]"
         return f"{text}; {self.detail}" if self.detail else text
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["challenger"] = _finite_or_none(self.challenger)
         out["champion"] = _finite_or_none(self.champion)
+        if self.interval is not None:
+            out["interval"] = [_finite_or_none(v) for v in self.interval]
         return out
 
 
@@ -86,21 +100,47 @@ class GateDecision:
             "criteria": [c.to_dict() for c in self.criteria],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateDecision:
+        """The decision `to_dict` wrote (null values come back as None)."""
+        criteria = []
+        for c in data["criteria"]:
+            interval = c.get("interval")
+            criteria.append(
+                Criterion(
+                    name=c["name"],
+                    challenger=c["challenger"],
+                    champion=c["champion"],
+                    limit=c["limit"],
+                    passed=bool(c["passed"]),
+                    detail=c.get("detail", ""),
+                    interval=None if interval is None else tuple(interval),
+                )
+            )
+        return cls(bool(data["promote"]), tuple(criteria), str(data["reason"]))
+
 
 class GateRejected(GateError):
     """The gate rejected the challenger; the message lists every failed criterion."""
 
     def __init__(
-        self, decision: GateDecision, challenger_version: str, champion_version: str | None
+        self,
+        decision: GateDecision,
+        challenger_version: str,
+        champion_version: str | None,
+        note: str = "",
     ) -> None:
         self.decision = decision
         self.challenger_version = challenger_version
         self.champion_version = champion_version
+        self.note = note
         lines = [
             f"promotion gate rejected challenger {challenger_version} "
             f"(champion: {champion_version or 'none'}); failed criteria:"
         ]
         lines += [f"  - {c.describe()}" for c in decision.failed]
+        if note:
+            lines.append(note)
         super().__init__("\n".join(lines))
 
 
@@ -145,7 +185,13 @@ def _value(metrics: Mapping[str, float] | None, key: str, side: str) -> float | 
 
 
 def _metric_criterion(
-    key: str, higher: bool, tol: float, challenger: float | None, champion: float | None
+    key: str,
+    higher: bool,
+    tol: float,
+    challenger: float | None,
+    champion: float | None,
+    interval: tuple[float, float] | None,
+    level: float,
 ) -> Criterion:
     sign = ">= champion -" if higher else "<= champion +"
     limit = f"challenger {sign} {tol:g}"
@@ -153,9 +199,16 @@ def _metric_criterion(
         return Criterion(key, challenger, None, "no champion value to compare", True)
     if challenger is None:
         return Criterion(key, None, champion, limit, False, "missing or NaN for the challenger")
-    if higher:
-        return Criterion(key, challenger, champion, limit, challenger >= champion - tol - _EPS)
-    return Criterion(key, challenger, champion, limit, challenger <= champion + tol + _EPS)
+    beyond = challenger < champion - tol - _EPS if higher else challenger > champion + tol + _EPS
+    if interval is None or not all(math.isfinite(v) for v in interval):
+        return Criterion(key, challenger, champion, limit, not beyond)
+    lo, hi = interval
+    noisy = hi >= -tol - _EPS if higher else lo <= tol + _EPS
+    side = "below -" if higher else "above +"
+    limit += f", unless the {level:.0%} interval of challenger - champion is not all {side}{tol:g}"
+    return Criterion(
+        key, challenger, champion, limit, not beyond or noisy, interval=(float(lo), float(hi))
+    )
 
 
 def decide(
@@ -165,8 +218,12 @@ def decide(
     *,
     data_checks_passed: bool,
     data_checks_detail: str = "",
+    intervals: Mapping[str, tuple[float, float]] | None = None,
+    level: float = 0.95,
 ) -> GateDecision:
-    """Compare the challenger's metrics with the champion's (None: there is no champion yet)."""
+    """Compare the challenger's metrics with the champion's (None: there is no champion yet);
+    `intervals`: per gated metric, the `level` paired-bootstrap interval of challenger −
+    champion."""
     criteria = [
         Criterion(
             DATA_CHECKS,
@@ -188,7 +245,8 @@ def decide(
         cpn = _value(champion, key, "champion")
         if cha is None and cpn is None:
             continue  # neither side measured it: nothing to compare, nothing to report
-        criteria.append(_metric_criterion(key, higher, tol, cha, cpn))
+        interval = (intervals or {}).get(key)
+        criteria.append(_metric_criterion(key, higher, tol, cha, cpn, interval, level))
 
     failed = [c for c in criteria if not c.passed]
     if failed:

@@ -184,10 +184,24 @@ class GateConfig:
     auc_drop: float = 0.01  # the challenger may lose at most this much AUC per objective
     ndcg_drop: float = 0.01  # ... this much held-out NDCG
     ece_rise: float = 0.01  # ... and gain at most this much calibration error per objective
+    # a criterion fails only when this central interval of the paired bootstrap (users
+    # resampled) of challenger - champion lies entirely beyond the tolerance as well
+    interval_level: float = 0.95
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
+    alert_command: str = ""  # run (with the rejection on stdin) when the gate rejects
 
     def __post_init__(self) -> None:
         if min(self.auc_drop, self.ndcg_drop, self.ece_rise) < 0:
             raise ConfigError("gate tolerances must be >= 0")
+        if not 0 < self.interval_level < 1:
+            raise ConfigError(
+                f"gate.interval_level must lie in (0, 1), got {self.interval_level!r}"
+            )
+        if self.bootstrap_resamples < 2:
+            raise ConfigError(
+                f"gate.bootstrap_resamples must be >= 2, got {self.bootstrap_resamples!r}"
+            )
 
 
 @dataclass(frozen=True)

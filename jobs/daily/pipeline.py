@@ -24,6 +24,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("rank", "jobs.daily.rank:run"),
     ("export", "jobs.daily.export:run"),
     ("publish", "jobs.daily.export:publish_newest"),  # never moves CURRENT back to a past day
+    # after the pages are published: fails (GateRejected) when the day's gate rejected
+    ("gate_alert", "jobs.daily.gate_alert:run"),
 )
 STEP_NAMES = tuple(name for name, _ in STEPS)
 
@@ -69,7 +71,12 @@ def run_pipeline(
     config_path: str | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Every step in order for one `ds` (default: the day after the latest events)."""
+    """Every step in order for one `ds` (default: the day after the latest events).
+
+    A rejected challenger does not stop the day: promote records it, rank, export and publish
+    run with the champion, and the last step (gate_alert) raises `GateRejected`, so the caller
+    (and `homepage pipeline`'s exit code) still sees the rejection, after today's pages are
+    published."""
     load_config(config_path, overrides)  # fail on a bad override before any work
     lake = Lake(lake_root)
     ds = ds or default_ds(lake)

@@ -2,54 +2,30 @@
 
 Both models score the *challenger's* held-out examples (users neither model trained on: the
 user-hash split is the same every day for a given seed), so the comparison is on identical
-rows. The challenger becomes `champion` only if it is not worse beyond the configured
-tolerances on AUC, NDCG and calibration error, and its training data passed its checks.
-Every decision is appended to the promotion log; a rejection fails the task with each failed
-criterion, and the rank step keeps using the champion. Re-running a day (same data and config:
-the train step re-uses its registered version) logs nothing twice; re-running a day older than
-the newest decided one decides it against the champion of its time and changes neither the
-live champion nor the log (`jobs.daily.promotion_log.past_day`). A rejection is final (the same models on
-the same rows decide the same way again), so inside an Airflow task it fails the task without
-its retries; an unreachable MLflow store (TrackingUnavailable) is transient and is retried.
+rows, and a paired bootstrap over those users gives each difference an interval. The
+challenger becomes `champion` only if no gated metric (AUC, NDCG, calibration error) is worse
+beyond both its tolerance and that interval, and its training data passed its checks.
+Every decision is appended to the promotion log and written to
+`warehouse/reports/ds=<ds>/promote.json`. A rejection does not stop the day: the step returns,
+rank, export and publish build today's pages with the champion, and the `gate_alert` step
+(jobs/daily/gate_alert.py) then fails loudly with every failed criterion. Re-running a day
+(same data and config: the train step re-uses its registered version) logs nothing twice;
+re-running a day older than the newest decided one decides it against the champion of its time
+and changes neither the live champion nor the log (`jobs.daily.promotion_log.past_day`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobs.core import io
 from jobs.core.config import Config
 from jobs.core.errors import GateError
 from jobs.core.lake import Lake, is_local, join
 
-if TYPE_CHECKING:
-    from validation.gate import GateRejected
-
 log = logging.getLogger(__name__)
-
-
-@functools.cache
-def _final_rejection() -> type[GateRejected]:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from validation.gate import GateRejected
-
-    class FinalGateRejected(GateRejected, AirflowFailException):
-        """A GateRejected that Airflow fails without retrying (AirflowFailException)."""
-
-    return FinalGateRejected
-
-
-def final(exc: GateRejected) -> GateRejected:
-    """`exc`, made an AirflowFailException when running inside an Airflow task (its SDK is
-    loaded): a retry would reach the same decision and log the rejection once more."""
-    if "airflow.sdk" not in sys.modules:
-        return exc
-    return _final_rejection()(exc.decision, exc.challenger_version, exc.champion_version)
 
 
 def _champion_to_beat(lake: Lake, cfg: Config, past: dict[str, Any] | None) -> Any:
@@ -66,31 +42,27 @@ def _champion_to_beat(lake: Lake, cfg: Config, past: dict[str, Any] | None) -> A
         return None
 
 
-def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    from jobs.core.tracking import experiment
-    from jobs.daily.bundle import load_bundle
-    from jobs.daily.promotion_log import append_decision, past_day, same_decision
-    from jobs.daily.registry import set_champion
-    from models.evaluation.holdout import holdout_metrics
-    from validation.gate import GateRejected, Tolerances, decide, enforce
+def _judge(challenger: Any, champion: Any, cfg: Config) -> tuple[Any, dict, dict | None]:
+    """(GateDecision, challenger metrics, champion metrics or None) on the challenger's
+    held-out rows, with paired-bootstrap intervals when there is a champion."""
+    from models.evaluation.holdout import holdout_metrics, paired_holdout_metrics
+    from validation.gate import Tolerances, decide
 
-    experiment(lake, cfg)  # points MLflow at this lake's store (or fails with a clear error)
-    challenger = load_bundle(lake, cfg, alias="challenger")
-    if challenger.info["ds"] != ds:
-        raise GateError(
-            f"the challenger was trained for ds={challenger.info['ds']}, not {ds}: "
-            "run the train step for this ds first"
-        )
     holdout = io.read_parquet(join(challenger.path, "holdout.parquet"))
     objectives = challenger.info["objectives"]
-    mine = holdout_metrics(challenger.engagement, holdout, objectives=objectives)
-    # A day older than the newest decided one (a re-run, a backfill reaching back) is decided
-    # again against the champion of its time, and changes neither the live champion nor the log
-    past = past_day(lake, ds)
-    champion = _champion_to_beat(lake, cfg, past)
-    theirs = None
-    if champion is not None:
-        theirs = holdout_metrics(champion.engagement, holdout, objectives=objectives)
+    theirs, intervals = None, None
+    if champion is None:
+        mine = holdout_metrics(challenger.engagement, holdout, objectives=objectives)
+    else:
+        mine, theirs, intervals = paired_holdout_metrics(
+            challenger.engagement,
+            champion.engagement,
+            holdout,
+            objectives=objectives,
+            resamples=cfg.gate.bootstrap_resamples,
+            seed=cfg.gate.bootstrap_seed,
+            level=cfg.gate.interval_level,
+        )
     checks = challenger.info.get("data_checks", {})
     decision = decide(
         mine,
@@ -100,7 +72,35 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         ),
         data_checks_passed=bool(checks.get("passed")),
         data_checks_detail=str(checks),
+        intervals=intervals,
+        level=cfg.gate.interval_level,
     )
+    return decision, mine, theirs
+
+
+def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
+    from jobs.core.tracking import experiment
+    from jobs.daily.bundle import load_bundle
+    from jobs.daily.promotion_log import (
+        append_decision,
+        decision_path,
+        past_day,
+        same_decision,
+    )
+    from jobs.daily.registry import set_champion
+
+    experiment(lake, cfg)  # points MLflow at this lake's store (or fails with a clear error)
+    challenger = load_bundle(lake, cfg, alias="challenger")
+    if challenger.info["ds"] != ds:
+        raise GateError(
+            f"the challenger was trained for ds={challenger.info['ds']}, not {ds}: "
+            "run the train step for this ds first"
+        )
+    # A day older than the newest decided one (a re-run, a backfill reaching back) is decided
+    # again against the champion of its time, and changes neither the live champion nor the log
+    past = past_day(lake, ds)
+    champion = _champion_to_beat(lake, cfg, past)
+    decision, mine, theirs = _judge(challenger, champion, cfg)
     before = champion.registry_version if champion else None
     promoted = decision.promote
     if promoted and before == challenger.registry_version:
@@ -128,14 +128,24 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         append_decision(lake, record)
     elif logged:
         log.warning("no promotion log for remote lake %s; decision not appended", lake.root)
-    log.info("promotion gate for %s: %s", ds, record)
-    try:
-        enforce(decision, challenger.registry_version, before)
-    except GateRejected as exc:
-        raise final(exc) from None
+    # what gate_alert reads: this run's decision for ds, whether or not it was logged again
+    io.write_json(decision_path(lake, ds), record)
+    if decision.promote:
+        log.info("promotion gate for %s: %s", ds, record)
+    else:
+        log.error(
+            "promotion gate for %s REJECTED challenger %s; the pages are built with champion"
+            " %s and gate_alert will fail the run: %s",
+            ds,
+            challenger.registry_version,
+            before,
+            decision.reason,
+        )
     return {
         "ds": ds,
         "action": record["action"] if logged else "unchanged",
+        "rejected": not decision.promote,
+        "failed": ", ".join(c.name for c in decision.failed),
         "challenger": challenger.registry_version,
         "champion": after,
         **{f"challenger_{k}": v for k, v in mine.items()},

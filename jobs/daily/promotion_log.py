@@ -18,7 +18,7 @@ from typing import Any
 
 from jobs.core.errors import RegistryError
 from jobs.core.io import fsync_path
-from jobs.core.lake import Lake, local_path
+from jobs.core.lake import Lake, join, local_path
 from jobs.core.locks import file_lock
 
 ACTIONS = ("promote", "reject", "rollback")
@@ -37,6 +37,7 @@ RECORD_KEYS = (
 
 
 LOG_NAME = "promotions.jsonl"
+DECISION_FILE = "promote.json"  # the day's gate decision, in warehouse/reports/ds=<ds>/
 
 
 class RollbackError(RegistryError):
@@ -54,6 +55,12 @@ def log_path(lake: Lake) -> str:
         raise RegistryError(
             f"the promotion log needs a lake on local disk; {lake.root!r} is not"
         ) from exc
+
+
+def decision_path(lake: Lake, ds: str) -> str:
+    """Where the promote step writes day `ds`'s decision (a record as in the log) and the
+    gate_alert step reads it; on any lake, local or remote."""
+    return join(lake.reports(ds), DECISION_FILE)
 
 
 def now_iso() -> str:

@@ -210,7 +210,16 @@ def test_backfill_makes_one_successful_airflow_run_per_day_in_order(backfilled):
         assert r["run_id"] == f"backfill__{r['ds']}T00:00:00+00:00"
         assert r["state"] == "success", r
         assert r["tasks"] == dict.fromkeys(
-            ("ingest", "build_features", "train", "promote", "rank", "export", "publish"),
+            (
+                "ingest",
+                "build_features",
+                "train",
+                "promote",
+                "rank",
+                "export",
+                "publish",
+                "gate_alert",
+            ),
             "success",
         )
 

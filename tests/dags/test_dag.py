@@ -25,7 +25,17 @@ def test_no_import_errors(dagbag):
     [
         (
             "homepage_daily",
-            ["ingest", "build_features", "train", "promote", "rank", "export", "publish"],
+            # gate_alert after publish: a rejected challenger never stops the pages
+            [
+                "ingest",
+                "build_features",
+                "train",
+                "promote",
+                "rank",
+                "export",
+                "publish",
+                "gate_alert",
+            ],
             "daily",
             "ds",
         ),

@@ -15,8 +15,9 @@
                        test_server_refuses_each_corruption_and_keeps_serving.
     MLflow down        train and promote fail in seconds with TrackingUnavailable naming the
                        URI; the DAG retries both tasks.
-    gate rejection     a `dag.test()` run with a degraded challenger fails at promote with the
-                       failed criteria, without retrying; the champion and CURRENT stay.
+    gate rejection     tests/e2e/test_rejected_challenger.py: a `dag.test()` run with a degraded
+                       challenger publishes today's pages with the champion and fails at
+                       gate_alert with the failed criteria, without retrying.
 
 The kill point is chosen from outside the product code: the subprocess runs the `homepage`
 CLI after wrapping one library function (RUNNER below), which kills the process group from
@@ -562,62 +563,3 @@ def test_unreachable_tracking_store_fails_train_and_promote_fast_and_the_dag_ret
     for task_id in ("train", "promote"):
         task = dag.get_task(task_id)
         assert task.retries >= 1 and task.retry_delay > dt.timedelta(0), task_id
-
-
-# ------------------------------------------------------------------------------ gate rejection
-
-
-def test_gate_rejection_fails_the_dag_run_and_keeps_champion_and_export(fx, capfd):
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils import db
-
-    from jobs.core.lake import parse_ds
-    from jobs.daily import promotion_log
-    from serving_export.publish import current_ds
-
-    before = _aliases(fx)
-    current = current_ds(fx.lake)
-    records = len(promotion_log.read_log(fx.lake))
-    db.initdb()
-    bag = DagBag(dag_folder=str(REPO / "dags" / "homepage_daily.py"))
-    assert not bag.import_errors, bag.import_errors
-    dag = bag.get_dag("homepage_daily")
-    day = parse_ds(fx.ds)
-    # ingest and build_features already ran for ds: marked successful, the rest runs for real
-    run = dag.test(
-        logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
-        run_conf={"lake": fx.root, "ds": fx.ds, "overrides": BAD},
-        mark_success_pattern="ingest|build_features",
-    )
-    out = capfd.readouterr()
-    tis = {ti.task_id: ti for ti in run.get_task_instances()}
-    states = {t: str(ti.state) for t, ti in tis.items()}
-    assert str(run.state) == "failed", states
-    assert states == {
-        "ingest": "success",
-        "build_features": "success",
-        "train": "success",
-        "promote": "failed",
-        "rank": "upstream_failed",
-        "export": "upstream_failed",
-        "publish": "upstream_failed",
-    }
-    # a rejection is final: failed on its first try, not retried (the DAG has retries=2)
-    assert dag.get_task("promote").retries >= 1 and tis["promote"].try_number == 1
-
-    # the task's log carries the gate's reasons
-    log = out.out + out.err
-    assert "promotion gate rejected challenger" in log, log[-3000:]
-    for name in ("click.auc", "ndcg"):
-        assert f"- {name}: challenger=" in log, name
-
-    after = _aliases(fx)
-    assert after["champion"] == before["champion"] and after["challenger"] != before["challenger"]
-    record = promotion_log.read_log(fx.lake)[-1]
-    assert len(promotion_log.read_log(fx.lake)) == records + 1
-    assert record["action"] == "reject" and record["challenger"] == after["challenger"]
-    assert record["champion_after"] == before["champion"]
-    failed = {c["name"] for c in record["criteria"] if not c["passed"]}
-    assert {"click.auc", "ndcg"} <= failed, failed
-    assert current_ds(fx.lake) == current
-    _assert_previous_export_served(fx)

@@ -75,14 +75,19 @@ def _state(lake: Any, cfg: Any) -> dict[str, Any]:
 
 
 def _promote(root: str, ds: str, overrides: dict[str, Any]) -> tuple[Any, Any]:
-    """(result, None) when the step returns, (None, GateRejected) when the gate rejects."""
+    """(result, None) when the gate promotes, (result, GateRejected) when it rejects: the
+    promote step records a rejection and returns; the gate_alert step raises it."""
     from jobs.daily.pipeline import run_step
     from validation.gate import GateRejected
 
+    result = run_step("promote", root, ds, overrides)
     try:
-        return run_step("promote", root, ds, overrides), None
+        run_step("gate_alert", root, ds, overrides)
     except GateRejected as exc:
-        return None, exc
+        assert result["rejected"], result
+        return result, exc
+    assert not result["rejected"], result
+    return result, None
 
 
 def _rollback(lake: Any, cfg: Any, reason: str = "") -> tuple[str, str] | Exception:
@@ -267,24 +272,43 @@ def test_degraded_challenger_is_rejected_and_champion_keeps_serving(
     assert s.train2["model_version"] != s.train1["model_version"]
     assert s.model2["gate_metrics"]["click.auc"] < s.model1["gate_metrics"]["click.auc"] - 0.05
 
-    assert s.promote2 is None, f"the gate promoted the degraded challenger: {s.promote2}"
+    assert s.promote2["rejected"], f"the gate promoted the degraded challenger: {s.promote2}"
+    assert s.promote2["action"] == "reject" and s.promote2["champion"] == v1
     exc = s.promote2_exc
     assert isinstance(exc, GateRejected)
     assert exc.challenger_version == v2 and exc.champion_version == v1
     failed = {c.name: c for c in exc.decision.failed}
-    assert {"click.auc", "ndcg"} <= set(failed), sorted(failed)
+    assert "click.auc" in failed, sorted(failed)
     message = str(exc)
     for name, c in failed.items():
         assert f"  - {name}: challenger=" in message, name
         assert c.challenger is not None and c.champion is not None
     tol = s.cfg.gate
-    assert failed["click.auc"].challenger < failed["click.auc"].champion - tol.auc_drop
-    assert failed["ndcg"].challenger < failed["ndcg"].champion - tol.ndcg_drop
+    # a criterion fails only beyond both its tolerance and the noise: the paired-bootstrap
+    # interval of challenger - champion on the same held-out users (on these ~16 users the
+    # degraded model's NDCG drop is within the noise; its click AUC drop is not)
+    limits = {"auc": tol.auc_drop, "ndcg": tol.ndcg_drop, "ece": tol.ece_rise}
+    for c in exc.decision.criteria:
+        kind = c.name.rsplit(".", 1)[-1]
+        kind = "ndcg" if kind.startswith("ndcg") else kind
+        if kind not in limits or c.champion is None:
+            continue
+        lo, hi = c.interval
+        assert lo <= hi, c
+        t = limits[kind]
+        if kind == "ece":
+            beyond = c.challenger > c.champion + t and lo > t
+        else:
+            beyond = c.challenger < c.champion - t and hi < -t
+        assert c.passed is not beyond, c
+    assert failed["click.auc"].interval[1] < -tol.auc_drop
     # both models scored the challenger's held-out users, which the engagement split makes the
     # same users as v1's: the champion's side of the gate is v1's own held-out metrics
     assert failed["click.auc"].challenger == pytest.approx(s.model2["gate_metrics"]["click.auc"])
     assert failed["click.auc"].champion == pytest.approx(s.model1["gate_metrics"]["click.auc"])
-    assert failed["ndcg"].champion == pytest.approx(s.model1["gate_metrics"]["ndcg"])
+    ndcg = next(c for c in exc.decision.criteria if c.name == "ndcg")
+    assert ndcg.champion == pytest.approx(s.model1["gate_metrics"]["ndcg"])
+    assert ndcg.challenger == pytest.approx(s.model2["gate_metrics"]["ndcg"])
 
     assert s.state2["champion"] == v1 and s.state2["challenger"] == v2
     assert len(s.state2["log"]) == 2

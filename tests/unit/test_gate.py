@@ -154,3 +154,55 @@ def test_non_numeric_metric_is_named() -> None:
 def test_enforce_passes_a_promotion() -> None:
     d = decide(CHAMPION, CHAMPION, TOL, data_checks_passed=True)
     enforce(d, "2", "1")  # no exception
+
+
+# ---- intervals: a criterion fails only beyond both the tolerance and the bootstrap noise ----
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "interval", "passed"),
+    [
+        # AUC 0.05 below the champion (tolerance 0.01)
+        ("click.auc", 0.70, (-0.08, -0.02), False),  # the whole interval below -0.01: a drop
+        ("click.auc", 0.70, (-0.12, 0.02), True),  # the interval reaches -0.01: noise
+        ("click.auc", 0.70, (-0.09, -0.01), True),  # exactly at -tolerance: not beyond it
+        ("click.auc", 0.745, (-0.03, -0.02), True),  # within tolerance on the point estimate
+        ("ndcg", 0.30, (-0.15, -0.05), False),
+        ("ndcg", 0.30, (-0.25, 0.05), True),
+        # ECE 0.05 above the champion: lower is better, so the interval must lie above +0.01
+        ("click.ece", 0.07, (0.02, 0.08), False),
+        ("click.ece", 0.07, (-0.01, 0.11), True),
+    ],
+)
+def test_a_drop_fails_only_beyond_both_tolerance_and_interval(
+    key: str, value: float, interval: tuple[float, float], passed: bool
+) -> None:
+    challenger = dict(CHAMPION, **{key: value})
+    intervals = {k: (0.0, 0.0) for k in CHAMPION} | {key: interval}
+    d = decide(challenger, CHAMPION, TOL, data_checks_passed=True, intervals=intervals)
+    c = by_name(d)[key]
+    assert c.passed is passed and d.promote is passed
+    assert c.interval == interval
+    assert "95% interval of challenger - champion" in c.limit
+    record = json.loads(json.dumps(d.to_dict(), allow_nan=False))
+    row = next(r for r in record["criteria"] if r["name"] == key)
+    assert row["interval"] == list(interval)
+    if not passed:
+        assert f"interval [{interval[0]:.6g}, {interval[1]:.6g}]" in d.reason
+
+
+def test_without_a_finite_interval_the_point_estimates_decide() -> None:
+    challenger = dict(CHAMPION, **{"click.auc": 0.70})
+    for intervals in (None, {"click.auc": (math.nan, math.nan)}):
+        d = decide(challenger, CHAMPION, TOL, data_checks_passed=True, intervals=intervals)
+        assert [c.name for c in d.failed] == ["click.auc"]
+        assert d.failed[0].interval is None
+
+
+def test_a_decision_round_trips_through_its_record() -> None:
+    challenger = dict(CHAMPION, **{"click.auc": 0.70, "ndcg": 0.1})
+    intervals = {"click.auc": (-0.08, -0.02), "ndcg": (-0.4, -0.2)}
+    d = decide(challenger, CHAMPION, TOL, data_checks_passed=True, intervals=intervals)
+    back = GateDecision.from_dict(json.loads(json.dumps(d.to_dict())))
+    assert back == d
+    assert str(GateRejected(back, "2", "1", "note")).endswith("\nnote")
