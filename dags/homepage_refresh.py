@@ -85,6 +85,7 @@ def homepage_refresh() -> None:
             from airflow.sdk.exceptions import AirflowSkipException
 
             from jobs.refresh import run as refresh
+            from jobs.refresh import windows
 
             p = context["params"]
             try:
@@ -97,7 +98,7 @@ def homepage_refresh() -> None:
                     p["config"] or None,
                     every_minutes=MINUTES,
                 )
-            except refresh.NoExport as exc:  # nothing to refresh until the first daily run
+            except windows.NoExport as exc:  # nothing to refresh until the first daily run
                 raise AirflowSkipException(str(exc)) from None
             # XCom carries only small facts (paths, counts); data stays in the lake
             return {k: v for k, v in result.items() if isinstance(v, (str, int, float, bool))}

@@ -170,7 +170,7 @@ def sample_peak(pid: int) -> tuple[list[int], threading.Event]:
 
 def run_steps(args: list[str], wm: dt.datetime, log_path: str) -> dict[str, dict[str, Any]]:
     """The window's steps, each in its own process as a DAG task runs it."""
-    from jobs.refresh.run import STEPS
+    from jobs.refresh.windows import STEPS
 
     out = {}
     for step in STEPS:
@@ -227,9 +227,9 @@ def window_report(
     mem: dict[str, Any],
     log_path: str,
 ) -> dict[str, Any]:
-    from jobs.refresh import run as refresh
+    from jobs.refresh import windows
 
-    win = refresh.window_dir(lake, base, wm)
+    win = windows.window_dir(lake, base, wm)
     steps = {
         name: read_json_or_empty(os.path.join(win, f"{name}.json"))
         for name in ("ingest", "priors", "pages")

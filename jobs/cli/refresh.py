@@ -18,12 +18,13 @@ def _cmd_refresh(a: argparse.Namespace) -> Any:
 
     from jobs.core.config import load_config
     from jobs.refresh import run as refresh
+    from jobs.refresh import windows
 
     cfg = load_config(a.config, a.set)
     if a.follow or a.watermarks_from:
         return _refresh_worker(a, cfg.refresh.every_minutes)
-    wm = refresh.parse_watermark(a.watermark) if a.watermark else dt.datetime.now(dt.UTC)
-    wm = refresh.floor_watermark(wm, cfg.refresh.every_minutes)
+    wm = windows.parse_watermark(a.watermark) if a.watermark else dt.datetime.now(dt.UTC)
+    wm = windows.floor_watermark(wm, cfg.refresh.every_minutes)
     t0 = time.perf_counter()
     if a.step:
         res = refresh.run_step(a.step, a.lake, wm, a.set, a.config)

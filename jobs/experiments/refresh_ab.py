@@ -128,11 +128,12 @@ class _WindowRun:
         from jobs.experiments.simulate import ServedPages, simulate_page_visits, to_table
         from jobs.inputs.eventlog import EVENT_CODE
         from jobs.refresh import run as refresh
+        from jobs.refresh import windows
 
         t0 = time.perf_counter()
         truth = self.truth
         users = np.arange(truth.n_users, dtype=np.int64)
-        treatment = refresh.served_pages(self.lake, self.base)
+        treatment = windows.served_pages(self.lake, self.base)
         pages = ServedPages.build(truth, [self.daily, treatment], None, None)
         visits, cols = simulate_page_visits(
             truth,

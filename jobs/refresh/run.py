@@ -56,36 +56,12 @@ from jobs.core.config import Config
 from jobs.core.lake import Lake, local_path
 from jobs.refresh.windows import (
     STEPS,
-    NoExport,
-    RefreshError,
-    Window,
     delta_dir,
     find_window,
     floor_watermark,
-    open_window,
     parse_watermark,
-    served_pages,
     stamp,
-    window_dir,
 )
-
-__all__ = [
-    "STEPS",
-    "NoExport",
-    "RefreshError",
-    "Window",
-    "delta_dir",
-    "find_window",
-    "floor_watermark",
-    "open_window",
-    "parse_watermark",
-    "publish",
-    "run",
-    "run_step",
-    "served_pages",
-    "stamp",
-    "window_dir",
-]
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from jobs.refresh import run as refresh
+from jobs.refresh import windows
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def clock_watermarks(
     stop = stop or threading.Event()
     last: dt.datetime | None = None
     while not stop.is_set():
-        wm = refresh.floor_watermark(now() - dt.timedelta(seconds=delay_s), every_minutes)
+        wm = windows.floor_watermark(now() - dt.timedelta(seconds=delay_s), every_minutes)
         if last is None or wm > last:
             last = wm
             yield wm
@@ -71,7 +72,7 @@ def stream_watermarks(stream: IO[str]) -> Iterator[dt.datetime]:
     for line in stream:
         text = line.strip()
         if text:
-            yield refresh.parse_watermark(text)
+            yield windows.parse_watermark(text)
 
 
 def work(
@@ -96,7 +97,7 @@ def work(
     failed = 0
     retry: tuple[dt.datetime, int] | None = None  # a failed window and its attempts so far
     for wm in watermarks:
-        wm = refresh.floor_watermark(wm, every_minutes)
+        wm = windows.floor_watermark(wm, every_minutes)
         if retry is None:
             todo = [(wm, 0)]
         elif retry[0] == wm:
@@ -125,7 +126,7 @@ def run_window(
     try:
         steps = refresh.run(lake_root, wm, overrides, config_path)
     except Exception as exc:  # noqa: BLE001 - reported per window; the worker carries on
-        log.exception("refresh %s failed", refresh.stamp(wm))
+        log.exception("refresh %s failed", windows.stamp(wm))
         return {
             "watermark": wm.isoformat(),
             "ok": False,
@@ -133,7 +134,7 @@ def run_window(
             "error": f"{type(exc).__name__}: {exc}",
             # the window itself is invalid (nothing published, before the export's day): a
             # retry cannot help; anything else (I/O, a crash, a lost lock) may pass next time
-            "retryable": not isinstance(exc, refresh.NoExport | refresh.RefreshError),
+            "retryable": not isinstance(exc, windows.NoExport | windows.RefreshError),
         }
     return {
         "watermark": wm.isoformat(),

@@ -101,7 +101,7 @@ def run_refresh_dag_test(
     from airflow.dag_processing.dagbag import DagBag
 
     from jobs.core.lake import Lake
-    from jobs.refresh.run import parse_watermark
+    from jobs.refresh.windows import parse_watermark
 
     bag = DagBag(dag_folder=str(REPO / "dags" / "homepage_refresh.py"))
     if bag.import_errors:

@@ -26,6 +26,7 @@ from jobs.core.config import load_config
 from jobs.core.lake import DEFAULT_PAGE_KEY, Lake, fmt_ds, parse_ds
 from jobs.daily.export import drop_refresh_logs
 from jobs.refresh import run as refresh
+from jobs.refresh import windows
 from jobs.refresh.windows import refresh_root
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,7 @@ def at(day: str, hour: int, minute: int = 0) -> dt.datetime:
 def checksums(lake: Lake, base: str, wm: dt.datetime) -> dict[str, str]:
     from serving_export.export.format import MANIFEST_FILE
 
-    mf = pd.read_json(os.path.join(refresh.delta_dir(lake, base, wm), MANIFEST_FILE), typ="series")
+    mf = pd.read_json(os.path.join(windows.delta_dir(lake, base, wm), MANIFEST_FILE), typ="series")
     return {name: meta["sha256"] for name, meta in mf["files"].items()}
 
 
@@ -80,16 +81,16 @@ def scenario(tmp_path_factory, spark):
     out["w2"] = refresh.run(root, w2, SMALL_LAKE_OVERRIDES)
     before = (
         checksums(lake, base, w2),
-        pd.read_parquet(os.path.join(refresh.window_dir(lake, base, w2), "priors.parquet")),
+        pd.read_parquet(os.path.join(windows.window_dir(lake, base, w2), "priors.parquet")),
     )
     out["w2_again"] = refresh.run(root, w2, SMALL_LAKE_OVERRIDES)  # a re-run of the window
     after = (
         checksums(lake, base, w2),
-        pd.read_parquet(os.path.join(refresh.window_dir(lake, base, w2), "priors.parquet")),
+        pd.read_parquet(os.path.join(windows.window_dir(lake, base, w2), "priors.parquet")),
     )
     out["w3"] = refresh.run(root, w3, SMALL_LAKE_OVERRIDES)
     return {
-        "served_w3": refresh.served_pages(lake, base),
+        "served_w3": windows.served_pages(lake, base),
         "lake": lake,
         "base": base,
         "cfg": cfg,
@@ -110,7 +111,7 @@ def test_a_window_reads_only_new_events_and_counts_late_and_duplicate_ones(scena
     assert c2["already_seen"] == c1["accepted"] + len(ids["dups"])
     lake, base, (w1, w2, w3) = scenario["lake"], scenario["base"], scenario["windows"]
     logged = [
-        pd.read_parquet(os.path.join(refresh.window_dir(lake, base, w), "events"))
+        pd.read_parquet(os.path.join(windows.window_dir(lake, base, w), "events"))
         for w in (w1, w2, w3)
     ]
     every = pd.concat(logged)
@@ -192,7 +193,7 @@ def window_outputs(
     lake: Lake, base: str, wm: dt.datetime
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """A window's accepted events (in a fixed order), its priors and its delta's checksums."""
-    out = refresh.window_dir(lake, base, wm)
+    out = windows.window_dir(lake, base, wm)
     events = pd.read_parquet(os.path.join(out, "events")).sort_values("event_id")
     events = events[sorted(events.columns)].reset_index(drop=True)
     return events, pd.read_parquet(os.path.join(out, "priors.parquet")), checksums(lake, base, wm)
@@ -282,7 +283,7 @@ def test_dag_tasks_on_a_refresh_worker_give_the_same_window(
     # a lake with nothing published: the DAG task skips on NoExport, as in its own process
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(refresh.NoExport):
+    with pytest.raises(windows.NoExport):
         refresh.run_step("ingest", str(empty), w2, overrides)
     with pytest.raises(RefreshWorkerError, match="ValueError: unknown refresh step"):
         call_step(url, "nope", lake.root, w2.isoformat())
@@ -378,14 +379,14 @@ def test_delta_pages_carry_refreshed_at_and_the_priors_count_each_trial_once(sce
     from serving_export.export.verify import open_lmdb_readonly
 
     lake, base, (_, _, w3) = scenario["lake"], scenario["base"], scenario["windows"]
-    env = open_lmdb_readonly(refresh.delta_dir(lake, base, w3))
+    env = open_lmdb_readonly(windows.delta_dir(lake, base, w3))
     try:
         with env.begin(db=env.open_db(b"pages", create=False)) as txn:
             pages = [orjson.loads(bytes(v)) for _, v in txn.cursor()]
     finally:
         env.close()
     assert pages and all(p["refreshed_at"] == w3.strftime("%Y-%m-%dT%H:%M:%SZ") for p in pages)
-    priors = pd.read_parquet(os.path.join(refresh.window_dir(lake, base, w3), "priors.parquet"))
+    priors = pd.read_parquet(os.path.join(windows.window_dir(lake, base, w3), "priors.parquet"))
     assert not priors.duplicated(["user_id", "carousel_id"]).any()
 
 
@@ -407,7 +408,7 @@ def stock_change(scenario):
     items.to_parquet(path, index=False)
     w4 = at(fmt_ds(parse_ds(base) + dt.timedelta(days=1)), 0, 15)
     run = refresh.run(lake.root, w4, SMALL_LAKE_OVERRIDES)
-    return lake, gone, run, served, refresh.served_pages(lake, base)
+    return lake, gone, run, served, windows.served_pages(lake, base)
 
 
 def test_an_item_out_of_stock_leaves_every_served_page(stock_change):
@@ -456,7 +457,7 @@ def test_the_refresh_dag_runs_a_window_through_airflow(stock_change):
         "pages": "success",
         "publish": "success",
     }
-    assert current_delta(lake, base) == refresh.stamp(wm)
+    assert current_delta(lake, base) == windows.stamp(wm)
 
 
 def test_a_resident_worker_runs_windows_one_after_another(stock_change, tmp_path):
@@ -488,17 +489,17 @@ def test_a_resident_worker_runs_windows_one_after_another(stock_change, tmp_path
     # no new events: the second delta is the first one's pages, carried (the default page too)
     assert second["delta_users"] == first["delta_users"] > 0
     assert second["carried_users"] >= first["delta_users"] and second["rebuilt_users"] == 0
-    assert current_delta(lake, base) == refresh.stamp(wms[-1])
+    assert current_delta(lake, base) == windows.stamp(wms[-1])
 
 
 def test_watermarks_are_utc_times_on_the_refresh_grid():
-    wm = refresh.parse_watermark("2026-01-15T10:17:59+01:00")
+    wm = windows.parse_watermark("2026-01-15T10:17:59+01:00")
     assert wm == dt.datetime(2026, 1, 15, 9, 17, 59, tzinfo=dt.UTC)
-    assert refresh.floor_watermark(wm, 15) == dt.datetime(2026, 1, 15, 9, 15, tzinfo=dt.UTC)
-    assert refresh.parse_watermark("20260115T091500Z") == at("2026-01-15", 9, 15)
-    assert refresh.stamp(at("2026-01-15", 9, 15)) == "20260115T091500Z"
-    with pytest.raises(refresh.RefreshError, match="not an ISO time"):
-        refresh.parse_watermark("yesterday")
+    assert windows.floor_watermark(wm, 15) == dt.datetime(2026, 1, 15, 9, 15, tzinfo=dt.UTC)
+    assert windows.parse_watermark("20260115T091500Z") == at("2026-01-15", 9, 15)
+    assert windows.stamp(at("2026-01-15", 9, 15)) == "20260115T091500Z"
+    with pytest.raises(windows.RefreshError, match="not an ISO time"):
+        windows.parse_watermark("yesterday")
 
 
 def test_a_refresh_needs_a_published_export_and_a_watermark_after_its_day(tmp_path):
@@ -506,13 +507,13 @@ def test_a_refresh_needs_a_published_export_and_a_watermark_after_its_day(tmp_pa
 
     lake = Lake(str(tmp_path / "lake"))
     cfg = load_config(None, None)
-    with pytest.raises(refresh.NoExport, match="run the daily pipeline first"):
-        refresh.open_window(lake, at("2026-01-15", 10), cfg)
+    with pytest.raises(windows.NoExport, match="run the daily pipeline first"):
+        windows.open_window(lake, at("2026-01-15", 10), cfg)
     os.makedirs(lake.exports)
     _point_current(lake.exports, "2026-01-15")
-    with pytest.raises(refresh.RefreshError, match="already covers every event before it"):
-        refresh.open_window(lake, at("2026-01-15", 0), cfg)
-    win = refresh.open_window(lake, at("2026-01-15", 10), cfg)
+    with pytest.raises(windows.RefreshError, match="already covers every event before it"):
+        windows.open_window(lake, at("2026-01-15", 0), cfg)
+    win = windows.open_window(lake, at("2026-01-15", 10), cfg)
     assert (win.base, win.prev, win.lo) == ("2026-01-15", None, at("2026-01-15", 0))
 
 

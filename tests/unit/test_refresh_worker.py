@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from jobs.refresh import run as refresh
+from jobs.refresh import windows
 from jobs.refresh import worker as refresh_worker
 
 
@@ -52,7 +53,7 @@ def test_the_clock_yields_each_grid_watermark_once_it_has_passed_by_the_delay():
 def test_a_stream_gives_one_watermark_per_line():
     text = "2026-01-15T10:15Z\n\n  2026-01-15T10:30:00+00:00 \n"
     assert list(refresh_worker.stream_watermarks(io.StringIO(text))) == [t(10, 15), t(10, 30)]
-    with pytest.raises(refresh.RefreshError, match="not an ISO time"):
+    with pytest.raises(windows.RefreshError, match="not an ISO time"):
         list(refresh_worker.stream_watermarks(io.StringIO("soon\n")))
 
 
@@ -99,7 +100,7 @@ def test_a_window_that_cannot_run_is_not_retried_and_retries_are_bounded(monkeyp
     ran = fake_runs(
         monkeypatch,
         {
-            t(10, 15): [refresh.NoExport("nothing is published")],
+            t(10, 15): [windows.NoExport("nothing is published")],
             t(10, 30): [OSError("a"), OSError("b"), OSError("c"), OSError("d")],
         },
     )
