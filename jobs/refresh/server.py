@@ -33,9 +33,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from jobs.refresh import run as refresh
-from jobs.refresh.client import RefreshWorkerError, call_step
-
-__all__ = ["RefreshWorkerError", "StepServer", "call_step", "make_server"]
 
 log = logging.getLogger(__name__)
 

@@ -260,7 +260,7 @@ def test_dag_tasks_on_a_refresh_worker_give_the_same_window(
     the worker's errors come back named, and an absent worker is a clear error."""
     import logging
 
-    from jobs.refresh.server import RefreshWorkerError, call_step
+    from jobs.refresh.client import RefreshWorkerError, call_step
 
     url, server = refresh_worker
     lake, base, (_, w2, _) = scenario["lake"], scenario["base"], scenario["windows"]
