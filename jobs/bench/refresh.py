@@ -52,7 +52,7 @@ from jobs.bench.pipeline import WORK_DIR
 from jobs.bench.refresh_airflow import airflow_run
 from jobs.bench.refresh_measure import RefreshSetting, http_get, wait_until
 from jobs.bench.refresh_modes import cold, connect, resident, worker
-from jobs.core.lake import Lake
+from jobs.core.lake import INPUT_TABLES, Lake
 
 REFRESH_DIR = "_bench_refresh"
 
@@ -61,7 +61,7 @@ def refresh_lake(source: Lake, work: Lake) -> Lake:
     """`<source>/_bench_refresh`: the work lake's outputs, the source's inputs, own events."""
     root = os.path.join(source.root, REFRESH_DIR)
     os.makedirs(os.path.join(root, "events"), exist_ok=True)
-    for name in ("items", "users", "carousels", "_truth"):
+    for name in INPUT_TABLES[1:]:  # events are linked per partition below
         src, dst = os.path.join(source.root, name), os.path.join(root, name)
         if os.path.exists(src) and not os.path.lexists(dst):
             os.symlink(src, dst)

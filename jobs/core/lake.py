@@ -4,10 +4,19 @@ A lake is a directory, or on a cluster a URI that Spark and pyarrow understand. 
 (written by `homepage generate` / `homepage import` or by the site's own loaders):
 
     events/ds=YYYY-MM-DD/*.parquet     raw events (contract below)
-    items/*.parquet                    item catalogue snapshot
+    items/*.parquet                    item catalogue (one row per item, listed on `first_seen`)
+    item_changes/*.parquet             optional dated price and stock changes
     users/*.parquet                    optional profiles
-    carousels/*.parquet                optional operator-curated carousels
+    carousels/*.parquet                optional operator-curated carousels (optionally dated)
     _truth/                            generator's ground-truth user model (generated lakes only)
+
+Every date in the input tables is the day a fact became known: a fact dated d is known at the
+end of day d, so the run for `ds` (whose events are the days before `ds`) reads only the facts
+dated before `ds`. An item is in the run's catalogue when its `first_seen` is before `ds` (or null:
+listed since before the data); its price and stock are the catalogue row's, overridden by its
+latest `item_changes` dated before `ds` (a null price or stock in a change leaves that column as
+it was). A curated carousel is a candidate when its `valid_from` is before `ds` and its
+`valid_to` (the last day it may be shown) is on or after `ds`; a null date is open.
 
 Pipeline outputs (each partitioned by the run's `ds`, overwritten on re-run):
 
@@ -29,6 +38,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+# The input tables of a lake (`_truth` only in generated lakes), copied or replaced as a whole.
+INPUT_TABLES: tuple[str, ...] = ("events", "items", "item_changes", "users", "carousels", "_truth")
 EVENT_TYPES: tuple[str, ...] = ("impression", "view", "click", "add_to_cart", "purchase", "search")
 DS_FORMAT = "%Y-%m-%d"
 DEFAULT_PAGE_KEY = "__default__"
@@ -70,6 +81,17 @@ ITEM_SCHEMA = pa.schema(
 )
 REQUIRED_ITEM_COLUMNS: tuple[str, ...] = ("item_id", "category_id")
 
+# A dated change of an item's price and/or stock (null: unchanged), known at the end of `changed_on`.
+ITEM_CHANGE_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("changed_on", pa.date32()),
+        ("price", pa.float64()),
+        ("in_stock", pa.bool_()),
+    ]
+)
+REQUIRED_ITEM_CHANGE_COLUMNS: tuple[str, ...] = ("item_id", "changed_on")
+
 CAROUSEL_SCHEMA = pa.schema(
     [
         ("carousel_id", pa.string()),
@@ -78,6 +100,8 @@ CAROUSEL_SCHEMA = pa.schema(
         ("item_ids", pa.list_(pa.string())),  # explicit item list, or null when `rule` is set
         ("rule", pa.string()),  # e.g. "category:<id>", "brand:<name>", "new", "on_sale"
         ("immutable", pa.bool_()),  # True: the operator's item order is kept as is
+        ("valid_from", pa.date32()),  # known from the end of this day (null: always)
+        ("valid_to", pa.date32()),  # the last day it may be shown (null: no end)
     ]
 )
 
@@ -142,6 +166,10 @@ class Lake:
     @property
     def items(self) -> str:
         return join(self.root, "items")
+
+    @property
+    def item_changes(self) -> str:
+        return join(self.root, "item_changes")
 
     @property
     def users(self) -> str:

@@ -16,13 +16,12 @@ from typing import Any
 
 from jobs.core import io
 from jobs.core.config import Config
-from jobs.core.lake import Lake, parse_ds, shift_ds
+from jobs.core.lake import INPUT_TABLES, Lake, parse_ds, shift_ds
 from jobs.core.locks import file_lock
 
 log = logging.getLogger(__name__)
 
 
-INPUT_TABLES = ("events", "items", "users", "carousels", "_truth")
 CODE_STAMP = "CODE_FINGERPRINT"  # in an evaluation lake: the fingerprint of the code that wrote it
 CODE_DIRS = ("jobs", "models", "features", "validation")
 # modules no evaluation runs: editing them keeps recorded evaluations valid (the experiment job

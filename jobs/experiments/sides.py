@@ -30,7 +30,7 @@ SEED_BLOCKERS = ("ingest", "features")
 
 def _input_fingerprint(lake_root: str) -> str:
     """Paths, sizes and modification times of the source lake's input files."""
-    from jobs.experiments.evaluation_lake import INPUT_TABLES
+    from jobs.core.lake import INPUT_TABLES
 
     h = hashlib.sha256()
     for table in INPUT_TABLES:

@@ -37,14 +37,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.core.lake import Lake, local_path
+from jobs.core.lake import INPUT_TABLES, Lake, local_path
 from jobs.inputs.completejourney import build_completejourney
 from jobs.inputs.instacart import build_instacart
 from jobs.inputs.obd import build_obd
 from jobs.inputs.source_tables import Progress, Tables
 
 # Input tables an import owns; all are replaced together.
-INPUT_TABLES: tuple[str, ...] = ("events", "items", "users", "carousels", "_truth")
 
 
 def _require(src: Path, files: tuple[str, ...]) -> None:
