@@ -4,6 +4,7 @@ carousels; plus `read_table`, how these steps read a table of the lake."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from typing import Any
@@ -14,24 +15,20 @@ import yaml
 
 from jobs.core import io
 from jobs.core.config import CONF_DIR, Config
-from jobs.core.lake import Lake, join
+from jobs.core.lake import Lake, join, parse_ds
 
 log = logging.getLogger(__name__)
 
 
 def items_snapshot(lake: Lake, ds: str) -> str:
-    """The validated catalogue snapshot of `ds`; for a day that was never ingested (the start of
-    a training label window), the latest snapshot before it, else the earliest after it."""
-    base = join(lake.warehouse, "items")
-    days = io.partitions(base)
-    if ds in days:
-        return join(base, f"ds={ds}")
-    before = [d for d in days if d < ds]
-    if not days:
-        raise FileNotFoundError(f"no validated item snapshot under {base}: run ingest first")
-    chosen = before[-1] if before else days[0]
-    log.info("no item snapshot for %s: using the one of %s", ds, chosen)
-    return join(base, f"ds={chosen}")
+    """The validated catalogue snapshot as of `ds` (written by ingest, or for a label window's
+    start by `jobs.daily.item_catalogue.ensure_items_snapshot`)."""
+    path = join(lake.warehouse, "items", f"ds={ds}")
+    if not io.exists(join(path, "_SUCCESS")):
+        raise FileNotFoundError(
+            f"no validated item catalogue as of {ds} ({path}): run ingest for {ds} first"
+        )
+    return path
 
 
 def read_table(
@@ -107,8 +104,30 @@ def rule_items(rule: str, catalog: Any, n: int) -> np.ndarray:
     )
 
 
-def load_curated(lake: Lake, catalog: Any, items: pd.DataFrame, cfg: Config) -> list[Any]:
-    """Curated carousels from the lake's `carousels` table, else `conf/curated.yaml`."""
+def _day(value: Any) -> dt.date | None:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return pd.Timestamp(value).date()
+
+
+def curated_as_of(rows: list[dict[str, Any]], ds: str) -> list[dict[str, Any]]:
+    """The curated carousel rows a run as of `ds` knows and may show: `valid_from` before `ds`
+    (known at the end of that day) and `valid_to` on or after it, a null date being open. Of
+    rows sharing a carousel_id, the one known latest wins."""
+    day = parse_ds(ds)
+    live = [
+        r
+        for r in rows
+        if ((start := _day(r.get("valid_from"))) is None or start < day)
+        and ((end := _day(r.get("valid_to"))) is None or end >= day)
+    ]
+    live.sort(key=lambda r: _day(r.get("valid_from")) or dt.date.min)
+    return list({str(r.get("carousel_id")): r for r in live}.values())
+
+
+def load_curated(lake: Lake, catalog: Any, items: pd.DataFrame, cfg: Config, ds: str) -> list[Any]:
+    """Curated carousels as of `ds` (`curated_as_of`) from the lake's `carousels` table, else
+    `conf/curated.yaml`."""
     from models.ranking.catalog import CuratedCarousel
 
     n = cfg.page.candidate_items
@@ -122,7 +141,7 @@ def load_curated(lake: Lake, catalog: Any, items: pd.DataFrame, cfg: Config) -> 
                 rows = (yaml.safe_load(f) or {}).get("carousels", [])
     index = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy(object))
     out = []
-    for r in rows:
+    for r in curated_as_of(rows, ds):
         listed = r.get("item_ids")
         if listed is not None and len(listed) > 0:
             idx = index.reindex([str(x) for x in listed]).dropna().astype(np.int64).to_numpy()

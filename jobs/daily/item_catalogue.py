@@ -1,7 +1,11 @@
-"""The item catalogue part of the ingest step: the raw catalogue's files checked against the
-input contract, its rows conformed and flagged (null or empty ids, null categories, negative
-prices, duplicates), bad rows quarantined and the validated snapshot written to
-`warehouse/items/ds=<ds>`."""
+"""The item catalogue part of the ingest step: the catalogue as of `ds`.
+
+The raw catalogue's files are checked against the input contract; the items listed before `ds`
+(`first_seen` before `ds`, or null) are conformed and flagged (null or empty ids, null
+categories, negative prices, duplicates), bad rows quarantined; each item's latest price and
+stock changes dated before `ds` are applied (jobs/daily/item_changes.py), and the validated
+snapshot is written to `warehouse/items/ds=<ds>`. Items listed on or after `ds` are not yet
+known: not read (the report counts them as `not_yet_listed`)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from jobs.core import io
 from jobs.core.config import Config
 from jobs.core.errors import IngestError
 from jobs.core.lake import Lake, join
+from jobs.daily.item_changes import apply_changes, ingest_changes, known_before
 from jobs.daily.raw_files import check_files, read_groups, share_error
 
 
@@ -70,7 +75,7 @@ def flag_items(out: Any) -> Any:
 
 
 def ingest_items(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
-    """Validate the item catalogue snapshot into `warehouse/items/ds=`; bad rows quarantined.
+    """Validate the item catalogue as of `ds` into `warehouse/items/ds=`; bad rows quarantined.
 
     Files are checked like raw events (`SchemaError`). Row reasons: `null item_id`,
     `empty item_id`, `null category_id`, `negative price`, `duplicate item_id` (the first copy
@@ -94,7 +99,8 @@ def ingest_items(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
         ITEM_SCHEMA,
         REQUIRED_ITEM_COLUMNS,
     )
-    flagged = flag_items(read_groups(spark, groups, conform_items, lake.items))
+    conformed = read_groups(spark, groups, conform_items, lake.items)
+    flagged = flag_items(known_before(conformed, "first_seen", ds))
     good = flagged.filter(F.col("reject_reason").isNull()).drop("reject_reason")
     bad = flagged.filter(F.col("reject_reason").isNotNull())
     reasons = {
@@ -105,7 +111,12 @@ def ingest_items(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     n_all = flagged.count()
     if n_all == 0:
         flagged.unpersist()
-        raise IngestError(f"the item catalogue {lake.items} has no rows")
+        raise IngestError(
+            f"the item catalogue {lake.items} has no rows"
+            if conformed.count() == 0
+            else f"the item catalogue {lake.items} lists no item before {ds} (every first_seen "
+            "is on or after it): run a later ds, or fix the listing dates"
+        )
     summary: dict[str, Any] = {
         "raw": n_all,
         "accepted": n_all - n_bad,
@@ -118,7 +129,19 @@ def ingest_items(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     if error:
         flagged.unpersist()
         raise IngestError(f"{error}; rows kept in {quarantine}")
+    summary["not_yet_listed"] = conformed.count() - n_all
+    summary["changes"], latest = ingest_changes(spark, lake, ds, cfg, good.select("item_id"))
+    good = apply_changes(good, latest)
     summary["validation"] = run_suite("items", good, suites.items)
     good.coalesce(1).write.mode("overwrite").parquet(join(lake.warehouse, "items", f"ds={ds}"))
     flagged.unpersist()
+    if latest is not None:
+        latest.unpersist()
     return summary
+
+
+def ensure_items_snapshot(lake: Lake, ds: str, cfg: Config) -> None:
+    """The catalogue as of `ds` for a day that was never ingested (the start of a training label
+    window): validated as that day's run would have (its report is not written)."""
+    if not io.exists(join(lake.warehouse, "items", f"ds={ds}", "_SUCCESS")):
+        ingest_items(lake, ds, cfg)

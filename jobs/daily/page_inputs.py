@@ -105,7 +105,7 @@ def load_inputs(
 
     pc = cfg.page
     catalog, items = load_catalog(lake, ds, cfg)
-    curated = load_curated(lake, catalog, items, cfg)
+    curated = load_curated(lake, catalog, items, cfg, ds)
     ui = _user_item_counts(lake, ds, catalog)
     buy_again = _buy_again(ui, catalog, pc)
     top_brands = _top_brands(ui, catalog, pc.brand_carousels)

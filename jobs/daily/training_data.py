@@ -80,7 +80,11 @@ def stale_columns(lake: Lake, day: str) -> dict[str, list[str]]:
 def ensure_cutoff_features(lake: Lake, cutoff: str, cfg: Config) -> str:
     """The feature tables as of `cutoff`: reused when that day's run wrote them, else built.
     Tables written by an older version, without columns the features now read, are rebuilt:
-    training on them would learn from NaN where serving sees values."""
+    training on them would learn from NaN where serving sees values. The catalogue as of
+    `cutoff` is validated first when that day was never ingested."""
+    from jobs.daily.item_catalogue import ensure_items_snapshot
+
+    ensure_items_snapshot(lake, cutoff, cfg)
     if all(io.exists(join(lake.feature(t, cutoff), "_SUCCESS")) for t in CUTOFF_TABLES):
         stale = stale_columns(lake, cutoff)
         if not stale:

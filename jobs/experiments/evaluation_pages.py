@@ -65,28 +65,19 @@ def relevant_pairs(after: pd.DataFrame, relevant: Sequence[str], window: str) ->
     return rel[["user_id", "item_id"]].drop_duplicates()
 
 
-def page_frames(elake: Lake, split_ds: str, end: str, cfg: Config) -> PageFrames:
-    """(pages by policy, truth, history, items, the mixed baselines) for the evaluated users."""
+def baseline_pages(
+    elake: Lake, split_ds: str, shown: pd.Series, cfg: Config
+) -> tuple[dict[str, pd.DataFrame], Callable[[int | None], pd.DataFrame]]:
+    """The baselines' pages for the users of `shown` (items shown to each by the pipeline), from
+    what the run as of `split_ds` knew: its catalogue snapshot and the events before the split.
+    Returns (pages by baseline, history cells k -> the baselines mixed)."""
     from models.evaluation import baselines as bl
 
-    ec = cfg.eval
     items = pd.read_parquet(local_path(join(elake.warehouse, "items", f"ds={split_ds}")))
     before = read_events(elake, None, split_ds, ["user_id", "item_id", "event_type", "ts", "ds"])
-    after = read_events(elake, split_ds, end, ["user_id", "item_id", "event_type"])
-    truth = relevant_pairs(after, ec.relevant_events, f"[{split_ds}, {end})")
-    users = _sample_users(pd.Index(truth["user_id"].unique()), ec.max_users, ec.seed)
-    truth = truth[truth["user_id"].isin(users)]
+    users = shown.index
     bought = before[(before["event_type"] == "purchase") & before["user_id"].isin(users)]
-    history = bought[["user_id", "item_id"]].drop_duplicates()
-
-    # every user's page: the metrics select the evaluated users, the A/B test serves them all
-    pipe = pd.read_parquet(
-        local_path(join(elake.warehouse, "pages", f"ds={split_ds}", "pages.parquet"))
-    )
-    from models.evaluation.page_eval import pages_for_users
-
-    shown = pages_for_users(pipe, users).groupby("user_id").size().reindex(users)
-    recent = before[before["ds"] >= shift_ds(split_ds, -ec.popularity_days)]
+    recent = before[before["ds"] >= shift_ds(split_ds, -cfg.eval.popularity_days)]
     popular = bl.item_popularity(recent, items)
     if popular.empty:
         popular = bl.item_popularity(before, items)
@@ -100,12 +91,34 @@ def page_frames(elake: Lake, split_ds: str, end: str, cfg: Config) -> PageFrames
         )
 
     pages = {
-        "pipeline": pipe,
         "static": bl.static_page(popular, items, slots, per_row),
         "popularity": bl.popularity_page(popular, slots, per_row),
         "top_freq": mixed(None),
     }
-    return PageFrames(pages, truth, history, items, mixed)
+    return pages, mixed
+
+
+def page_frames(elake: Lake, split_ds: str, end: str, cfg: Config) -> PageFrames:
+    """(pages by policy, truth, history, items, the mixed baselines) for the evaluated users."""
+    from models.evaluation.page_eval import pages_for_users
+
+    ec = cfg.eval
+    items = pd.read_parquet(local_path(join(elake.warehouse, "items", f"ds={split_ds}")))
+    before = read_events(elake, None, split_ds, ["user_id", "item_id", "event_type"])
+    after = read_events(elake, split_ds, end, ["user_id", "item_id", "event_type"])
+    truth = relevant_pairs(after, ec.relevant_events, f"[{split_ds}, {end})")
+    users = _sample_users(pd.Index(truth["user_id"].unique()), ec.max_users, ec.seed)
+    truth = truth[truth["user_id"].isin(users)]
+    bought = before[(before["event_type"] == "purchase") & before["user_id"].isin(users)]
+    history = bought[["user_id", "item_id"]].drop_duplicates()
+
+    # every user's page: the metrics select the evaluated users, the A/B test serves them all
+    pipe = pd.read_parquet(
+        local_path(join(elake.warehouse, "pages", f"ds={split_ds}", "pages.parquet"))
+    )
+    shown = pages_for_users(pipe, users).groupby("user_id").size().reindex(users)
+    baselines, mixed = baseline_pages(elake, split_ds, shown, cfg)
+    return PageFrames({"pipeline": pipe, **baselines}, truth, history, items, mixed)
 
 
 # ---------------------------------------------------------------- the parts

@@ -159,6 +159,8 @@ class World:
                 item_ids,
                 take(string_array([c[3] or "" for c in CURATED]), rules),
                 pa.array(np.array([c[4] for c in CURATED])),
+                pa.nulls(len(CURATED), pa.date32()),
+                pa.nulls(len(CURATED), pa.date32()),
             ],
             schema=CAROUSEL_SCHEMA,
         )

@@ -64,7 +64,7 @@ def pages(lake: Lake, wm: dt.datetime, cfg: Config) -> dict[str, Any]:
     laps.lap("load")
 
     # stock: the latest catalogue against the one the daily run used
-    gone = newly_out_of_stock(lake, item_ids, state.arrays["in_stock"])
+    gone = newly_out_of_stock(lake, win.base, item_ids, state.arrays["in_stock"])
     gone_ids = set(item_ids[gone].tolist())
     prev_delta = previous_delta(lake, win)
     served = pages_with(lake, win.base, prev_delta, gone_ids)

@@ -15,19 +15,35 @@ from jobs.core.lake import Lake, local_path
 from jobs.refresh.windows import RefreshError, Window, delta_dir, stamp
 
 
-def newly_out_of_stock(lake: Lake, item_ids: np.ndarray, daily_in_stock: np.ndarray) -> np.ndarray:
-    """Per catalogue item of the base: in stock for the daily run, out of stock now."""
-    files = io.list_files(lake.items)
-    if not files:
-        return np.zeros(len(item_ids), dtype=bool)
-    latest = io.read_parquet(lake.items, marker=None)
-    if "in_stock" not in latest.columns:
-        return np.zeros(len(item_ids), dtype=bool)
-    latest = latest.dropna(subset=["item_id"])
-    flag = latest.assign(item_id=latest["item_id"].astype(str)).drop_duplicates(
-        "item_id", keep="last"
-    )
-    now = flag.set_index("item_id")["in_stock"].reindex(item_ids)
+def stock_now(lake: Lake, day: str, item_ids: np.ndarray) -> pd.Series:
+    """Each item's stock flag during `day` (NaN where unknown): the catalogue row's, overridden
+    by its latest `item_changes` stock flag dated on or before `day` (today's changes count:
+    the refresh reacts to them within the day)."""
+    flags = pd.Series(np.nan, index=pd.Index(item_ids, dtype=object), dtype=object)
+    for table, dated in ((lake.items, None), (lake.item_changes, "changed_on")):
+        if not io.list_files(table):
+            continue
+        frame = io.read_parquet(table, marker=None)
+        if "in_stock" not in frame.columns:
+            continue
+        frame = frame.dropna(subset=["item_id", "in_stock"])
+        if dated is not None:
+            frame = frame.dropna(subset=[dated])
+            frame = frame[pd.to_datetime(frame[dated]) <= pd.Timestamp(day)]
+            frame = frame.sort_values(dated, kind="stable")
+        latest = frame.assign(item_id=frame["item_id"].astype(str)).drop_duplicates(
+            "item_id", keep="last"
+        )
+        known = latest.set_index("item_id")["in_stock"].reindex(flags.index)
+        flags = known.where(known.notna(), flags)
+    return flags
+
+
+def newly_out_of_stock(
+    lake: Lake, day: str, item_ids: np.ndarray, daily_in_stock: np.ndarray
+) -> np.ndarray:
+    """Per catalogue item of the daily run of `day`: in stock for it, out of stock now."""
+    now = stock_now(lake, day, item_ids)
     out_now = (now.notna() & (now.fillna(True) == False)).to_numpy()  # noqa: E712 - pandas mask
     return out_now & np.asarray(daily_in_stock, dtype=bool)
 
