@@ -6,8 +6,12 @@ days, carousel roles and digit positions) and writes the input tables of `jobs.c
 
     items/part-0.parquet        ITEM_SCHEMA; ~20 top categories with leaves ("c03_07"), brands
                                 (a few big ones per category, long tail), lognormal prices,
-                                ~5% without image, ~5% out of stock at the end, ~8% new items
-                                (first_seen inside the window); a few titles hold `<b>` or `&`
+                                ~5% without image, ~8% new items (first_seen inside the
+                                window); a few titles hold `<b>` or `&`; every item in stock
+                                (its status when listed, or on the first day)
+    item_changes/part-0.parquet ITEM_CHANGE_SCHEMA; ~5% of items go out of stock on a day of
+                                the window: one row (in_stock false, price null) dated that day
+                                (written only when there is at least one row)
     users/part-0.parquet        user_id, region, device (preferred), signup_date
     carousels/part-0.parquet    CAROUSEL_SCHEMA; five operator-curated carousels
     events/ds=YYYY-MM-DD/part-0.parquet
@@ -67,6 +71,13 @@ propensity and policy of the placement. Search journeys log a `search` (page "se
 null, query = a leaf or brand word), then a `view`, `add_to_cart` and `purchase` with
 carousel_id null. Items out of stock can be viewed but not bought; items appear only from their
 first_seen day; the logging policy shows only items available that day.
+
+Dated facts (a fact dated d is known at the end of day d; see `jobs.core.lake`): `first_seen`
+is the listing day, the first day the item can appear in events (items listed before the
+window get a day up to two years before it), so no event precedes it; going out of stock on
+day k (the first day it cannot be bought) is an `item_changes` row dated k, so the run for
+`ds` sees it from ds = k + 1; prices never change. The curated carousels are undated
+(valid_from and valid_to null): their item lists hold only items listed before the window.
 
 Where the parts live (all in `jobs.inputs`): `population` samples the truth; `site_model` holds
 `SimParams`, the carousel roles and the curated carousels; `catalogue` the names and curated
@@ -143,6 +154,9 @@ def generate_lake(
     _write(world.items_table(), os.path.join(lake.items, "part-0.parquet"))
     _write(world.users_table(rng), os.path.join(lake.users, "part-0.parquet"))
     _write(world.carousels_table(), os.path.join(lake.carousels, "part-0.parquet"))
+    changes = world.item_changes_table()
+    if changes.num_rows:  # an optional table is absent rather than empty (as in the importers)
+        _write(changes, os.path.join(lake.item_changes, "part-0.parquet"))
 
     counts = dict.fromkeys(EVENT_TYPES, 0)
     # Parquet encoding releases the GIL: write day d in a thread while day d + 1 is simulated
@@ -211,7 +225,7 @@ def _validate(
 
 
 def _prepare_dirs(lake: Lake, overwrite: bool) -> None:
-    owned = [lake.raw_events, lake.items, lake.users, lake.carousels, lake.truth]
+    owned = [lake.raw_events, lake.items, lake.item_changes, lake.users, lake.carousels, lake.truth]
     existing = [p for p in owned if os.path.isdir(p) and os.listdir(p)]
     if existing and not overwrite:
         raise ValueError(

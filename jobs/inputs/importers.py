@@ -6,14 +6,20 @@
     items/part-0.parquet                  ITEM_SCHEMA, exactly
     users/part-0.parquet                  user_id + profile columns (completejourney, obd)
     carousels/part-0.parquet              CAROUSEL_SCHEMA (completejourney, obd)
+    item_changes/part-0.parquet           ITEM_CHANGE_SCHEMA, only when the dataset has dated
+                                          changes (completejourney: prices); absent = none
 
 Ids are the source ids as strings (Instacart product 196 -> "196"); only OBD item ids are
 prefixed with their campaign, because OBD numbers items per campaign. Event ids are built from
 source keys, so they are deterministic and unique and a re-import yields the same ids.
 Timestamps are `timestamp[us, UTC]`; an event's `ds` is the UTC date of its `ts`.
 
-A re-import replaces the lake's input tables as a whole (events, items, users, carousels and a
-generated lake's `_truth/`, which would describe other data): the new tables are written to a
+Every date written is the day a fact became known (`jobs.core.lake`); each dataset module
+says what its data really knows and how it is dated.
+
+A re-import replaces the lake's input tables as a whole (`INPUT_TABLES`: events, items,
+item_changes, users, carousels and a generated lake's `_truth/`, which would describe other
+data; a table the new import does not write is removed): the new tables are written to a
 staging folder inside the lake first and then moved into place, so a failed import leaves the
 previous tables untouched and no stale partition survives. Pipeline outputs (`warehouse/`,
 `exports/`) are left alone. Local lakes only.
@@ -78,7 +84,7 @@ def _write_events(events: pa.Table, folder: str) -> list[str]:
 
 
 def _write_single(table: pa.Table | None, folder: str) -> None:
-    if table is None:
+    if table is None or table.num_rows == 0:  # an optional table is absent rather than empty
         return
     os.makedirs(folder)
     pq.write_table(table, os.path.join(folder, "part-0.parquet"))
@@ -107,6 +113,7 @@ def _stats(name: str, tables: Tables, days: list[str], seconds: float) -> dict:
         "user_profiles": tables.users.num_rows if tables.users is not None else 0,
         "items": tables.items.num_rows,
         "carousels": tables.carousels.num_rows if tables.carousels is not None else 0,
+        "item_changes": tables.item_changes.num_rows if tables.item_changes is not None else 0,
         "days": len(days),
         "first_ds": days[0] if days else None,
         "last_ds": days[-1] if days else None,
@@ -118,7 +125,7 @@ def import_dataset(name: str, src: str, lake_root: str, progress: Progress | Non
     """Convert dataset `name` from the Parquet files in `src` into the lake at `lake_root`.
 
     Returns stats: dataset, events, event_types, users (distinct in events), user_profiles,
-    items, carousels, days, first_ds, last_ds, seconds. Raises ValueError for an unknown
+    items, carousels, item_changes, days, first_ds, last_ds, seconds. Raises ValueError for an unknown
     dataset and FileNotFoundError naming a missing source file.
     """
     started = time.monotonic()
@@ -139,6 +146,7 @@ def import_dataset(name: str, src: str, lake_root: str, progress: Progress | Non
         _write_single(tables.items, os.path.join(staging, "items"))
         _write_single(tables.users, os.path.join(staging, "users"))
         _write_single(tables.carousels, os.path.join(staging, "carousels"))
+        _write_single(tables.item_changes, os.path.join(staging, "item_changes"))
         _swap_in(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -19,8 +19,14 @@ minutes later, so `ts` order equals `order_number` order. The weekday cannot mat
 consistent with the relative clock for only ~95% of consecutive orders (gaps over 30 days
 are capped in the source). `order_dow` is therefore dropped.
 Items: the whole catalogue; `category_id` = aisle id (leaf), `category_path` =
-"department/aisle", title = product name, brand null (no brands), in stock, with image,
-`first_seen` = first purchase date in the lake (earliest event date if never bought).
+"department/aisle", title = product name, brand null (no brands), in stock, with image.
+
+Dated facts (a fact dated d is known at the end of day d; see `jobs.core.lake`): the data
+has no calendar, prices or stock, so the only date is `first_seen` = the item's first purchase
+day in the lake (the anchored clock above): the earliest day the data vouches for the item,
+so no event precedes it and the run for `ds` lists it only when that day is before `ds`.
+Products never bought get the earliest event date (listed from the start: nothing says
+otherwise). Price null, in stock, and no `item_changes` table (the data has no changes).
 """
 
 from __future__ import annotations

@@ -11,7 +11,13 @@ Items: category_id = "<campaign>:<item_feature_2>" (leaf; feature 2 nests in fea
 the data), category_path = "<campaign>/<item_feature_3>/<item_feature_2>", brand =
 item_feature_1 (crosses categories, like a brand). `item_feature_0` is standardised (mean 0,
 negative values), not a price, so price is null. Users: the pseudo ids with their four
-features. Carousels: one per campaign ("obd:<campaign>", family "obd", explicit item list).
+features. Carousels: one per campaign ("obd:<campaign>", family "obd", explicit item list),
+undated (valid_from and valid_to null: the campaigns run over the whole log).
+
+Dated facts (a fact dated d is known at the end of day d; see `jobs.core.lake`):
+`first_seen` = the item's first logged impression day (the earliest event date if never
+shown), so no event precedes it. The data has no prices or stock: price null, in stock, and
+no `item_changes` table.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ class Tables:
     items: pa.Table
     users: pa.Table | None = None
     carousels: pa.Table | None = None
+    item_changes: pa.Table | None = None  # ITEM_CHANGE_SCHEMA; None or empty: no dated changes
 
 
 def read_source(src: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -60,10 +61,14 @@ def path_part(values: pd.Series) -> pd.Series:
 
 
 def first_seen(events: pd.DataFrame, item_ids: pd.Series) -> pd.Series:
-    """Date each item is first seen in the events; the earliest event date otherwise."""
-    days = events["ts"].dt.floor("D").dt.date
+    """Date each item is first seen in the events; the earliest event date otherwise.
+
+    A listing date the data can vouch for: the item is in the catalogue of runs with
+    `ds` > that day, and no event of the item precedes it. An item without events gets the
+    earliest event date (the data says nothing about when it was listed)."""
+    days = events["ts"].dt.floor("D")
     first = days.groupby(events["item_id"]).min()
-    return item_ids.map(first).fillna(days.min())
+    return item_ids.map(first).fillna(days.min()).dt.date
 
 
 def short_hash(parts: pd.DataFrame) -> pd.Series:

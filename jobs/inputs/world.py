@@ -1,6 +1,6 @@
 """The generated shop as a day of traffic sees it (`World`): the truth, the site's parameters,
-catalogue strings, Arrow vocabularies and the logging policy; and the items, users and
-carousels tables the generator writes from it."""
+catalogue strings, Arrow vocabularies and the logging policy; and the items, item changes,
+users and carousels tables the generator writes from it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
-from jobs.core.lake import CAROUSEL_SCHEMA, ITEM_SCHEMA
+from jobs.core.lake import CAROUSEL_SCHEMA, ITEM_CHANGE_SCHEMA, ITEM_SCHEMA
 from jobs.inputs.catalogue import curated_item_lists, invent_brand_names, item_titles, leaf_names
 from jobs.inputs.eventlog import fixed_width_strings, string_array, take
 from jobs.inputs.logging_policy import LoggingPolicy
@@ -121,11 +121,30 @@ class World:
                 paths.take(leaf),
                 string_array(self.brand_names).take(pa.array(t.item_brand)),
                 pa.array(t.price, pa.float64()),
-                pa.array(t.out_of_stock_day >= t.days, pa.bool_()),
+                # the status at listing (or on the first day): every item is listed in stock;
+                # going out of stock is a dated change (`item_changes_table`)
+                pa.array(np.ones(t.n_items, dtype=bool), pa.bool_()),
                 pa.array(t.has_image, pa.bool_()),
                 pa.array(first_seen, pa.date32()),
             ],
             schema=ITEM_SCHEMA,
+        )
+
+    def item_changes_table(self) -> pa.Table:
+        """ITEM_CHANGE_SCHEMA: one row per item that goes out of stock inside the window, dated
+        the first day it is out of stock (prices never change in the simulation)."""
+        t = self.truth
+        idx = np.flatnonzero(t.out_of_stock_day < t.days)
+        idx = idx[np.lexsort((idx, t.out_of_stock_day[idx]))]  # by day, then item
+        day = np.datetime64(self.first_day, "D") + t.out_of_stock_day[idx].astype("timedelta64[D]")
+        return pa.Table.from_arrays(
+            [
+                self.item_vocab.take(pa.array(idx, pa.int64())),
+                pa.array(day, pa.date32()),
+                pa.nulls(idx.size, pa.float64()),
+                pa.array(np.zeros(idx.size, dtype=bool), pa.bool_()),
+            ],
+            schema=ITEM_CHANGE_SCHEMA,
         )
 
     def users_table(self, rng: np.random.Generator) -> pa.Table:
@@ -159,8 +178,8 @@ class World:
                 item_ids,
                 take(string_array([c[3] or "" for c in CURATED]), rules),
                 pa.array(np.array([c[4] for c in CURATED])),
-                pa.nulls(len(CURATED), pa.date32()),
-                pa.nulls(len(CURATED), pa.date32()),
+                pa.nulls(len(CURATED), pa.date32()),  # valid_from: not time-limited
+                pa.nulls(len(CURATED), pa.date32()),  # valid_to
             ],
             schema=CAROUSEL_SCHEMA,
         )

@@ -1,4 +1,4 @@
-"""Checks on a generated event log shared by the generator and the traffic simulator tests."""
+"""Checks on event logs shared by the generator, traffic simulator and importer tests."""
 
 from __future__ import annotations
 
@@ -15,3 +15,11 @@ def assert_sessions_split_at_30_minutes(events: pd.DataFrame) -> None:
     assert gap[same_session].max() <= 30
     assert gap[same_user & ~same_session].min() > 30
     assert e.groupby("session_id")["user_id"].nunique().max() == 1
+
+
+def assert_no_event_before_first_seen(events: pd.DataFrame, items: pd.DataFrame) -> None:
+    """No event of an item falls on a (UTC) day before the item's `first_seen` listing date."""
+    listed = events["item_id"].map(items.set_index("item_id")["first_seen"])
+    day = events["ts"].dt.tz_convert("UTC").dt.date
+    known = listed.notna()
+    assert known.any() and (day[known] >= listed[known]).all()

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support.event_checks import assert_sessions_split_at_30_minutes
+from support.event_checks import (
+    assert_no_event_before_first_seen,
+    assert_sessions_split_at_30_minutes,
+)
 
 from jobs.core.lake import (
     CAROUSEL_SCHEMA,
     EVENT_SCHEMA,
     EVENT_TYPES,
+    ITEM_CHANGE_SCHEMA,
     ITEM_SCHEMA,
     Lake,
     list_partitions,
@@ -145,7 +151,7 @@ def test_catalogue_and_carousels(items: pd.DataFrame, lake: tuple[str, dict]) ->
     new = first_seen >= pd.Timestamp("2026-01-01")
     assert 0 < new.sum() < 0.2 * len(items)  # a few new items arrive during the window
     assert (first_seen[new] <= pd.Timestamp("2026-01-07")).all()
-    assert 0 < (~items["in_stock"]).sum() < 0.2 * len(items)
+    assert items["in_stock"].all()  # the status at listing; stock-outs are dated changes
     assert 0 < (~items["has_image"]).sum() < 0.2 * len(items)
     assert items["title"].str.contains("<b>").any() and items["title"].str.contains("&").any()
     assert (items["price"] > 0).all()
@@ -156,6 +162,41 @@ def test_catalogue_and_carousels(items: pd.DataFrame, lake: tuple[str, dict]) ->
     assert carousels.loc["curated:new_arrivals", "rule"] == "new"
     assert carousels.loc["curated:new_arrivals", "item_ids"] is None
     assert set(carousels.loc["curated:top_rated", "item_ids"]) <= set(items["item_id"])
+    assert carousels["valid_from"].isna().all() and carousels["valid_to"].isna().all()
+
+
+def test_stock_outs_are_item_changes_dated_the_day_they_happen(
+    items: pd.DataFrame, lake: tuple[str, dict], events: pd.DataFrame
+) -> None:
+    table = pq.read_table(Lake(lake[0]).item_changes)
+    assert table.schema.equals(ITEM_CHANGE_SCHEMA)
+    changes = table.to_pandas()
+    truth = load_truth(lake[0])
+    oos = np.flatnonzero(truth.out_of_stock_day < SMALL["days"])
+    assert 0 < oos.size < 0.2 * len(items)
+    want = {
+        (str(truth.item_ids[i]), (START + pd.Timedelta(days=int(truth.out_of_stock_day[i]))).date())
+        for i in oos
+    }
+    assert set(zip(changes["item_id"], changes["changed_on"], strict=True)) == want
+    assert len(changes) == oos.size and not changes["in_stock"].any()
+    assert changes["price"].isna().all()  # prices never change in the simulation
+    # an item that goes out of stock on day k >= 1 is in stock in `items`
+    later = changes[changes["changed_on"] > START.date()]
+    assert len(later) and items.set_index("item_id").loc[later["item_id"], "in_stock"].all()
+    # and nobody buys it from that day on
+    bought = events[events["event_type"].isin(["add_to_cart", "purchase"])]
+    out_from = bought["item_id"].map(changes.set_index("item_id")["changed_on"])
+    assert not (bought["ts"].dt.date >= out_from).any()
+
+
+def test_no_event_precedes_its_items_first_seen(items: pd.DataFrame, events: pd.DataFrame) -> None:
+    e = events[events["item_id"].notna()]
+    assert e["item_id"].isin(items["item_id"]).all()
+    assert_no_event_before_first_seen(e, items)
+    new = items["first_seen"] >= START.date()
+    shown = set(e["item_id"])
+    assert new.any() and shown & set(items.loc[new, "item_id"])  # new items do get events
 
 
 # ---- determinism ---------------------------------------------------------------------------
@@ -356,6 +397,20 @@ def test_existing_lake_needs_overwrite(tmp_path) -> None:
     stats = generate_lake(str(tmp_path), **{**args, "days": 1}, overwrite=True)
     assert list_partitions(Lake(str(tmp_path)).raw_events) == ["2026-01-01"]
     assert stats["days"] == 1
+
+
+def test_overwrite_replaces_a_stale_item_changes_table(tmp_path) -> None:
+    stale = Lake(str(tmp_path)).item_changes
+    os.makedirs(stale)
+    pq.write_table(
+        pa.table({"item_id": ["gone"], "changed_on": [dt.date(2020, 1, 1)]}),
+        os.path.join(stale, "part-0.parquet"),
+    )
+    with pytest.raises(ValueError, match="item_changes"):
+        generate_lake(str(tmp_path), users=50, items=40, days=2, seed=3)
+    generate_lake(str(tmp_path), users=50, items=40, days=2, seed=3, overwrite=True)
+    if os.path.exists(stale):
+        assert "gone" not in set(pq.read_table(stale).column("item_id").to_pylist())
 
 
 def test_progress_is_reported(tmp_path) -> None:

@@ -16,11 +16,13 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from support.event_checks import assert_no_event_before_first_seen
 
 from jobs.core.lake import (
     CAROUSEL_SCHEMA,
     EVENT_SCHEMA,
     EVENT_TYPES,
+    ITEM_CHANGE_SCHEMA,
     ITEM_SCHEMA,
     Lake,
     list_partitions,
@@ -109,7 +111,13 @@ def _carousels(lake: Lake, items: pd.DataFrame) -> pd.DataFrame:
     table = pq.read_table(lake.carousels)
     assert table.schema.remove_metadata().equals(CAROUSEL_SCHEMA)
     carousels = table.to_pandas()
-    assert carousels["carousel_id"].is_unique
+    # one id may have several rows (one per week), whose windows never overlap
+    assert not carousels.duplicated(["carousel_id", "valid_from"]).any()
+    for _, rows in carousels.sort_values("valid_from").groupby("carousel_id"):
+        if len(rows) > 1:
+            assert (
+                rows["valid_from"].iloc[1:].to_numpy() >= rows["valid_to"].iloc[:-1].to_numpy()
+            ).all()
     known = set(items["item_id"])
     for ids in carousels["item_ids"]:
         assert len(ids) > 0 and set(ids) <= known
@@ -186,6 +194,8 @@ def test_instacart_items(instacart):
     assert items["in_stock"].all() and items["has_image"].all()
     assert items["first_seen"].min().isoformat() == stats["first_ds"]
     assert not os.path.exists(lake.users) and not os.path.exists(lake.carousels)
+    assert not os.path.exists(lake.item_changes) and stats["item_changes"] == 0
+    assert_no_event_before_first_seen(_events(lake), items)
 
 
 # --- completejourney ---------------------------------------------------------------------------
@@ -214,9 +224,20 @@ def test_completejourney_items_users_carousels(completejourney):
     ev = _events(lake)
     assert set(ev["item_id"]) <= set(items["item_id"])
     assert set(items["brand"].dropna()) == {"National", "Private"}
-    sold = items[items["item_id"].isin(ev["item_id"])]
-    assert sold["price"].notna().mean() > 0.95
-    assert items.loc[~items["item_id"].isin(ev["item_id"]), "price"].isna().all()
+    # prices are dated changes from the sales: none in `items`, one or more per sold item
+    assert items["price"].isna().all() and items["in_stock"].all()
+    table = pq.read_table(lake.item_changes)
+    assert table.schema.remove_metadata().equals(ITEM_CHANGE_SCHEMA)
+    changes = table.to_pandas()
+    assert len(changes) == stats["item_changes"] and (changes["price"] > 0).all()
+    assert changes["in_stock"].isna().all()
+    assert not changes.duplicated(["item_id", "changed_on"]).any()
+    sold = set(ev["item_id"])
+    assert set(changes["item_id"]) <= sold and len(set(changes["item_id"])) > 0.95 * len(sold)
+    first_change = changes.groupby("item_id")["changed_on"].min()
+    listed = items.set_index("item_id")["first_seen"]
+    assert (first_change >= listed.loc[first_change.index]).all()
+    assert_no_event_before_first_seen(ev, items)
 
     users = pq.read_table(lake.users).to_pandas()
     assert users["user_id"].is_unique and set(ev["user_id"]) <= set(users["user_id"])
@@ -225,8 +246,15 @@ def test_completejourney_items_users_carousels(completejourney):
     assert stats["user_profiles"] == len(users)
 
     carousels = _carousels(lake, items)
-    assert 2 <= len(carousels) <= 4 and set(carousels["family"]) == {"promo"}
-    assert {"curated:display", "curated:mailer"} <= set(carousels["carousel_id"])
+    assert set(carousels["family"]) == {"promo"} and stats["carousels"] == len(carousels)
+    ids = {"curated:display", "curated:mailer", "curated:latest_promo"}
+    assert set(carousels["carousel_id"]) == ids
+    # one row per promotion week: a week's rows are known the day before it starts, run 7 days
+    assert carousels["valid_from"].notna().all()
+    span = pd.to_datetime(carousels["valid_to"]) - pd.to_datetime(carousels["valid_from"])
+    assert (span.dt.days == 7).all()
+    promo = pd.read_parquet(_src("completejourney") / "promotions.parquet", columns=["week"])
+    assert carousels.groupby("carousel_id").size().max() == promo["week"].nunique()
 
 
 # --- obd ---------------------------------------------------------------------------------------
@@ -258,8 +286,11 @@ def test_obd_items_users_carousels(obd):
     ev = _events(lake)
     assert set(ev["item_id"]) <= set(items["item_id"])
     assert items["price"].isna().all()
+    assert not os.path.exists(lake.item_changes)
+    assert_no_event_before_first_seen(ev, items)
     carousels = _carousels(lake, items)
     assert set(carousels["carousel_id"]) == set(ev["carousel_id"])
+    assert carousels["valid_from"].isna().all() and carousels["valid_to"].isna().all()
     for cid, ids in zip(carousels["carousel_id"], carousels["item_ids"], strict=True):
         campaign = cid.split(":", 1)[1]
         assert all(i.startswith(campaign + ":") for i in ids)
