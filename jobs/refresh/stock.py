@@ -44,7 +44,7 @@ def newly_out_of_stock(
 ) -> np.ndarray:
     """Per catalogue item of the daily run of `day`: in stock for it, out of stock now."""
     now = stock_now(lake, day, item_ids)
-    out_now = (now.notna() & (now.fillna(True) == False)).to_numpy()  # noqa: E712 - pandas mask
+    out_now = np.array([flag is False or flag is np.False_ for flag in now], dtype=bool)
     return out_now & np.asarray(daily_in_stock, dtype=bool)
 
 

@@ -54,8 +54,9 @@ def test_export_honours_the_page_contract(daily_run):
         slots["family"].eq(slots["family"].shift())
     )
     assert not same.any(), "two adjacent slots share a family"
-    items = pd.read_parquet(lake.items)
+    items = pd.read_parquet(os.path.join(lake.warehouse, "items", f"ds={ds}"))  # as of ds
     oos = set(items.loc[~items["in_stock"], "item_id"])
+    assert oos, "the generator's stock-outs before ds reach the day's catalogue"
     assert not set(pages["item_id"]) & oos
     # placements carry their propensity; the exploration share is randomised (< 1)
     assert pages["propensity"].between(0, 1, inclusive="right").all()
