@@ -24,7 +24,14 @@ log = logging.getLogger(__name__)
 RECORD = "_experiment_eval.json"
 # a new experiment lake starts from copies of the champion lake's ingested events and features
 # (`seed_lake`) unless the overrides touch what ingest and the features depend on
-SEED_TABLES = ("events", "quarantine", "items", "quarantine_items", "features")
+SEED_TABLES = (
+    "events",
+    "quarantine",
+    "items",
+    "quarantine_items",
+    "quarantine_item_changes",
+    "features",
+)
 SEED_BLOCKERS = ("ingest", "features")
 
 

@@ -1,8 +1,8 @@
 """A rejected challenger never stops the pages (issue 33, point 2), through the real DAG.
 
 On the story lake (conftest) with a champion v1, some items the champion would show go out of
-stock in the lake's catalogue; then `dag.test()` runs homepage_daily for the same ds with the
-degraded challenger of tests/e2e/test_train_promote.py. The gate rejects it, yet rank, export
+stock the day before ds (dated stock changes); then `dag.test()` runs homepage_daily for the
+same ds with the degraded challenger of tests/e2e/test_train_promote.py. The gate rejects it, yet rank, export
 and publish run: today's export is published (CURRENT = ds), ranked by v1, with none of the
 out-of-stock items; gate_alert fails the run (not retried) listing every failed criterion with
 its interval, runs the alert hook, and the promotion log records the rejection.
@@ -19,6 +19,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL_LAKE_OVERRIDES, copy_lake
 
@@ -52,7 +54,7 @@ def rejected(tmp_path_factory: pytest.TempPathFactory, spark: Any, story_lake: s
     from airflow.utils import db
 
     from jobs.core.config import load_config
-    from jobs.core.lake import Lake, parse_ds
+    from jobs.core.lake import ITEM_CHANGE_SCHEMA, Lake, parse_ds
     from jobs.daily import promotion_log, registry
     from jobs.daily.pipeline import default_ds, run_step
 
@@ -60,18 +62,27 @@ def rejected(tmp_path_factory: pytest.TempPathFactory, spark: Any, story_lake: s
     root = copy_lake(story_lake, str(tmp / "lake"))
     lake = Lake(root)
     ds = default_ds(lake)
+    day = parse_ds(ds)
     champion = run_step("train", root, ds, OVERRIDES)
     run_step("promote", root, ds, OVERRIDES)
-    # what the champion shows on today's pages with the full catalogue: its most shown items
-    # go out of stock in the lake's items table (ingest copies it into the day's catalogue)
+    # what the champion shows on today's pages: its most shown items go out of stock the day
+    # before ds (dated stock changes: the day's catalogue knows them)
     run_step("rank", root, ds, OVERRIDES)
     shown = pd.read_parquet(os.path.join(lake.warehouse, "pages", f"ds={ds}", "pages.parquet"))
     gone = shown["item_id"].value_counts().index[:OUT_OF_STOCK].tolist()
-    [items_file] = [f for f in os.listdir(lake.items) if f.endswith(".parquet")]
-    items = pd.read_parquet(os.path.join(lake.items, items_file))
-    assert items.loc[items["item_id"].isin(gone), "in_stock"].all()
-    items.loc[items["item_id"].isin(gone), "in_stock"] = False
-    items.to_parquet(os.path.join(lake.items, items_file), index=False)
+    changes = pd.DataFrame(
+        {
+            "item_id": gone,
+            "changed_on": day - dt.timedelta(days=1),
+            "price": None,
+            "in_stock": False,
+        }
+    )
+    os.makedirs(lake.item_changes, exist_ok=True)
+    pq.write_table(
+        pa.Table.from_pandas(changes, schema=ITEM_CHANGE_SCHEMA, preserve_index=False),
+        os.path.join(lake.item_changes, "outage.parquet"),
+    )
 
     hook_out = str(tmp / "alert.json")
     hook = tmp / "hook.py"
@@ -82,7 +93,6 @@ def rejected(tmp_path_factory: pytest.TempPathFactory, spark: Any, story_lake: s
     bag = DagBag(dag_folder=str(REPO / "dags" / "homepage_daily.py"))
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag("homepage_daily")
-    day = parse_ds(ds)
     run = dag.test(
         logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
         run_conf={"lake": root, "ds": ds, "overrides": overrides},
