@@ -6,13 +6,14 @@ them would see NaN where serving sees values, so they are rebuilt, not reused.""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pandas as pd
 import pytest
 
 from jobs.core.config import load_config
 from jobs.core.lake import Lake
-from jobs.daily import build_features
+from jobs.daily import build_features, item_catalogue
 from jobs.daily import training_data as td
 from models.ranking.item_features import ACTIVITY_COLUMNS, ITEM_COLUMNS
 
@@ -33,6 +34,9 @@ def _lake(tmp_path, *, item_stats: list[str]) -> Lake:
         _write(lake, t, cols.get(t, ["user_id"]))
     # one accepted events day before the cutoff, so a rebuild is possible
     os.makedirs(os.path.join(lake.events, "ds=2024-03-01"))
+    # the catalogue as of the cutoff, validated (by that day's run)
+    os.makedirs(os.path.join(lake.warehouse, "items", f"ds={DAY}"))
+    open(os.path.join(lake.warehouse, "items", f"ds={DAY}", "_SUCCESS"), "w").close()
     return lake
 
 
@@ -40,6 +44,9 @@ def _lake(tmp_path, *, item_stats: list[str]) -> Lake:
 def builds(monkeypatch):
     calls: list[str] = []
     monkeypatch.setattr(build_features, "run", lambda lake, ds, cfg: calls.append(ds))
+    monkeypatch.setattr(
+        item_catalogue, "ingest_items", lambda lake, ds, cfg: calls.append(f"items {ds}")
+    )
     return calls
 
 
@@ -58,3 +65,12 @@ def test_tables_without_new_columns_are_rebuilt(tmp_path, builds, caplog):
         assert td.ensure_cutoff_features(lake, DAY, load_config(None, {})) == "built"
     assert builds == [DAY]
     assert "repeat_rate" in caplog.text
+
+
+def test_a_cutoff_never_ingested_gets_its_own_catalogue_snapshot(tmp_path, builds):
+    """Not a later day's snapshot: the catalogue as of the cutoff is validated first."""
+    lake = _lake(tmp_path, item_stats=["item_id", *ITEM_COLUMNS.values()])
+    shutil.rmtree(os.path.join(lake.warehouse, "items", f"ds={DAY}"))
+    os.makedirs(os.path.join(lake.warehouse, "items", "ds=2024-03-09"))  # a later one exists
+    assert td.ensure_cutoff_features(lake, DAY, load_config(None, {})) == "existing"
+    assert builds == [f"items {DAY}"]
