@@ -181,7 +181,8 @@ def bench_pipeline(
     cutoff = cutoff_for(ds, cfg)
     log_path = os.path.join(work.root, f"bench-{ds}.log")
     label = f"[{users:,} users]"
-    setup = _set_up(work, ds, cutoff, overrides, config, log_path, label, say)
+    prefit = cfg.mf.serving == "refit"
+    setup = _set_up(work, ds, cutoff, overrides, config, log_path, label, say, prefit)
     if setup_only:
         return {"users": users, "items": items, "ds": ds, "setup": setup}
     _reset_measured_outputs(work, ds)
@@ -212,6 +213,7 @@ def _set_up(
     log_path: str,
     label: str,
     say: Callable[[str], None],
+    prefit: bool = False,
 ) -> dict[str, Any]:
     """The steady state before `ds`, each set-up step run once (recorded in _setup.json)."""
     setup_path = os.path.join(work.root, "_setup.json")
@@ -221,12 +223,14 @@ def _set_up(
             setup = json.load(f)
     # yesterday's run ingested up to the day before yesterday and built features (so today's
     # Beta prior state advances from yesterday's, as in a daily steady state); the run of
-    # `cutoff` built the features the models train on and fitted its serving factorisations,
-    # which today's train reads as its cutoff fit
+    # `cutoff` built the features the models train on and, with `prefit` (mf.serving=refit),
+    # fitted its serving factorisations, which today's train reads as its cutoff fit (with
+    # fold_in today's train fits as of cutoff itself)
     setup_steps = [("ingest", shift_ds(ds, -1)), ("build_features", cutoff)]
     if shift_ds(ds, -1) != cutoff:
         setup_steps.append(("build_features", shift_ds(ds, -1)))
-    setup_steps.append(("mf", cutoff))
+    if prefit:
+        setup_steps.append(("mf", cutoff))
     for step, at in setup_steps:
         key = f"{step}@{at}"
         if key in setup:

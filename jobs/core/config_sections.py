@@ -81,8 +81,13 @@ class MFConfig:
     learning_rate: float = 0.05  # BPR only
     seed: int = 42
     backend: str = "implicit"  # implicit (one machine) | spark (Spark MLlib ALS, ALS only)
+    # fold_in: serve the cutoff fit's item/category factors with users folded in as of ds (the
+    # factor space the heads and w were trained on) | refit: a new fit on all data before ds
+    serving: str = "fold_in"
 
     def __post_init__(self) -> None:
+        if self.serving not in ("fold_in", "refit"):
+            raise ConfigError(f"mf.serving must be 'fold_in' or 'refit', got {self.serving!r}")
         if self.algorithm not in ("als", "bpr"):
             raise ConfigError(f"mf.algorithm must be 'als' or 'bpr', got {self.algorithm!r}")
         if self.backend not in ("implicit", "spark"):

@@ -1,6 +1,9 @@
 """The matrix factorisations of the train step: user–item and user–category MF on the counts
 as of a day, with the configured backend, cached in `warehouse/mf_cache` under a key of their
-inputs."""
+inputs; and the factors the heads are trained on and served with (`window_factorisations`,
+`serving_factorisations`): with `mf.serving=fold_in` one item (and category) factor space, the
+fit as of the label window's start, with every user's factors solved from their counts as of
+the day they are used (`models.ranking.mf.fold_in`)."""
 
 from __future__ import annotations
 
@@ -70,9 +73,9 @@ def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict
     """User–item and user–category MF on the counts as of `ds`, with the configured backend.
 
     Each fit is kept in `warehouse/mf_cache/ds=<ds>/` under a key of its inputs
-    (`mf_cache_key`). The serving fit of day d and the cutoff fit of day d + training.label_days
-    factorise the same counts, so a daily run reads one of its two fits from the run of
-    label_days earlier instead of repeating it (ALS is deterministic here: same factors)."""
+    (`mf_cache_key`): a re-run, a retry or an evaluation of the same day reads it back (ALS is
+    deterministic here: same factors). With `mf.serving=refit` the serving fit of day d and the
+    cutoff fit of day d + training.label_days factorise the same counts and share one entry."""
     from models.ranking.mf import MFModel, fit_mf
 
     params = mf_params(cfg)
@@ -92,8 +95,7 @@ def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict
         ("category", "user_category_counts", "category_id"),
     ):
         t0 = time.perf_counter()
-        df = io.read_parquet(lake.feature(table, ds), ["user_id", key, "eta"], marker="_SUCCESS")
-        df = df[df["eta"] > 0]
+        df = _counts(lake, ds, table, key)
         cached = join(
             lake.warehouse,
             MF_CACHE,
@@ -114,3 +116,66 @@ def fit_factorisations(lake: Lake, ds: str, cfg: Config) -> tuple[Any, Any, dict
         models.append(model)
     _prune_mf_cache(lake, ds, cfg)
     return models[0], models[1], seconds
+
+
+TABLES: tuple[tuple[str, str], ...] = (
+    ("user_item_counts", "item_id"),
+    ("user_category_counts", "category_id"),
+)
+
+
+def _counts(lake: Lake, ds: str, table: str, key: str) -> pd.DataFrame:
+    """user_id, key, eta (> 0) of a count table as of `ds`."""
+    df = io.read_parquet(lake.feature(table, ds), ["user_id", key, "eta"], marker="_SUCCESS")
+    return df[df["eta"] > 0]
+
+
+def fold_in_factorisations(
+    lake: Lake, ds: str, cfg: Config, mf_item: Any, mf_cat: Any
+) -> tuple[Any, Any]:
+    """`mf_item` and `mf_cat`'s entity factors with every user's factors solved from the
+    counts as of `ds` (`models.ranking.mf.fold_in`, the loss of `mf.backend`)."""
+    from models.ranking.mf import fold_in
+
+    params = mf_params(cfg)
+    style = "spark" if cfg.mf.backend == "spark" else "implicit"
+    out = []
+    for model, (table, key) in zip((mf_item, mf_cat), TABLES, strict=True):
+        df = _counts(lake, ds, table, key)
+        out.append(
+            fold_in(
+                model,
+                df["user_id"].to_numpy(object),
+                df[key].to_numpy(object),
+                df["eta"].to_numpy(np.float64),
+                params,
+                style,
+            )
+        )
+    return out[0], out[1]
+
+
+def window_factorisations(lake: Lake, start: str, cfg: Config) -> tuple[Any, Any, float]:
+    """(item MF, category MF, seconds) the engagement examples of a label window starting at
+    `start` are built with: the fit as of `start`, its users folded in with
+    `mf.serving=fold_in` (the way `serving_factorisations` gives them at serving)."""
+    t0 = time.perf_counter()
+    mf_item, mf_cat, _ = fit_factorisations(lake, start, cfg)
+    if cfg.mf.serving == "fold_in":
+        mf_item, mf_cat = fold_in_factorisations(lake, start, cfg, mf_item, mf_cat)
+    return mf_item, mf_cat, time.perf_counter() - t0
+
+
+def serving_factorisations(
+    lake: Lake, ds: str, cfg: Config, cutoff_item: Any, cutoff_cat: Any
+) -> tuple[Any, Any, dict[str, float]]:
+    """(item MF, category MF, timings) rank serves with on `ds`, given the newest label
+    window's factors (`window_factorisations` as of cutoff). fold_in: the cutoff's item and
+    category factors, users folded in from the counts as of `ds`, so the heads and the φ → q
+    map see r̂, ŝ and g in the space they were trained in (a user whose counts did not change
+    gets the same factors). refit: a new fit on all data before `ds`."""
+    if cfg.mf.serving == "refit":
+        return fit_factorisations(lake, ds, cfg)
+    t0 = time.perf_counter()
+    mf_item, mf_cat = fold_in_factorisations(lake, ds, cfg, cutoff_item, cutoff_cat)
+    return mf_item, mf_cat, {"fold_in": time.perf_counter() - t0}

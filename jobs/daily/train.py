@@ -9,7 +9,10 @@ For `ds`, with the label window `[cutoff, ds)` (see jobs/daily/training_data.py)
    objective with enough positives (models/ranking/engagement.py).
 3. The grid search over w: pages as of cutoff for held-out users (the engagement model's
    evaluation split), in both item modes, scored by NDCG_2D against the label window.
-4. MF again on all data before `ds`: the factors the rank step serves with.
+4. The factors the rank step serves with (jobs/daily/factorisations.py): by default the
+   cutoff fit's item and category factors with every user folded in from the counts as of
+   `ds`, the space the heads and w were trained in (`mf.serving=refit`: a new fit on all data
+   before `ds`).
 5. The bundle (jobs/daily/bundle.py) and an MLflow run with params, metrics, PNG plots and a
    registered pyfunc model version holding the `challenger` alias. The promote step decides.
 """
@@ -31,7 +34,7 @@ from jobs.core.config import Config
 from jobs.core.lake import Lake, join, local_path, shift_ds
 from jobs.daily.carousel_weight import choose_item_mode, w_grid_search
 from jobs.daily.engagement_fit import fit_engagement_model, holdout_split
-from jobs.daily.factorisations import fit_factorisations
+from jobs.daily.factorisations import serving_factorisations, window_factorisations
 from jobs.daily.page_inputs import load_inputs, page_params, slot_examination
 from jobs.daily.train_tracking import Trained, log_training, model_info
 
@@ -87,9 +90,7 @@ def window_dataset(lake: Lake, start: str, end: str, cfg: Config) -> WindowData:
     t0 = time.perf_counter()
     features = td.ensure_cutoff_features(lake, start, cfg)
     features_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    mf_item, mf_cat, _ = fit_factorisations(lake, start, cfg)
-    mf_seconds = time.perf_counter() - t0
+    mf_item, mf_cat, mf_seconds = window_factorisations(lake, start, cfg)
     events = td.window_events(lake, start, end, cfg)
     active = events.select("user_id").distinct().toPandas()["user_id"].to_numpy(object)
     users = td.sample_users(active, cfg.training.max_users, cfg.engagement.seed)
@@ -218,6 +219,8 @@ def train_model(lake: Lake, ds: str, cfg: Config, timings: dict[str, float]) -> 
         w=w,
         w_ndcg=w_ndcg,
         timings=timings,
+        mf_item=data.inputs.mf_item,
+        mf_cat=data.inputs.mf_cat,
     )
 
 
@@ -259,9 +262,9 @@ def run(lake: Lake, ds: str, cfg: Config) -> dict[str, Any]:
     t_all = time.perf_counter()
     t = train_model(lake, ds, cfg, timings)
 
-    # serving factors on everything before ds
+    # serving factors: the cutoff's factor space with users as of ds (mf.serving=fold_in)
     t0 = time.perf_counter()
-    mf_item, mf_cat, mf_seconds = fit_factorisations(lake, ds, cfg)
+    mf_item, mf_cat, mf_seconds = serving_factorisations(lake, ds, cfg, t.mf_item, t.mf_cat)
     timings["mf_serving_s"] = time.perf_counter() - t0
 
     # one bundle per (ds, config): a rejected or rolled-back model never overwrites the files of

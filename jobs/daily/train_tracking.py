@@ -37,6 +37,8 @@ class Trained:
     w: float
     w_ndcg: float
     timings: dict[str, float]
+    mf_item: Any = None  # the newest label window's factors (models.ranking.mf.MFModel)
+    mf_cat: Any = None
 
 
 def model_info(

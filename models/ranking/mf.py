@@ -153,3 +153,74 @@ def fit_mf(users: np.ndarray, items: np.ndarray, weights: np.ndarray, params: MF
             f"{params.algorithm} produced NaN/inf factors; lower mf.alpha or raise mf.regularization"
         )
     return MFModel(user_ids, item_ids, uf, itf)
+
+
+FOLD_IN_STYLES: tuple[str, ...] = ("implicit", "spark")
+
+
+def fold_in(
+    model: MFModel,
+    users: np.ndarray,
+    items: np.ndarray,
+    weights: np.ndarray,
+    params: MFParams,
+    style: str = "implicit",
+    chunk: int = 4096,
+) -> MFModel:
+    """`model`'s entity factors with user factors solved from (user, entity, η) triples: the
+    ALS user step with the entity factors Y held fixed, x_u = A_u⁻¹ b_u with confidence
+    c = alpha·η over the user's known entities. `style` is the loss of the backend that fitted
+    Y: "implicit" (A_u = YᵀY + λI + Σ (c − 1) y yᵀ, b_u = Σ c y) or "spark" (Spark MLlib:
+    A_u = YᵀY + λ·n_u·I + Σ c y yᵀ, b_u = Σ (1 + c) y). Entities `model` lacks are dropped;
+    users left with none are left out (cold). Deterministic: the same rows give the same x_u,
+    whatever the other users' rows."""
+    if style not in FOLD_IN_STYLES:
+        raise ValueError(f"fold-in style must be one of {FOLD_IN_STYLES}, got {style!r}")
+    idx = model.item_index(np.asarray(items, dtype=object))
+    keep = idx >= 0
+    k = model.item_factors.shape[1]
+    if not keep.any():
+        empty = np.empty((0, k), np.float32)
+        return MFModel(np.empty(0, dtype=object), model.item_ids, empty, model.item_factors)
+    u, user_ids = pd_factorize(np.asarray(users, dtype=object)[keep])
+    m = sp.csr_matrix(
+        (np.asarray(weights, dtype=np.float64)[keep], (u, idx[keep])),
+        shape=(len(user_ids), len(model.item_ids)),
+    )
+    m.sum_duplicates()
+    y = model.item_factors.astype(np.float64)
+    base = y.T @ y
+    out = np.empty((len(user_ids), k), dtype=np.float32)
+    start = 0
+    while start < len(user_ids):  # users in chunks of about `chunk` nonzeros
+        end = int(np.searchsorted(m.indptr, m.indptr[start] + chunk, side="right")) - 1
+        end = min(max(end, start + 1), len(user_ids))
+        out[start:end] = _user_step(m[start:end], y, base, params, style)
+        start = end
+    return MFModel(user_ids, model.item_ids, out, model.item_factors)
+
+
+def _user_step(
+    rows: sp.csr_matrix, y: np.ndarray, base: np.ndarray, params: MFParams, style: str
+) -> np.ndarray:
+    """x_u of a block of users' rows (see `fold_in`)."""
+    n, k = rows.shape[0], y.shape[1]
+    c = params.alpha * rows.data
+    starts = rows.indptr[:-1]  # every user has a row (fold_in keeps only such users)
+    yy = y[rows.indices]
+    a_w, b_w = (c - 1.0, c) if style == "implicit" else (c, 1.0 + c)
+    a = np.add.reduceat(a_w[:, None, None] * yy[:, :, None] * yy[:, None, :], starts, axis=0)
+    reg = np.full(n, params.regularization)
+    if style == "spark":
+        reg = reg * np.diff(rows.indptr)
+    a += base[None] + reg[:, None, None] * np.eye(k)[None]
+    b = np.add.reduceat(b_w[:, None] * yy, starts, axis=0)
+    return np.linalg.solve(a, b[:, :, None])[:, :, 0]
+
+
+def pd_factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, sorted distinct values) as `np.unique(..., return_inverse=True)` gives them."""
+    import pandas as pd
+
+    codes, uniq = pd.factorize(values, sort=True)
+    return codes, np.asarray(uniq, dtype=object)

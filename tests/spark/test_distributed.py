@@ -15,7 +15,7 @@ from models.evaluation import metrics as m
 from models.ranking.distributed import _aligned, _check_lineage, fit_mf_spark, spark_booster_trainer
 from models.ranking.engagement import fit_engagement
 from models.ranking.engagement_model import EngagementParams
-from models.ranking.mf import MFFitError, MFModel, MFParams, fit_mf
+from models.ranking.mf import MFFitError, MFModel, MFParams, fit_mf, fold_in
 
 # xgboost.spark trains in Spark's Python workers, which start `PYSPARK_PYTHON` (default: the
 # `python3` on PATH, not this venv). Collection imports this module before the session fixture
@@ -99,6 +99,18 @@ def test_spark_als_and_implicit_agree_on_the_ranking(spark_mf):
         # both put the user's colour first: the two rankings agree on the block split
         agree = np.corrcoef(_scores(spark_mf, u), _scores(local, u))[0, 1]
         assert agree > 0.9, f"user {u}: correlation {agree:.3f}"
+
+
+def test_spark_style_fold_in_is_spark_als_own_user_step(spark_mf):
+    # MLlib ends each iteration with the user step on the new item factors: folding the same
+    # rows into its item factors (mf.serving=fold_in with mf.backend=spark) gives its users back
+    users, items = _checkerboard()
+    folded = fold_in(spark_mf, users, items, np.ones(len(users)), ALS, "spark")
+    rows = spark_mf.user_index(folded.user_ids)
+    assert len(folded.user_ids) == N_USERS and (rows >= 0).all()
+    np.testing.assert_allclose(
+        folded.user_factors, spark_mf.user_factors[rows], rtol=1e-3, atol=1e-4
+    )
 
 
 def test_spark_als_refuses_bpr(spark):
@@ -263,6 +275,19 @@ def test_train_job_picks_the_twins_from_config(spark, tmp_path):
     assert (item_model.item_factors @ row)[same].min() > (item_model.item_factors @ row)[
         other
     ].max()
+    # mf.serving=fold_in: the heads' factors (and the served ones) fold the users into the
+    # Spark fit with MLlib's own user step, so they are the fit's users again
+    from jobs.daily.factorisations import serving_factorisations, window_factorisations
+
+    train_item, train_cat, _ = window_factorisations(lake, ds, cfg)
+    serve_item, _, _ = serving_factorisations(lake, ds, cfg, train_item, train_cat)
+    np.testing.assert_allclose(
+        train_item.user_factors,
+        item_model.user_factors[item_model.user_index(train_item.user_ids)],
+        rtol=1e-3,
+        atol=1e-4,
+    )
+    np.testing.assert_array_equal(serve_item.user_factors, train_item.user_factors)
     trainer = booster_trainer(cfg)
     assert trainer is not None and trainer.__module__ == "models.ranking.distributed"
     assert booster_trainer(load_config()) is None  # the local default
