@@ -141,6 +141,17 @@ def _tag_rows(raw: Any, seen: Any, win: Window, wm: dt.datetime) -> tuple[Any, d
     return tagged, counts
 
 
+def listed_on(lake: Lake, day: str) -> list[str]:
+    """The items the raw catalogue lists on `day` itself: their events of that day are good."""
+    if not io.list_files(lake.items):
+        return []
+    items = io.read_parquet(lake.items, marker=None)
+    if "first_seen" not in items.columns:
+        return []
+    on_day = pd.to_datetime(items["first_seen"]) == pd.Timestamp(day)
+    return sorted(items.loc[on_day, "item_id"].dropna().astype(str).unique())
+
+
 def _flag_fresh(
     spark: Any,
     lake: Lake,
@@ -157,6 +168,9 @@ def _flag_fresh(
     now = now or dt.datetime.now(dt.UTC)
     limit = F.lit(now + dt.timedelta(seconds=cfg.ingest.max_future_seconds)).cast("timestamp")
     items = spark.read.parquet(join(lake.warehouse, "items", f"ds={win.base}")).select("item_id")
+    today = listed_on(lake, win.base)
+    if today:  # the daily catalogue (as of the start of the day) does not know them yet
+        items = items.unionByName(spark.createDataFrame([(i,) for i in today], "item_id string"))
     fresh = tagged.filter(F.col("_bucket") == "in_window").drop("_bucket", "_seen")
     flagged = flag_bad_rows(fresh, now_limit=limit, item_ids=items).cache()
     reasons = {

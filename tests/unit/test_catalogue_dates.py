@@ -60,3 +60,15 @@ def test_the_refresh_sees_todays_stock_changes_but_not_tomorrows(tmp_path):
     assert now.tolist()[:3] == [False, True, True] and now.isna().tolist() == [0, 0, 0, 1]
     gone = newly_out_of_stock(lake, "2026-01-06", ids, np.array([True, True, True, True]))
     assert gone.tolist() == [True, False, False, False]
+
+
+def test_the_refresh_accepts_events_of_items_listed_that_day(tmp_path):
+    """The daily catalogue of `base` knows the items listed before it; the day's own listings
+    come from the raw catalogue (else their events would be quarantined as unknown)."""
+    from jobs.refresh.events import listed_on
+
+    lake = Lake(str(tmp_path))
+    table = items_table((("a", "A", "c", 1.0), ("b", "B", "c", 1.0), ("c", "C", "c", 1.0)))
+    seen = pa.array([D(2026, 1, 5), D(2026, 1, 6), D(2026, 1, 7)], pa.date32())
+    write_parquet(table.set_column(8, "first_seen", seen), lake.items)
+    assert listed_on(lake, "2026-01-06") == ["b"]
