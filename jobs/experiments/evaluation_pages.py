@@ -65,16 +65,26 @@ def relevant_pairs(after: pd.DataFrame, relevant: Sequence[str], window: str) ->
     return rel[["user_id", "item_id"]].drop_duplicates()
 
 
+BEFORE_COLUMNS = ["user_id", "item_id", "event_type", "ts", "ds"]
+
+
 def baseline_pages(
-    elake: Lake, split_ds: str, shown: pd.Series, cfg: Config
+    elake: Lake,
+    split_ds: str,
+    shown: pd.Series,
+    cfg: Config,
+    read: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], Callable[[int | None], pd.DataFrame]]:
     """The baselines' pages for the users of `shown` (items shown to each by the pipeline), from
-    what the run as of `split_ds` knew: its catalogue snapshot and the events before the split.
+    what the run as of `split_ds` knew: its catalogue snapshot and the events before the split
+    (`read`: those two frames when the caller holds them, BEFORE_COLUMNS for the events).
     Returns (pages by baseline, history cells k -> the baselines mixed)."""
     from models.evaluation import baselines as bl
 
-    items = pd.read_parquet(local_path(join(elake.warehouse, "items", f"ds={split_ds}")))
-    before = read_events(elake, None, split_ds, ["user_id", "item_id", "event_type", "ts", "ds"])
+    items, before = read or (
+        pd.read_parquet(local_path(join(elake.warehouse, "items", f"ds={split_ds}"))),
+        read_events(elake, None, split_ds, BEFORE_COLUMNS),
+    )
     users = shown.index
     bought = before[(before["event_type"] == "purchase") & before["user_id"].isin(users)]
     recent = before[before["ds"] >= shift_ds(split_ds, -cfg.eval.popularity_days)]
@@ -104,7 +114,7 @@ def page_frames(elake: Lake, split_ds: str, end: str, cfg: Config) -> PageFrames
 
     ec = cfg.eval
     items = pd.read_parquet(local_path(join(elake.warehouse, "items", f"ds={split_ds}")))
-    before = read_events(elake, None, split_ds, ["user_id", "item_id", "event_type"])
+    before = read_events(elake, None, split_ds, BEFORE_COLUMNS)
     after = read_events(elake, split_ds, end, ["user_id", "item_id", "event_type"])
     truth = relevant_pairs(after, ec.relevant_events, f"[{split_ds}, {end})")
     users = _sample_users(pd.Index(truth["user_id"].unique()), ec.max_users, ec.seed)
@@ -117,7 +127,7 @@ def page_frames(elake: Lake, split_ds: str, end: str, cfg: Config) -> PageFrames
         local_path(join(elake.warehouse, "pages", f"ds={split_ds}", "pages.parquet"))
     )
     shown = pages_for_users(pipe, users).groupby("user_id").size().reindex(users)
-    baselines, mixed = baseline_pages(elake, split_ds, shown, cfg)
+    baselines, mixed = baseline_pages(elake, split_ds, shown, cfg, read=(items, before))
     return PageFrames({"pipeline": pipe, **baselines}, truth, history, items, mixed)
 
 
